@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` prints a table; speed is never measured by a test."""

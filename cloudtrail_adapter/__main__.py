@@ -1,0 +1,3 @@
+from cloudtrail_adapter.cli import main
+
+raise SystemExit(main())

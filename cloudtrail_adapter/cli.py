@@ -1,0 +1,194 @@
+"""Command line: `run`, `validate`, LimaCharlie's `s3`/`sqs` forms, and `demo`.
+
+The daemon, telemetry and demo modules are imported only by the commands that need them, so
+`validate` stays light and works without the network stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+
+from cloudtrail_adapter.config import (
+    ConfigError,
+    ConfigProblem,
+    SourceConfig,
+    SourceKind,
+    load_config,
+    parse_dotted,
+)
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # bad arguments or configuration, as argparse does
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_STATE_DIR = Path("state")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    env = os.environ
+    command: str | None = args.command
+    if command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if command == "demo":
+        return _demo()
+    if command == "validate":
+        return _validate(Path(args.config), env)
+    kind: SourceKind | None = "s3" if command == "s3" else "sqs" if command == "sqs" else None
+    arguments: list[str] = [args.config] if command == "run" else args.arguments
+    return _run(kind, arguments, state_dir(args.state_dir, env), args.log_level, env)
+
+
+def state_dir(given: str | None, env: Mapping[str, str]) -> Path:
+    """`--state-dir`, else systemd's `$STATE_DIRECTORY` (its first entry), else `./state`."""
+    if given:
+        return Path(given)
+    from_systemd = env.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(from_systemd) if from_systemd else DEFAULT_STATE_DIR
+
+
+def read_sources(
+    kind: SourceKind | None,
+    arguments: list[str],
+    env: Mapping[str, str],
+    warnings: list[ConfigProblem],
+) -> list[SourceConfig]:
+    """`run CONFIG`, `s3 CONFIG` / `sqs CONFIG` (every document of that kind), or
+    `s3 key=value ...` / `sqs key=value ...`."""
+    if kind is None or (len(arguments) == 1 and "=" not in arguments[0]):
+        return load_config(Path(arguments[0]), env, expect_kind=kind, warnings=warnings)
+    return parse_dotted(kind, arguments, env, warnings=warnings)
+
+
+def _run(
+    kind: SourceKind | None,
+    arguments: list[str],
+    state: Path,
+    log_level: str,
+    env: Mapping[str, str],
+) -> int:
+    from cloudtrail_adapter import telemetry
+
+    telemetry.configure_logging(log_level)
+    warnings: list[ConfigProblem] = []
+    try:
+        sources = read_sources(kind, arguments, env, warnings)
+    except ConfigError as exc:
+        _print_problems(warnings, exc, sys.stderr)
+        return EXIT_USAGE
+    log = structlog.get_logger("cloudtrail_adapter.cli")
+    for warning in warnings:
+        log.warning(
+            "config_warning",
+            origin=warning.origin,
+            document=warning.document,
+            line=warning.line,
+            key=warning.key,
+            message=warning.message,
+        )
+
+    from cloudtrail_adapter import daemon
+
+    return asyncio.run(daemon.serve(sources, state))
+
+
+def _validate(config: Path, env: Mapping[str, str]) -> int:
+    warnings: list[ConfigProblem] = []
+    try:
+        sources = load_config(config, env, warnings=warnings)
+    except ConfigError as exc:
+        _print_problems(warnings, exc, sys.stderr)
+        return EXIT_USAGE
+    _print_problems(warnings, None, sys.stderr)
+    for source in sources:
+        print(summary(source))
+    return EXIT_OK
+
+
+def _demo() -> int:
+    from cloudtrail_adapter.emulator import demo
+
+    return asyncio.run(demo.run_demo())
+
+
+def _print_problems(warnings: list[ConfigProblem], error: ConfigError | None, out: TextIO) -> None:
+    for warning in warnings:
+        print(f"warning: {warning}", file=out)
+    if error is not None:
+        print(error, file=out)
+
+
+def summary(source: SourceConfig) -> str:
+    """One secret-free line: what is read, where it goes, which credentials."""
+    if source.client_options is not None:
+        client = source.client_options
+        where = f"usp oid={client.identity.oid} hostname={client.hostname}"
+        where += f" platform={client.platform}"
+        if client.dest_url:
+            where += f" dest_url={client.dest_url}"
+    else:
+        assert source.webhook is not None
+        where = f"webhook {source.webhook.url}"
+    if source.kind == "file":
+        return f"{source.name} -> {where}"
+    aws = source.aws
+    credentials = "static keys" if aws.access_key else "default credential chain"
+    extra = f", region {aws.region}" if aws.region else ""
+    extra += f", endpoint {aws.endpoint_url}" if aws.endpoint_url else ""
+    return f"{source.name} -> {where} ({credentials}{extra})"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloudtrail-adapter",
+        description="Ships AWS CloudTrail events from S3 or SQS into LimaCharlie.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run every source in a config file")
+    run.add_argument("config", metavar="CONFIG", help="YAML file of one or more documents")
+    _daemon_options(run)
+
+    validate = commands.add_parser(
+        "validate", help="check a config file: every error, then one line per source"
+    )
+    validate.add_argument("config", metavar="CONFIG")
+
+    for kind in ("s3", "sqs"):
+        form = commands.add_parser(
+            kind,
+            help=f"LimaCharlie's form: `{kind} CONFIG` or `{kind} key=value ...`",
+            description=(
+                f"Either a config file whose documents are all `{kind}:` sources, or dotted "
+                "keys relative to the source, e.g. client_options.identity.oid=... "
+                + ("bucket_name=..." if kind == "s3" else "queue_url=...")
+            ),
+        )
+        form.add_argument("arguments", nargs="+", metavar="CONFIG | KEY=VALUE")
+        _daemon_options(form)
+
+    commands.add_parser("demo", help="the daemon against a local S3 and a LimaCharlie emulator")
+    return parser
+
+
+def _daemon_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="checkpoints and quarantine (default: $STATE_DIRECTORY, else ./state)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", type=str.lower, choices=LOG_LEVELS, help="default: info"
+    )

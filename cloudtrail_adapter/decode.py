@@ -1,0 +1,243 @@
+"""CloudTrail object bytes -> compact one-line records, and records -> a gzip bundle.
+
+Pure and CPU-bound: no asyncio, no logging, no global state. Everything taken and returned
+is bytes, str or a small frozen value, so these functions run unchanged in a thread or a
+process pool.
+
+Decisions a reader would otherwise have to rediscover:
+- gzip is recognised by its magic bytes, never by a name or Content-Encoding.
+- Concatenated gzip members are valid gzip (RFC 1952 §2.2) and are all decompressed; NUL
+  padding after the last member is ignored (as gzip(1) does); any other trailing data is
+  `corrupt_gzip`, because silently dropping it could drop records.
+- Records are never turned into Python objects: msgspec splits `Records` into `Raw` slices
+  and `msgspec.json.format(indent=-1)` compacts each one. JSON strings cannot hold a raw
+  newline (msgspec rejects one), so a compacted record is always exactly one line.
+- Zero-byte and whitespace-only objects are kind "empty"; `{"Records":[]}` is a "log" with
+  no records; an object without `Records` that is a digest (by its keys, or by the key
+  hint) is a "digest". Anything else without `Records` is an error, not an empty log: an
+  object we do not understand must not be checkpointed as done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import msgspec
+from isal import isal_zlib
+
+__all__ = [
+    "BUNDLE_LEVEL",
+    "DecodeError",
+    "DecodeReason",
+    "DecodedObject",
+    "compress_bundle",
+    "decode_object",
+    "is_digest_key",
+]
+
+DecodeReason = Literal[
+    "corrupt_gzip",
+    "truncated_gzip",
+    "not_json",
+    "not_object",
+    "no_records",
+    "records_not_list",
+    "record_not_object",
+    "invalid_utf8",
+]
+
+#: isa-l level for outgoing bundles: about as fast as level 0, and much smaller.
+BUNDLE_LEVEL: Final = 1
+
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+_GZIP_WBITS: Final = 16 + isal_zlib.MAX_WBITS
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
+# The stub declares `error` as an instance; at runtime it is the exception class.
+_IsalError: Final[type[Exception]] = isal_zlib.error  # type: ignore[assignment]
+_DIGEST_DIR: Final = "CloudTrail-Digest"
+_DIGEST_NAME: Final = "_CloudTrail-Digest_"
+_JSON_TYPE_BY_FIRST_BYTE: Final = {
+    ord("{"): "an object",
+    ord("["): "an array",
+    ord('"'): "a string",
+    ord("t"): "a boolean",
+    ord("f"): "a boolean",
+    ord("n"): "null",
+}
+
+
+class DecodeError(Exception):
+    """An object that cannot be decoded; `reason` is a stable short code for logs and metrics.
+
+    The message names what is wrong and where (byte offset, record index, top-level key
+    names), never record content.
+    """
+
+    def __init__(self, reason: DecodeReason, message: str) -> None:
+        # Both in args, so that the error survives pickling back from a process pool.
+        super().__init__(reason, message)
+        self.reason: DecodeReason = reason
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedObject:
+    """One object's records as compact JSON lines (no trailing newline), in file order.
+
+    `raw_bytes` is the decompressed size, for throughput accounting.
+    """
+
+    kind: Literal["log", "digest", "empty"]
+    records: list[bytes]
+    raw_bytes: int
+
+
+class _Envelope(msgspec.Struct):
+    """The top level of a CloudTrail file; every other key is skipped unparsed."""
+
+    Records: list[msgspec.Raw] | msgspec.UnsetType = msgspec.UNSET
+    digestStartTime: msgspec.Raw = msgspec.Raw()
+    digestS3Object: msgspec.Raw = msgspec.Raw()
+
+
+_decode_envelope: Final = msgspec.json.Decoder(_Envelope).decode
+
+
+def is_digest_key(key: str) -> bool:
+    """True for CloudTrail digest files, so sources can skip them without fetching."""
+    return _DIGEST_NAME in key.rsplit("/", 1)[-1] or _DIGEST_DIR in key.split("/")
+
+
+def decode_object(data: bytes, key: str | None = None) -> DecodedObject:
+    """Decode one CloudTrail object (gzip or plain JSON) into compact one-line records.
+
+    `key`, when given, only helps classify a Records-less object as a digest; it never
+    decides whether the data is gzip. Raises DecodeError, and nothing else, for bad input.
+    """
+    if data[:2] == _GZIP_MAGIC:
+        data = _gunzip(data)
+    try:
+        return _decode_json(data, key)
+    except RecursionError:
+        raise DecodeError("not_json", "JSON nested deeper than the decoder allows") from None
+
+
+def _decode_json(data: bytes, key: str | None) -> DecodedObject:
+    raw_bytes = len(data)
+    if data[:3] == _UTF8_BOM:
+        data = data[3:]
+    try:
+        envelope = _decode_envelope(data)
+    except msgspec.ValidationError as exc:
+        raise _shape_error(data, exc) from None
+    except msgspec.DecodeError as exc:
+        if not data.strip(b" \t\r\n"):
+            return DecodedObject("empty", [], raw_bytes)
+        raise DecodeError("not_json", f"not JSON: {exc}") from None
+    _check_utf8(data)
+    if isinstance(envelope.Records, msgspec.UnsetType):
+        if envelope.digestStartTime or envelope.digestS3Object or is_digest_key(key or ""):
+            return DecodedObject("digest", [], raw_bytes)
+        raise _no_records(data)
+    return DecodedObject("log", _compact(envelope.Records), raw_bytes)
+
+
+def compress_bundle(lines: list[bytes]) -> tuple[bytes, int]:
+    """gzip of the newline-joined lines (one member, mtime 0), and the uncompressed length."""
+    joined = b"\n".join(lines)
+    return isal_zlib.compress(joined, level=BUNDLE_LEVEL, wbits=_GZIP_WBITS), len(joined)
+
+
+def _gunzip(data: bytes) -> bytes:
+    """Every gzip member in `data`, concatenated; NUL padding after the last is ignored."""
+    members: list[bytes] = []
+    rest = data
+    while True:
+        inflater = isal_zlib.decompressobj(wbits=_GZIP_WBITS)
+        offset = len(data) - len(rest)
+        try:
+            members.append(inflater.decompress(rest))
+        except _IsalError as exc:
+            raise DecodeError(
+                "corrupt_gzip", f"corrupt gzip member at byte {offset}: {exc}"
+            ) from None
+        if not inflater.eof:
+            raise DecodeError(
+                "truncated_gzip",
+                f"gzip data ends before the end of the member at byte {offset} "
+                f"({len(data)} bytes in all)",
+            )
+        rest = inflater.unused_data.lstrip(b"\0")
+        if not rest:
+            break
+        if rest[:2] != _GZIP_MAGIC:
+            raise DecodeError(
+                "corrupt_gzip",
+                f"{len(rest)} bytes that are not gzip follow the gzip member(s)",
+            )
+    return members[0] if len(members) == 1 else b"".join(members)
+
+
+def _check_utf8(data: bytes) -> None:
+    """msgspec does not validate strings inside a Raw; records must be valid UTF-8 text."""
+    if data.isascii():
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(
+            "invalid_utf8", f"invalid UTF-8 at byte {exc.start} of the decompressed data"
+        ) from None
+
+
+def _compact(raws: list[msgspec.Raw]) -> list[bytes]:
+    fmt = msgspec.json.format
+    lines: list[bytes] = []
+    append = lines.append
+    for index, raw in enumerate(raws):
+        line: bytes = fmt(raw, indent=-1)
+        if line[:1] != b"{":
+            raise DecodeError(
+                "record_not_object",
+                f"Records[{index}] is {_json_type(line)}, not a JSON object",
+            )
+        append(line)
+    return lines
+
+
+def _shape_error(data: bytes, exc: msgspec.ValidationError) -> DecodeError:
+    """Valid JSON of the wrong shape: say which part is wrong (only on the error path)."""
+    first = data.lstrip(b" \t\r\n")[:1]
+    if first != b"{":
+        return DecodeError("not_object", f"the JSON document is {_json_type(first)}, not an object")
+    try:
+        records = msgspec.json.decode(data, type=dict[str, msgspec.Raw]).get("Records")
+    except msgspec.DecodeError:
+        records = None
+    if records is None:
+        return DecodeError("not_json", f"unexpected JSON: {exc}")
+    kind = _json_type(memoryview(records)[:1].tobytes())  # Raw supports buffers, not slicing
+    return DecodeError("records_not_list", f"Records is {kind}, not an array")
+
+
+def _no_records(data: bytes) -> DecodeError:
+    try:
+        keys = list(msgspec.json.decode(data, type=dict[str, msgspec.Raw]))
+    except msgspec.DecodeError:
+        keys = []
+    shown = ", ".join(repr(k[:40]) for k in keys[:8]) + (", ..." if len(keys) > 8 else "")
+    return DecodeError(
+        "no_records",
+        f"JSON object has no Records key and is not a digest (keys: {shown or 'none'})",
+    )
+
+
+def _json_type(value: bytes) -> str:
+    """What a JSON value (starting at its first byte, as msgspec slices it) is, in words."""
+    if not value:
+        return "empty"
+    return _JSON_TYPE_BY_FIRST_BYTE.get(value[0], "a number")

@@ -1,0 +1,1 @@
+"""Stand-ins for the outside world: a LimaCharlie emulator, a CloudTrail corpus, the demo."""

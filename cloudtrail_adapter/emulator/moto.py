@@ -1,0 +1,25 @@
+"""A local S3/SQS/STS: moto in server mode on 127.0.0.1, reached over real HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from moto.server import ThreadedMotoServer
+
+# moto accepts any credentials; these only have to be well-formed.
+ACCESS_KEY = "AKIAMOTOEXAMPLE00000"
+SECRET_KEY = "moto-secret-key-not-a-real-one"  # noqa: S105 (moto takes any)
+REGION = "us-east-1"
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """Yields the endpoint URL of a fresh moto server on a free loopback port."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

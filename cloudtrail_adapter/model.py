@@ -1,0 +1,80 @@
+"""Values that flow between the stages: work items in, batches out, acknowledgements back.
+
+Nothing here imports a source or a sink, so data flows one way:
+source -> WorkItem -> decode -> batcher -> Batch -> sink -> ack -> tracker -> item.commit().
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(eq=False, slots=True)
+class WorkItem:
+    """One unit a source commits as a whole: an S3 object, or the records of one SQS message.
+
+    `load` returns the object's raw bytes (gzip or plain JSON); `commit` is called by the
+    tracker once LimaCharlie acknowledged every record decoded from it, and never otherwise;
+    `release` is called instead when the item failed, so its source may offer it again.
+    """
+
+    source: str
+    ref: str
+    load: Callable[[], Awaitable[bytes]]
+    commit: Callable[[], Awaitable[None]]
+    release: Callable[[], None] = lambda: None
+    log_fields: dict[str, str] = field(default_factory=dict)
+    size_hint: int = 0
+
+
+class AckToken(Protocol):
+    """What a batch remembers about each item it carries; only the tracker interprets it."""
+
+    def acknowledged(self, records: int) -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class Batch:
+    """A bundle for either transport: `payload` is gzip of newline-separated compact records.
+
+    `parts` says how many of its records came from which item, so that an acknowledgement
+    can be credited back. Sinks never look inside `parts`.
+    """
+
+    payload: bytes
+    records: int
+    raw_bytes: int
+    parts: tuple[tuple[AckToken, int], ...] = ()
+
+    def __repr__(self) -> str:
+        return f"Batch(records={self.records}, raw_bytes={self.raw_bytes}, gz={len(self.payload)})"
+
+
+class FatalSinkError(Exception):
+    """LimaCharlie refused us in a way retrying cannot fix (bad OID/key, hook not found).
+
+    Its message must name what is wrong and must never contain a secret.
+    """
+
+
+AckCallback = Callable[[Batch], None]
+
+
+class Sink(Protocol):
+    """A LimaCharlie transport.
+
+    `send` waits while the transport has no room (the USP window, the webhook's in-flight
+    limit): that wait is the backpressure the whole pipeline relies on. Every batch passed to
+    `send` is delivered eventually, retried across errors and reconnects, and reported exactly
+    once, in order, to the `on_ack` callback given at construction. `run` is the transport's
+    long-lived task: it raises FatalSinkError when retrying cannot help, and returns once
+    `close` was called.
+    """
+
+    async def run(self) -> None: ...
+
+    async def send(self, batch: Batch) -> None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,200 @@
+"""The stages between a source and a sink: fetch+decode workers, the batcher, the committer.
+
+    source --WorkItem--> [work queue] --> workers (load, decode in a pool)
+           --(progress, records)--> [decoded queue] --> batcher --Batch--> sink.send()
+
+Every queue is bounded and `sink.send` waits while LimaCharlie's window is full, so a slow
+LimaCharlie slows decoding, which slows the source: memory is bounded by queue sizes times
+the largest object, never by the size of the input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import structlog
+
+from cloudtrail_adapter.acks import AckTracker, ItemProgress
+from cloudtrail_adapter.config import DeliveryOptions
+from cloudtrail_adapter.decode import DecodedObject, DecodeError, compress_bundle, decode_object
+from cloudtrail_adapter.model import Batch, WorkItem
+
+log = structlog.get_logger("cloudtrail_adapter.pipeline")
+
+SendBatch = Callable[[Batch], Awaitable[None]]
+
+
+@dataclass
+class PipelineStats:
+    objects_decoded: int = 0
+    objects_failed: int = 0
+    records_decoded: int = 0
+    bytes_loaded: int = 0
+    batches_sent: int = 0
+    records_sent: int = 0
+
+
+@dataclass(frozen=True)
+class Decoded:
+    progress: ItemProgress
+    records: list[bytes]
+
+
+class Pipeline:
+    """One source's stages. `work` is the queue its source fills."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        send: SendBatch,
+        tracker: AckTracker,
+        delivery: DeliveryOptions,
+        workers: int,
+        executor: Executor | None = None,
+    ) -> None:
+        self.name = name
+        self.stats = PipelineStats()
+        self.work: asyncio.Queue[WorkItem] = asyncio.Queue(maxsize=workers * 2)
+        self._decoded: asyncio.Queue[Decoded] = asyncio.Queue(maxsize=2)
+        self._send = send
+        self._tracker = tracker
+        self._delivery = delivery
+        self._workers = workers
+        self._executor = executor
+
+    async def run(self) -> None:
+        """Runs the workers and the batcher until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            for _ in range(self._workers):
+                tasks.create_task(self._worker())
+            tasks.create_task(self._batcher())
+
+    async def drained(self) -> None:
+        """Returns once every item put so far was decoded and then committed or failed."""
+        await self.work.join()
+        await self._tracker.wait_idle()
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            item = await self.work.get()
+            try:
+                progress = self._tracker.open(item)
+                decoded = await self._load_and_decode(loop, item, progress)
+                if decoded is not None:
+                    self._tracker.set_total(progress, len(decoded.records))
+                    if decoded.records:
+                        await self._decoded.put(Decoded(progress, decoded.records))
+            finally:
+                self.work.task_done()
+
+    async def _load_and_decode(
+        self, loop: asyncio.AbstractEventLoop, item: WorkItem, progress: ItemProgress
+    ) -> DecodedObject | None:
+        """Returns None when the item failed; the failure is logged and the item not committed."""
+        try:
+            data = await item.load()
+            self.stats.bytes_loaded += len(data)
+            decoded = await loop.run_in_executor(self._executor, decode_object, data)
+        except DecodeError as exc:
+            self._failed(item, progress, exc.reason, str(exc))
+            return None
+        except Exception as exc:  # a fetch error: the source offers the item again later
+            self._failed(item, progress, type(exc).__name__, str(exc))
+            return None
+        self.stats.objects_decoded += 1
+        self.stats.records_decoded += len(decoded.records)
+        log.debug(
+            "object_decoded",
+            source=self.name,
+            ref=item.ref,
+            kind=decoded.kind,
+            records=len(decoded.records),
+            **item.log_fields,
+        )
+        return decoded
+
+    def _failed(self, item: WorkItem, progress: ItemProgress, reason: str, detail: str) -> None:
+        self.stats.objects_failed += 1
+        self._tracker.fail(progress)
+        log.error(
+            "object_failed",
+            source=self.name,
+            ref=item.ref,
+            reason=reason,
+            error=detail,
+            **item.log_fields,
+        )
+
+    async def _batcher(self) -> None:
+        """Packs records of consecutive items into bundles bounded by count, bytes and linger."""
+        loop = asyncio.get_running_loop()
+        bundle = _Bundle()
+        deadline = 0.0
+        while True:
+            timeout = None if bundle.empty else max(0.0, deadline - loop.time())
+            try:
+                async with asyncio.timeout(timeout):
+                    entry = await self._decoded.get()
+            except TimeoutError:
+                await self._flush(bundle.take())
+                continue
+            if bundle.empty:
+                deadline = loop.time() + self._delivery.batch_linger
+            for record in entry.records:
+                if bundle.full(self._delivery, len(record)):
+                    await self._flush(bundle.take())
+                    deadline = loop.time() + self._delivery.batch_linger
+                bundle.add(entry.progress, record)
+
+    async def _flush(self, bundle: _Bundle) -> None:
+        loop = asyncio.get_running_loop()
+        payload, raw_bytes = await loop.run_in_executor(
+            self._executor, compress_bundle, bundle.lines
+        )
+        batch = Batch(payload, len(bundle.lines), raw_bytes, bundle.parts())
+        await self._send(batch)
+        self.stats.batches_sent += 1
+        self.stats.records_sent += batch.records
+
+
+class _Bundle:
+    """Lines being packed, and how many came from each item (in order)."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.size = 0
+        self._counts: list[tuple[ItemProgress, int]] = []
+
+    @property
+    def empty(self) -> bool:
+        return not self.lines
+
+    def full(self, delivery: DeliveryOptions, next_len: int) -> bool:
+        if not self.lines:
+            return False
+        return (
+            len(self.lines) >= delivery.batch_max_records
+            or self.size + next_len + 1 > delivery.batch_max_bytes
+        )
+
+    def add(self, progress: ItemProgress, line: bytes) -> None:
+        self.lines.append(line)
+        self.size += len(line) + 1
+        if self._counts and self._counts[-1][0] is progress:
+            self._counts[-1] = (progress, self._counts[-1][1] + 1)
+        else:
+            self._counts.append((progress, 1))
+
+    def parts(self) -> tuple[tuple[ItemProgress, int], ...]:
+        return tuple(self._counts)
+
+    def take(self) -> _Bundle:
+        taken = _Bundle()
+        taken.lines, taken.size, taken._counts = self.lines, self.size, self._counts
+        self.lines, self.size, self._counts = [], 0, []
+        return taken

@@ -1,0 +1,45 @@
+"""The local directory source: CloudTrail files on disk, for replay and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from cloudtrail_adapter.config import FileSourceOptions
+from cloudtrail_adapter.sources.polling import Listed, PollingSource
+from cloudtrail_adapter.state import StateStore
+
+PAGE = 1000
+
+
+class FileSource(PollingSource):
+    """Keys are paths relative to the directory, in sorted order, like an S3 listing."""
+
+    def __init__(
+        self, name: str, options: FileSourceOptions, *, state: StateStore, scope: str
+    ) -> None:
+        super().__init__(
+            name,
+            state=state,
+            scope=scope,
+            container=str(options.path.resolve()),
+            poll_interval=options.poll_interval,
+            single_load=options.single_load,
+        )
+        self._root = options.path
+
+    async def list_pages(self) -> AsyncIterator[list[Listed]]:
+        listed = await asyncio.to_thread(self._walk)
+        for start in range(0, len(listed), PAGE):
+            yield listed[start : start + PAGE]
+
+    def _walk(self) -> list[Listed]:
+        files = sorted(p for p in self._root.rglob("*") if p.is_file())
+        return [Listed(p.relative_to(self._root).as_posix(), p.stat().st_size) for p in files]
+
+    async def load(self, listed: Listed) -> bytes:
+        return await asyncio.to_thread((self._root / listed.key).read_bytes)
+
+    def describe(self, listed: Listed) -> tuple[str, dict[str, str]]:
+        path = self._root / listed.key
+        return f"file://{path}", {"path": str(path)}

@@ -1,0 +1,98 @@
+"""Shared fixtures: a real moto server and the LimaCharlie emulator, both on 127.0.0.1."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudtrail_adapter import aws
+from cloudtrail_adapter.config import (
+    AwsOptions,
+    ClientOptions,
+    DeliveryOptions,
+    Identity,
+    S3SourceOptions,
+    SourceConfig,
+    WebhookOptions,
+)
+from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY, moto_server
+from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
+from cloudtrail_adapter.secret import Secret
+
+OID = "6c3f1d2a-9d55-4e1e-8f0a-3b2c1d0e9f8a"
+INSTALLATION_KEY = "0f4e7a52-1b2c-4d3e-9f8a-7b6c5d4e3f2a"
+WEBHOOK_SECRET = "webhook-secret-do-not-log-7f3a"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def aws_options(moto_endpoint: str) -> AwsOptions:
+    return AwsOptions(ACCESS_KEY, Secret(SECRET_KEY), REGION, moto_endpoint)
+
+
+@pytest.fixture
+async def bucket(aws_options: AwsOptions) -> str:
+    name = f"trail-{uuid.uuid4().hex[:12]}"
+    async with aws.client("s3", aws_options) as s3:
+        await s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+async def lc() -> AsyncIterator[LimaCharlieEmulator]:
+    async with LimaCharlieEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+async def put_objects(aws_options: AwsOptions, bucket: str, objects: dict[str, bytes]) -> None:
+    async with aws.client("s3", aws_options) as s3:
+        for key, body in objects.items():
+            await s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def usp_client_options(lc: LimaCharlieEmulator, hostname: str = "test-host") -> ClientOptions:
+    return ClientOptions(
+        identity=Identity(OID, Secret(INSTALLATION_KEY)),
+        hostname=hostname,
+        sensor_seed_key="cloudtrail-tests",
+        dest_url=lc.usp_url,
+    )
+
+
+def s3_config(
+    aws_options: AwsOptions,
+    bucket: str,
+    lc: LimaCharlieEmulator,
+    *,
+    webhook: bool = False,
+    delivery: DeliveryOptions | None = None,
+    **source: Any,
+) -> SourceConfig:
+    """A single-load S3 document to the emulator, over USP or (webhook=True) the webhook."""
+    hook = None
+    if webhook:
+        lc.webhook.register(OID, "cloudtrail", WEBHOOK_SECRET)
+        hook = WebhookOptions(url=lc.webhook_url(OID, "cloudtrail"), secret=Secret(WEBHOOK_SECRET))
+    return SourceConfig(
+        index=1,
+        kind="s3",
+        source=S3SourceOptions(bucket_name=bucket, single_load=True, **source),
+        aws=aws_options,
+        client_options=None if webhook else usp_client_options(lc),
+        webhook=hook,
+        delivery=delivery or DeliveryOptions(batch_max_records=500, batch_linger=0.05),
+    )

@@ -1,0 +1,234 @@
+"""The command line: exit codes, what goes to stdout/stderr, and what reaches the daemon."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import cloudtrail_adapter
+from cloudtrail_adapter.cli import main, state_dir
+from cloudtrail_adapter.config import S3SourceOptions, SourceConfig, SqsSourceOptions
+
+OID = "6c3f1d2a-9d55-4e1e-8f0a-3b2c1d0e9f8a"
+INSTALLATION_KEY = "0f4e7a52-1b2c-4d3e-9f8a-7b6c5d4e3f2a"
+AWS_SECRET = "aws-secret-SHOULD-NOT-LEAK-7a1f9c"
+REPO = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO / "config"
+
+SEED_ENV = {
+    "LC_OID": OID,
+    "LC_INSTALLATION_KEY": INSTALLATION_KEY,
+    "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEACCESSKEY",
+    "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+    "CLOUDTRAIL_BUCKET": "acme-trail",
+    "CLOUDTRAIL_QUEUE_URL": "https://sqs.us-east-2.amazonaws.com/123456789012/trail",
+}
+
+BAD = """\
+s3:
+  client_options:
+    identity:
+      installation_key: 0f4e7a52-1b2c-4d3e-9f8a-7b6c5d4e3f2a
+  bucketname: acme-trail
+---
+sqs:
+  queue_url: https://sqs.us-east-2.amazonaws.com/123456789012/trail
+  max_messages: 50
+"""
+
+
+@pytest.fixture
+def seed_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in SEED_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+class FakeDaemon(types.ModuleType):
+    """Stands in for cloudtrail_adapter.daemon: records what the CLI hands to `serve`."""
+
+    def __init__(self) -> None:
+        super().__init__("cloudtrail_adapter.daemon")
+        self.calls: list[tuple[list[SourceConfig], Path]] = []
+
+    async def serve(self, sources: list[SourceConfig], state: Path) -> int:
+        self.calls.append((sources, state))
+        return 7
+
+
+class FakeTelemetry(types.ModuleType):
+    def __init__(self) -> None:
+        super().__init__("cloudtrail_adapter.telemetry")
+        self.levels: list[str] = []
+
+    def configure_logging(self, level: str) -> None:
+        self.levels.append(level)
+
+
+@pytest.fixture
+def daemon(monkeypatch: pytest.MonkeyPatch) -> FakeDaemon:
+    fake, telemetry = FakeDaemon(), FakeTelemetry()
+    for name, module in (("daemon", fake), ("telemetry", telemetry)):
+        monkeypatch.setitem(sys.modules, f"cloudtrail_adapter.{name}", module)
+        monkeypatch.setattr(cloudtrail_adapter, name, module, raising=False)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    return fake
+
+
+# ---- validate ----------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("seed_env")
+def test_validate_accepts_the_seed_documents(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    both = tmp_path / "both.yaml"
+    both.write_text(
+        (CONFIG_DIR / "s3.yaml").read_text() + "---\n" + (CONFIG_DIR / "sqs.yaml").read_text()
+    )
+    assert main(["validate", str(both)]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"s3[1]:acme-trail -> usp oid={OID}")
+    assert lines[1].startswith(f"sqs[2]:trail -> usp oid={OID}")
+    assert "static keys" in lines[0] and "region us-east-2" in lines[1]
+    assert err == ""
+    assert AWS_SECRET not in out and INSTALLATION_KEY not in out
+
+
+def test_validate_reports_every_error_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    assert main(["validate", str(bad)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"{bad}: document 1 (line 1): s3.bucket_name: required key is missing",
+        f"{bad}: document 1 (line 3): s3.client_options.identity.oid: required key is missing",
+        f"{bad}: document 1 (line 5): s3.bucketname: unknown key; did you mean bucket_name?",
+        f"{bad}: document 2 (line 7): sqs.client_options: required key is missing: "
+        "set client_options (LimaCharlie USP) or webhook",
+        f"{bad}: document 2 (line 9): sqs.max_messages: expected an integer from 1 to 10, got 50",
+    ]
+
+
+def test_validate_prints_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "s3.yaml"
+    config.write_text(
+        f"s3:\n  bucket_name: b\n  client_options:\n    identity:\n      oid: {OID}\n"
+        f"      installation_key: {AWS_SECRET}\n"
+    )
+    assert main(["validate", str(config)]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith(f"warning: {config}: document 1 (line 6): ")
+    assert "Adapter Key" in err
+    assert AWS_SECRET not in err + out
+    assert out.startswith("s3[1]:b -> usp")
+
+
+def test_validate_as_a_module(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    env = {**os.environ, **SEED_ENV}
+    command = [sys.executable, "-m", "cloudtrail_adapter", "validate"]
+    failed = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [*command, str(bad)], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert failed.returncode == 2
+    assert "s3.bucketname: unknown key; did you mean bucket_name?" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    passed = subprocess.run(  # noqa: S603
+        [*command, str(CONFIG_DIR / "s3.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert passed.returncode == 0, passed.stderr
+    assert passed.stdout.startswith("s3[1]:acme-trail -> usp")
+
+
+# ---- run and LimaCharlie's forms -----------------------------------------------------------
+
+
+@pytest.mark.usefixtures("seed_env")
+def test_run_hands_sources_and_state_dir_to_the_daemon(
+    daemon: FakeDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["run", str(CONFIG_DIR / "s3.yaml"), "--state-dir", str(tmp_path)]) == 7
+    [(sources, state)] = daemon.calls
+    assert state == tmp_path
+    assert [s.name for s in sources] == ["s3[1]:acme-trail"]
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/cloudtrail-adapter")
+    assert main(["run", str(CONFIG_DIR / "s3.yaml"), "--log-level", "DEBUG"]) == 7
+    assert daemon.calls[1][1] == Path("/var/lib/cloudtrail-adapter")
+
+
+def test_state_dir_resolution() -> None:
+    assert state_dir("given", {"STATE_DIRECTORY": "/a"}) == Path("given")
+    assert state_dir(None, {"STATE_DIRECTORY": "/a:/b"}) == Path("/a")
+    assert state_dir(None, {}) == Path("state")
+
+
+def test_s3_dotted_form(daemon: FakeDaemon) -> None:
+    code = main(
+        [
+            "s3",
+            f"client_options.identity.oid={OID}",
+            f"client_options.identity.installation_key={INSTALLATION_KEY}",
+            "bucket_name=acme-trail",
+            "single_load=true",
+            "--state-dir",
+            "/tmp/ct-state",
+        ]
+    )
+    assert code == 7
+    [(sources, state)] = daemon.calls
+    assert state == Path("/tmp/ct-state")
+    assert sources[0].source == S3SourceOptions(bucket_name="acme-trail", single_load=True)
+
+
+@pytest.mark.usefixtures("seed_env")
+def test_sqs_form_with_a_config_file(daemon: FakeDaemon) -> None:
+    assert main(["sqs", str(CONFIG_DIR / "sqs.yaml")]) == 7
+    [(sources, _)] = daemon.calls
+    assert isinstance(sources[0].source, SqsSourceOptions)
+
+
+@pytest.mark.usefixtures("seed_env")
+def test_form_with_a_file_of_the_other_kind_fails(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["s3", str(CONFIG_DIR / "sqs.yaml")]) == 2
+    assert "sqs: a sqs source, but the command is `s3`" in capsys.readouterr().err
+    assert daemon.calls == []
+
+
+def test_config_errors_stop_before_the_daemon(
+    daemon: FakeDaemon, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    assert main(["run", str(bad)]) == 2
+    assert main(["sqs", "queue_url=https://sqs.us-east-1.amazonaws.com/1/q", AWS_SECRET]) == 2
+    err = capsys.readouterr().err
+    assert "s3.bucketname: unknown key" in err
+    assert "command line: argument 2 is not key=value" in err
+    assert AWS_SECRET not in err
+    assert daemon.calls == []
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert main(["run", "x.yaml", "--log-level", "loud"]) == 2
+    assert main(["s3"]) == 2
+    assert "usage: cloudtrail-adapter" in capsys.readouterr().err
