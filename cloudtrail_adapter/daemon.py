@@ -75,8 +75,8 @@ async def open_source(cfg: SourceConfig, state: StateStore) -> AsyncIterator[Pol
             yield S3Source(cfg.name, src, s3=s3, state=state, scope=scope)
     elif isinstance(src, FileSourceOptions):
         yield FileSource(cfg.name, src, state=state, scope=scope)
-    elif isinstance(src, SqsSourceOptions):
-        raise NotImplementedError("the sqs source is not built yet (issue 3)")
+    else:
+        raise NotImplementedError(f"no reader for {type(src).__name__}")
 
 
 async def run_source(
@@ -141,6 +141,10 @@ async def _until_done(main: Awaitable[None], *background: Awaitable[None]) -> No
 
 async def serve(sources: list[SourceConfig], state_dir: Path) -> int:
     """Runs every source until all single-load sources are done, or until SIGTERM/SIGINT."""
+    unbuilt = [s.name for s in sources if isinstance(s.source, SqsSourceOptions)]
+    if unbuilt:
+        log.error("source_unsupported", sources=unbuilt, error="the sqs source is not built yet")
+        return EXIT_FAILED
     try:
         state = StateStore.in_dir(state_dir)
     except StateError as exc:

@@ -90,7 +90,7 @@ def s3_config(
     return SourceConfig(
         index=1,
         kind="s3",
-        source=S3SourceOptions(bucket_name=bucket, single_load=True, **source),
+        source=S3SourceOptions(bucket_name=bucket, **({"single_load": True} | source)),
         aws=aws_options,
         client_options=None if webhook else usp_client_options(lc),
         webhook=hook,

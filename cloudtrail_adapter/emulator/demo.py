@@ -8,6 +8,7 @@ child process to completion, and prints what was delivered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import tempfile
 import time
@@ -15,6 +16,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import yaml
 
 from cloudtrail_adapter import aws
@@ -80,7 +82,20 @@ async def run_daemon(config: Path, state_dir: Path, log_file: Path) -> tuple[int
     return code, time.monotonic() - started
 
 
-def report(files: list[CorpusFile], lc: LimaCharlieEmulator, code: int, seconds: float) -> bool:
+def records_sent(log_file: Path) -> int:
+    """What the daemon itself says it sent, from its `source_finished` log lines."""
+    sent = 0
+    for line in log_file.read_bytes().splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            entry = orjson.loads(line)
+            if isinstance(entry, dict) and entry.get("event") == "source_finished":
+                sent += int(entry.get("records", 0))
+    return sent
+
+
+def report(
+    files: list[CorpusFile], lc: LimaCharlieEmulator, code: int, seconds: float, sent: int
+) -> bool:
     logs = [f for f in files if f.kind == "log"]
     seeded = Counter(eid for f in logs for eid in f.event_ids)
     accepted = lc.store.event_ids()
@@ -100,6 +115,7 @@ def report(files: list[CorpusFile], lc: LimaCharlieEmulator, code: int, seconds:
     print(f"{'total':<16}{sum(seeded.values()):>10}{len(lc.store.events):>10}")
     print()
     print(f"files in bucket    {len(files)} ({len(logs)} logs, {len(files) - len(logs)} digests)")
+    print(f"records sent       {sent} (the daemon's own count)")
     print(f"daemon exit code   {code}")
     print(f"wall time          {seconds:.1f} s (start-up included), {rate:,.0f} records/s")
     dupes = sum(n - 1 for n in accepted.values() if n > 1)
@@ -122,7 +138,7 @@ async def run_demo() -> int:
                 f"LimaCharlie emulator on {lc.base_url}; running: cloudtrail-adapter run {config}"
             )
             code, seconds = await run_daemon(config, work / "state", work / "daemon.log")
-            ok = report(files, lc, code, seconds)
+            ok = report(files, lc, code, seconds, records_sent(work / "daemon.log"))
             if not ok:
                 print("\ndaemon log (last 40 lines):")
                 print("\n".join((work / "daemon.log").read_text().splitlines()[-40:]))

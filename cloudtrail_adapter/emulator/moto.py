@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 from moto.server import ThreadedMotoServer
@@ -16,6 +17,7 @@ REGION = "us-east-1"
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     """Yields the endpoint URL of a fresh moto server on a free loopback port."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
