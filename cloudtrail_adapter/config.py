@@ -426,6 +426,14 @@ class _Section:
             return _INVALID if expanded is None else expanded.strip()
         return item.value
 
+    def _optional_scalar(self, name: str) -> tuple[_Tree, object] | None:
+        """An optional key's item and expanded value; None when absent or already reported."""
+        item = self._take(name, required=False)
+        if item is None:
+            return None
+        value = self._scalar(name, item, secret=False)
+        return None if value is _INVALID else (item, value)
+
     def section(self, name: str, *, required: bool = False) -> _Section | None:
         item = self._take(name, required=required)
         if item is None:
@@ -458,12 +466,10 @@ class _Section:
         return None if text is None else Secret(text)
 
     def integer(self, name: str, low: int, high: int) -> int | None:
-        item = self._take(name, required=False)
-        if item is None:
+        taken = self._optional_scalar(name)
+        if taken is None:
             return None
-        value = self._scalar(name, item, secret=False)
-        if value is _INVALID:
-            return None
+        item, value = taken
         number: int | None = None
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
@@ -479,12 +485,10 @@ class _Section:
     def number(
         self, name: str, *, minimum: float, maximum: float, minimum_allowed: bool
     ) -> float | None:
-        item = self._take(name, required=False)
-        if item is None:
+        taken = self._optional_scalar(name)
+        if taken is None:
             return None
-        value = self._scalar(name, item, secret=False)
-        if value is _INVALID:
-            return None
+        item, value = taken
         number: float | None = None
         if isinstance(value, int | float) and not isinstance(value, bool):
             number = float(value)
@@ -502,12 +506,10 @@ class _Section:
         return number
 
     def boolean(self, name: str) -> bool | None:
-        item = self._take(name, required=False)
-        if item is None:
+        taken = self._optional_scalar(name)
+        if taken is None:
             return None
-        value = self._scalar(name, item, secret=False)
-        if value is _INVALID:
-            return None
+        item, value = taken
         if isinstance(value, bool):
             return value
         if isinstance(value, int) and value in (0, 1):

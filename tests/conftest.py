@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from cloudtrail_adapter.config import (
 )
 from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY, moto_server
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
+from cloudtrail_adapter.model import Batch
 from cloudtrail_adapter.secret import Secret
 
 OID = "6c3f1d2a-9d55-4e1e-8f0a-3b2c1d0e9f8a"
@@ -96,3 +98,24 @@ def s3_config(
         webhook=hook,
         delivery=delivery or DeliveryOptions(batch_max_records=500, batch_linger=0.05),
     )
+
+
+class AckRecorder:
+    """A sink's on_ack callback: keeps acknowledged batches in order; tests wait on a count."""
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, batch: Batch) -> None:
+        self.batches.append(batch)
+        self._changed.set()
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                while len(self.batches) < count:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise TimeoutError(f"{len(self.batches)} batches acked, expected {count}") from None

@@ -20,34 +20,11 @@ from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.model import Batch, FatalSinkError
 from cloudtrail_adapter.secret import Secret
 from cloudtrail_adapter.sinks.usp import UspSink, discover_usp_url
-from tests.conftest import INSTALLATION_KEY, OID
+from tests.conftest import INSTALLATION_KEY, OID, AckRecorder
 
 HOST = "test-host"
 _gunzip: Callable[[bytes], bytes] = igzip.decompress  # isal's function is untyped
 SENSOR = f"{OID}/{HOST}"
-
-
-class AckLog:
-    """The sink's on_ack callback: remembers every acknowledged batch, in order."""
-
-    def __init__(self) -> None:
-        self.batches: list[Batch] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, batch: Batch) -> None:
-        self.batches.append(batch)
-        self._changed.set()
-
-    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
-        async def reached() -> None:
-            while len(self.batches) < count:
-                self._changed.clear()
-                await self._changed.wait()
-
-        try:
-            await asyncio.wait_for(reached(), timeout)
-        except TimeoutError:
-            raise TimeoutError(f"{len(self.batches)} batches acked, expected {count}") from None
 
 
 def make_batches(n: int, per: int = 5, tag: str = "e") -> list[Batch]:
@@ -98,20 +75,20 @@ async def feed(sink: UspSink, batches: Sequence[Batch]) -> None:
         await sink.send(batch)
 
 
-async def deliver(sink: UspSink, acks: AckLog, batches: Sequence[Batch]) -> None:
+async def deliver(sink: UspSink, acks: AckRecorder, batches: Sequence[Batch]) -> None:
     async with running(sink):
         producer = asyncio.create_task(feed(sink, batches))
         await acks.wait_for(len(batches))
         await asyncio.wait_for(producer, 5.0)
 
 
-def assert_each_acked_once_in_order(acks: AckLog, batches: Sequence[Batch]) -> None:
+def assert_each_acked_once_in_order(acks: AckRecorder, batches: Sequence[Batch]) -> None:
     assert [id(b) for b in acks.batches] == [id(b) for b in batches]
 
 
 async def test_delivers_every_batch_and_acks_each_once_in_order() -> None:
     async with LimaCharlieEmulator() as lc:
-        acks = AckLog()
+        acks = AckRecorder()
         sink = UspSink(usp_options(lc), acks)
         batches = make_batches(40)
 
@@ -141,7 +118,7 @@ async def test_unacked_messages_never_exceed_the_window_and_send_blocks() -> Non
     async with LimaCharlieEmulator() as lc:
         lc.usp_faults.window = 2
         lc.usp_faults.hold_acks()
-        acks = AckLog()
+        acks = AckRecorder()
         sink = UspSink(usp_options(lc), acks)
         batches = make_batches(12)
 
@@ -167,7 +144,7 @@ async def test_unacked_messages_never_exceed_the_window_and_send_blocks() -> Non
 async def test_dropped_connection_resends_unacked_and_acks_each_batch_once() -> None:
     async with LimaCharlieEmulator() as lc:
         lc.usp_faults.drop_after_messages = 5
-        acks = AckLog()
+        acks = AckRecorder()
         sink = UspSink(usp_options(lc), acks)
         batches = make_batches(30)
 
@@ -186,7 +163,7 @@ async def test_dropped_connection_resends_unacked_and_acks_each_batch_once() -> 
 async def test_reconnect_request_is_honoured_without_loss() -> None:
     async with LimaCharlieEmulator() as lc:
         lc.usp_faults.reconnect_after_messages = 3
-        acks = AckLog()
+        acks = AckRecorder()
         sink = UspSink(usp_options(lc), acks)
         batches = make_batches(20)
 
@@ -204,7 +181,7 @@ async def test_backoff_request_silences_the_sender() -> None:
     async with LimaCharlieEmulator() as lc:
         lc.usp_faults.window = None  # no fl: the window stays 1, one message in flight
         lc.usp_faults.backoff_after_messages = (2, 0.5)
-        acks = AckLog()
+        acks = AckRecorder()
         sink = UspSink(usp_options(lc), acks)
         batches = make_batches(4)
 
@@ -220,7 +197,7 @@ async def test_backoff_request_silences_the_sender() -> None:
 async def test_refused_handshake_is_fatal_names_the_error_and_hides_the_key() -> None:
     async with LimaCharlieEmulator() as lc:
         lc.usp_faults.handshake_error = "installation key not found"
-        sink = UspSink(usp_options(lc), AckLog())
+        sink = UspSink(usp_options(lc), AckRecorder())
 
         with capture_logs() as logs, pytest.raises(FatalSinkError) as refused:
             await asyncio.wait_for(sink.run(), 5.0)
@@ -235,7 +212,7 @@ async def test_emulator_refuses_a_bad_header_by_name() -> None:
     async with LimaCharlieEmulator() as lc:
         key = "not-a-uuid-but-secret"
         options = usp_options(lc, identity=Identity(OID, Secret(key)))
-        sink = UspSink(options, AckLog())
+        sink = UspSink(options, AckRecorder())
 
         with pytest.raises(FatalSinkError) as refused:
             await asyncio.wait_for(sink.run(), 5.0)
@@ -248,7 +225,7 @@ async def test_emulator_refuses_a_bad_header_by_name() -> None:
 async def test_discovery_resolves_the_usp_url_from_the_api() -> None:
     async with LimaCharlieEmulator() as lc, aiohttp.ClientSession() as session:
         assert await discover_usp_url(session, lc.base_url, OID) == lc.usp_url
-        acks = AckLog()
+        acks = AckRecorder()
         sink = UspSink(usp_options(lc, dest_url=None, api_url=lc.base_url), acks, session=session)
         batches = make_batches(3)
 
@@ -279,7 +256,7 @@ async def test_connection_failures_back_off_then_deliver() -> None:
     busy = await asyncio.start_server(unavailable, "127.0.0.1", 0)  # a load balancer saying 503
     port: int = busy.sockets[0].getsockname()[1]
     url = f"ws://127.0.0.1:{port}/usp"
-    acks = AckLog()
+    acks = AckRecorder()
     options = ClientOptions(Identity(OID, Secret(INSTALLATION_KEY)), hostname=HOST, dest_url=url)
     sink = UspSink(options, acks)
     batches = make_batches(2)
@@ -307,7 +284,7 @@ async def test_connection_failures_back_off_then_deliver() -> None:
 async def test_close_is_prompt_and_reports_nothing_unacked() -> None:
     async with LimaCharlieEmulator() as lc:
         lc.usp_faults.hold_acks()
-        acks = AckLog()
+        acks = AckRecorder()
         sink = UspSink(usp_options(lc), acks)
         task = asyncio.create_task(sink.run())
         producer = asyncio.create_task(feed(sink, make_batches(3)))

@@ -25,7 +25,7 @@ from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.model import Batch, FatalSinkError
 from cloudtrail_adapter.secret import Secret
 from cloudtrail_adapter.sinks.webhook import RetryPolicy, WebhookSink, parse_retry_after
-from tests.conftest import OID, WEBHOOK_SECRET
+from tests.conftest import OID, WEBHOOK_SECRET, AckRecorder
 
 HOOK = "cloudtrail"
 FAST = RetryPolicy(initial=0.01, maximum=0.1, jitter=0.01)
@@ -52,24 +52,6 @@ def make_batches(count: int, per_batch: int, seed: int = 1) -> tuple[list[Batch]
         raw = b"\n".join(lines)
         batches.append(Batch(gzip.compress(raw), len(lines), len(raw)))
     return batches, ids
-
-
-class Acks:
-    """The on_ack callback: records batches in the order they were acknowledged."""
-
-    def __init__(self) -> None:
-        self.batches: list[Batch] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, batch: Batch) -> None:
-        self.batches.append(batch)
-        self._changed.set()
-
-    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            while len(self.batches) < count:
-                self._changed.clear()
-                await self._changed.wait()
 
 
 class LogWatch:
@@ -136,7 +118,7 @@ async def test_delivers_every_record_once_and_acks_in_send_order(
     lc: LimaCharlieEmulator, hook_url: str
 ) -> None:
     batches, ids = make_batches(60, 25)
-    acks = Acks()
+    acks = AckRecorder()
     async with aiohttp.ClientSession() as shared:
         sink = WebhookSink(options(hook_url, max_in_flight=4), acks, session=shared)
         async with running(sink):
@@ -162,7 +144,7 @@ async def test_retries_server_errors_and_holds_back_later_acks(
     lc.webhook_faults.statuses = [500, 503, 429]
     lc.webhook_faults.retry_after = "0"
     batches, ids = make_batches(12, 10)
-    acks = Acks()
+    acks = AckRecorder()
     sink = WebhookSink(options(hook_url, max_in_flight=4), acks, retry=FAST)
     async with running(sink):
         for batch in batches:
@@ -180,7 +162,7 @@ async def test_honours_retry_after(lc: LimaCharlieEmulator, hook_url: str) -> No
     lc.webhook_faults.statuses = [429]
     lc.webhook_faults.retry_after = "1"
     batches, ids = make_batches(1, 5)
-    acks = Acks()
+    acks = AckRecorder()
     sink = WebhookSink(options(hook_url, max_in_flight=1), acks, retry=FAST)
     with watch_logs() as logs:
         async with running(sink):
@@ -215,7 +197,7 @@ async def test_retries_connection_errors_until_limacharlie_is_up() -> None:
     lc = LimaCharlieEmulator(port=port)
     lc.webhook.register(OID, HOOK, WEBHOOK_SECRET)
     batches, ids = make_batches(3, 4)
-    acks = Acks()
+    acks = AckRecorder()
     sink = WebhookSink(options(lc.webhook_url(OID, HOOK)), acks, retry=FAST)
     with watch_logs() as logs:
         async with running(sink):
@@ -232,7 +214,7 @@ async def test_retries_connection_errors_until_limacharlie_is_up() -> None:
 async def test_timeout_is_retried(lc: LimaCharlieEmulator, hook_url: str) -> None:
     lc.webhook_faults.delay = 1.0
     batches, ids = make_batches(1, 5)
-    acks = Acks()
+    acks = AckRecorder()
     sink = WebhookSink(options(hook_url, timeout=0.2), acks, retry=FAST)
     with watch_logs() as logs:
         async with running(sink):
@@ -253,7 +235,7 @@ async def test_wrong_secret_is_fatal_and_never_leaks(
 ) -> None:
     wrong = "wrong-secret-do-not-log-91c2"
     batches, _ = make_batches(2, 3)
-    acks = Acks()
+    acks = AckRecorder()
     sink = WebhookSink(options(hook_url, secret=wrong), acks, retry=FAST)
     with watch_logs() as logs:
         await sink.send(batches[0])
@@ -278,7 +260,7 @@ async def test_wrong_secret_is_fatal_and_never_leaks(
 async def test_secret_in_the_url_is_redacted(lc: LimaCharlieEmulator) -> None:
     """Someone may paste the hook URL with its secret path segment; errors still hide it."""
     url = f"{lc.base_url}/{OID}/unknown-hook/{WEBHOOK_SECRET}"
-    sink = WebhookSink(options(url), Acks(), retry=FAST)
+    sink = WebhookSink(options(url), AckRecorder(), retry=FAST)
     async with running(sink) as task:
         await sink.send(make_batches(1, 1)[0][0])
         with pytest.raises(FatalSinkError) as failure:
@@ -290,7 +272,7 @@ async def test_secret_in_the_url_is_redacted(lc: LimaCharlieEmulator) -> None:
 
 async def test_unknown_hook_is_fatal(lc: LimaCharlieEmulator) -> None:
     url = lc.webhook_url(OID, "no-such-hook")
-    sink = WebhookSink(options(url), Acks(), retry=FAST)
+    sink = WebhookSink(options(url), AckRecorder(), retry=FAST)
     async with running(sink) as task:
         await sink.send(make_batches(1, 3)[0][0])
         with pytest.raises(FatalSinkError) as failure:
@@ -304,7 +286,7 @@ async def test_unknown_hook_is_fatal(lc: LimaCharlieEmulator) -> None:
 
 async def test_oversized_batch_is_fatal(lc: LimaCharlieEmulator, hook_url: str) -> None:
     lc.webhook_faults.max_body_bytes = 64
-    sink = WebhookSink(options(hook_url), Acks(), retry=FAST)
+    sink = WebhookSink(options(hook_url), AckRecorder(), retry=FAST)
     async with running(sink) as task:
         await sink.send(make_batches(1, 50)[0][0])
         with pytest.raises(FatalSinkError) as failure:
@@ -318,7 +300,7 @@ async def test_max_in_flight_is_respected_and_send_waits(
 ) -> None:
     lc.webhook_faults.delay = 0.5
     batches, ids = make_batches(6, 5)
-    acks = Acks()
+    acks = AckRecorder()
     sink = WebhookSink(options(hook_url, max_in_flight=3), acks, retry=FAST)
     async with running(sink):
         for batch in batches[:3]:
@@ -343,7 +325,7 @@ async def test_close_abandons_unacked_batches_promptly(
 ) -> None:
     lc.webhook_faults.delay = 3.0
     batches, _ = make_batches(2, 3)
-    acks = Acks()
+    acks = AckRecorder()
     sink = WebhookSink(options(hook_url, max_in_flight=1), acks)
     run = asyncio.create_task(sink.run())
     await sink.send(batches[0])
