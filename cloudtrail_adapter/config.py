@@ -96,6 +96,7 @@ class SqsSourceOptions:
     wait_time_seconds: int = 20
     max_messages: int = 10
     visibility_timeout: int = 300
+    max_messages_in_work: int = 100
 
 
 @dataclass(frozen=True)
@@ -768,7 +769,8 @@ def _sqs(sec: _Section) -> SqsSourceOptions | None:
         single_load=sec.boolean("single_load"),
         wait_time_seconds=sec.integer("wait_time_seconds", 0, 20),
         max_messages=sec.integer("max_messages", 1, 10),
-        visibility_timeout=sec.integer("visibility_timeout", 0, 43200),
+        visibility_timeout=sec.integer("visibility_timeout", 1, 43200),
+        max_messages_in_work=sec.integer("max_messages_in_work", 1, 10_000),
     )
     return None if queue_url is None else SqsSourceOptions(queue_url=queue_url, **values)
 

@@ -21,15 +21,14 @@ from cloudtrail_adapter.config import (
     FileSourceOptions,
     S3SourceOptions,
     SourceConfig,
-    SqsSourceOptions,
 )
-from cloudtrail_adapter.model import AckCallback, FatalSinkError, Sink
+from cloudtrail_adapter.model import AckCallback, FatalSinkError, Sink, Source
 from cloudtrail_adapter.pipeline import Pipeline
 from cloudtrail_adapter.sinks.usp import UspSink
 from cloudtrail_adapter.sinks.webhook import WebhookSink
 from cloudtrail_adapter.sources.files import FileSource
-from cloudtrail_adapter.sources.polling import PollingSource
 from cloudtrail_adapter.sources.s3 import S3Source
+from cloudtrail_adapter.sources.sqs import QueueUnavailable, SqsSource
 from cloudtrail_adapter.state import StateError, StateStore
 
 log = structlog.get_logger("cloudtrail_adapter.daemon")
@@ -66,7 +65,7 @@ def make_sink(cfg: SourceConfig, on_ack: AckCallback, http: aiohttp.ClientSessio
 
 
 @contextlib.asynccontextmanager
-async def open_source(cfg: SourceConfig, state: StateStore) -> AsyncIterator[PollingSource]:
+async def open_source(cfg: SourceConfig, state: StateStore) -> AsyncIterator[Source]:
     scope = checkpoint_scope(cfg)
     src = cfg.source
     if isinstance(src, S3SourceOptions):
@@ -76,7 +75,10 @@ async def open_source(cfg: SourceConfig, state: StateStore) -> AsyncIterator[Pol
     elif isinstance(src, FileSourceOptions):
         yield FileSource(cfg.name, src, state=state, scope=scope)
     else:
-        raise NotImplementedError(f"no reader for {type(src).__name__}")
+        async with contextlib.AsyncExitStack() as stack:
+            sqs = await stack.enter_async_context(aws.client("sqs", cfg.aws))
+            buckets = aws.BucketClients(cfg.aws, stack, pool=src.parallel_fetch)
+            yield SqsSource(cfg.name, src, sqs=sqs, buckets=buckets)
 
 
 async def run_source(
@@ -102,12 +104,16 @@ async def run_source(
                 await pipeline.drained()
 
             await _until_done(produce(), sink.run(), tracker.run_committer(), pipeline.run())
+            given_up = source.problems()
     except FatalSinkError as exc:
         log.error("source_failed", source=cfg.name, reason="limacharlie_refused", error=str(exc))
         return SourceOutcome(cfg.name, ok=False, error=str(exc))
+    except QueueUnavailable as exc:
+        log.error("source_failed", source=cfg.name, reason="queue_unavailable", error=str(exc))
+        return SourceOutcome(cfg.name, ok=False, error=str(exc))
     finally:
         await sink.close()
-    failed = pipeline.stats.objects_failed
+    failed = pipeline.stats.objects_failed + given_up
     log.info(
         "source_finished",
         source=cfg.name,
@@ -141,10 +147,6 @@ async def _until_done(main: Awaitable[None], *background: Awaitable[None]) -> No
 
 async def serve(sources: list[SourceConfig], state_dir: Path) -> int:
     """Runs every source until all single-load sources are done, or until SIGTERM/SIGINT."""
-    unbuilt = [s.name for s in sources if isinstance(s.source, SqsSourceOptions)]
-    if unbuilt:
-        log.error("source_unsupported", sources=unbuilt, error="the sqs source is not built yet")
-        return EXIT_FAILED
     try:
         state = StateStore.in_dir(state_dir)
     except StateError as exc:

@@ -6,6 +6,7 @@ source -> WorkItem -> decode -> batcher -> Batch -> sink -> ack -> tracker -> it
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -27,6 +28,20 @@ class WorkItem:
     release: Callable[[], None] = lambda: None
     log_fields: dict[str, str] = field(default_factory=dict)
     size_hint: int = 0
+
+
+class Source(Protocol):
+    """Puts WorkItems into `out` (waiting when it is full: that is the backpressure).
+
+    `run` returns only in single-load mode, once everything it offered is finished with;
+    `problems` counts what it gave up on (poison messages, say) for the exit code.
+    """
+
+    name: str
+
+    async def run(self, out: asyncio.Queue[WorkItem]) -> None: ...
+
+    def problems(self) -> int: ...
 
 
 class AckToken(Protocol):

@@ -104,7 +104,7 @@ class Pipeline:
             self._failed(item, progress, exc.reason, str(exc))
             return None
         except Exception as exc:  # a fetch error: the source offers the item again later
-            self._failed(item, progress, type(exc).__name__, str(exc))
+            self._failed(item, progress, _fetch_reason(exc), str(exc))
             return None
         self.stats.objects_decoded += 1
         self.stats.records_decoded += len(decoded.records)
@@ -160,6 +160,12 @@ class Pipeline:
         await self._send(batch)
         self.stats.batches_sent += 1
         self.stats.records_sent += batch.records
+
+
+def _fetch_reason(exc: Exception) -> str:
+    """AWS's error code (NoSuchKey, AccessDenied, ...) when there is one, else the type."""
+    error = getattr(exc, "response", {}).get("Error", {})
+    return str(error.get("Code") or type(exc).__name__)
 
 
 class _Bundle:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import (
@@ -18,6 +20,7 @@ from cloudtrail_adapter.config import (
     Identity,
     S3SourceOptions,
     SourceConfig,
+    SqsSourceOptions,
     WebhookOptions,
 )
 from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY, moto_server
@@ -75,6 +78,29 @@ def usp_client_options(lc: LimaCharlieEmulator, hostname: str = "test-host") -> 
     )
 
 
+@pytest.fixture
+async def queue(aws_options: AwsOptions) -> str:
+    async with aws.client("sqs", aws_options) as sqs:
+        made = await sqs.create_queue(QueueName=f"trail-{uuid.uuid4().hex[:12]}")
+    return str(made["QueueUrl"])
+
+
+def sqs_config(
+    aws_options: AwsOptions, queue_url: str, lc: LimaCharlieEmulator, **source: Any
+) -> SourceConfig:
+    """An SQS document to the emulator over USP; single-load with short polls by default."""
+    defaults: dict[str, Any] = {"single_load": True, "wait_time_seconds": 0}
+    return SourceConfig(
+        index=1,
+        kind="sqs",
+        source=SqsSourceOptions(queue_url=queue_url, **(defaults | source)),
+        aws=aws_options,
+        client_options=usp_client_options(lc),
+        webhook=None,
+        delivery=DeliveryOptions(batch_max_records=500, batch_linger=0.05),
+    )
+
+
 def s3_config(
     aws_options: AwsOptions,
     bucket: str,
@@ -119,3 +145,37 @@ class AckRecorder:
                     await self._changed.wait()
         except TimeoutError:
             raise TimeoutError(f"{len(self.batches)} batches acked, expected {count}") from None
+
+
+class LogWatch:
+    """A structlog processor that keeps every event and lets a test wait for one by name:
+    a retry is visible only in the logs, and logs are part of the sink's interface."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, _logger: Any, _method: str, event: MutableMapping[str, Any]) -> str:
+        self.entries.append(dict(event))
+        self._changed.set()
+        raise structlog.DropEvent
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.entries if e["event"] == name]
+
+    async def wait_for(self, name: str, count: int = 1, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.named(name)) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@contextmanager
+def watch_logs() -> Iterator[LogWatch]:
+    watch = LogWatch()
+    previous = structlog.get_config()["processors"]
+    structlog.configure(processors=[watch])
+    try:
+        yield watch
+    finally:
+        structlog.configure(processors=previous)

@@ -239,6 +239,7 @@ def test_every_error_is_reported_at_once() -> None:
       visibility_timeout: "abc"
       webhook:
         url: ftp://hooks.example.com/x
+      max_messages_in_work: 0
     """
     with pytest.raises(ConfigError) as caught:
         parse(text)
@@ -256,6 +257,7 @@ def test_every_error_is_reported_at_once() -> None:
         (2, 18, "sqs.visibility_timeout"),
         (2, 20, "sqs.webhook.url"),
         (2, 19, "sqs.webhook.secret"),
+        (2, 21, "sqs.max_messages_in_work"),
     }
     assert {(p.document, p.line, p.key) for p in found} == expected
     assert len(str(caught.value).splitlines()) == len(expected)

@@ -9,8 +9,8 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, MutableMapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -18,14 +18,13 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-import structlog
 
 from cloudtrail_adapter.config import WebhookOptions
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.model import Batch, FatalSinkError
 from cloudtrail_adapter.secret import Secret
 from cloudtrail_adapter.sinks.webhook import RetryPolicy, WebhookSink, parse_retry_after
-from tests.conftest import OID, WEBHOOK_SECRET, AckRecorder
+from tests.conftest import OID, WEBHOOK_SECRET, AckRecorder, watch_logs
 
 HOOK = "cloudtrail"
 FAST = RetryPolicy(initial=0.01, maximum=0.1, jitter=0.01)
@@ -52,40 +51,6 @@ def make_batches(count: int, per_batch: int, seed: int = 1) -> tuple[list[Batch]
         raw = b"\n".join(lines)
         batches.append(Batch(gzip.compress(raw), len(lines), len(raw)))
     return batches, ids
-
-
-class LogWatch:
-    """A structlog processor that keeps every event and lets a test wait for one by name:
-    a retry is visible only in the logs, and logs are part of the sink's interface."""
-
-    def __init__(self) -> None:
-        self.entries: list[dict[str, Any]] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, _logger: Any, _method: str, event: MutableMapping[str, Any]) -> str:
-        self.entries.append(dict(event))
-        self._changed.set()
-        raise structlog.DropEvent
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.entries if e["event"] == name]
-
-    async def wait_for(self, name: str, count: int = 1, timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while len(self.named(name)) < count:
-                self._changed.clear()
-                await self._changed.wait()
-
-
-@contextmanager
-def watch_logs() -> Iterator[LogWatch]:
-    watch = LogWatch()
-    previous = structlog.get_config()["processors"]
-    structlog.configure(processors=[watch])
-    try:
-        yield watch
-    finally:
-        structlog.configure(processors=previous)
 
 
 def options(url: str, secret: str = WEBHOOK_SECRET, **kw: Any) -> WebhookOptions:

@@ -68,6 +68,9 @@ class PollingSource(ABC):
     def describe(self, listed: Listed) -> tuple[str, dict[str, str]]:
         """A reference for logs (`s3://bucket/key`) and the log fields naming it."""
 
+    def problems(self) -> int:
+        return 0  # a failed object is counted by the pipeline, and offered again next pass
+
     async def after_commit(self, listed: Listed) -> None:  # noqa: B027 (optional hook)
         """Runs after the checkpoint is written (the S3 source may delete the object)."""
 

@@ -1,0 +1,353 @@
+"""The SQS source: notifications in, objects or inline records out, delete only after ack.
+
+A received message is *in work* until it is deleted or given up on; the number in work is
+bounded (`max_messages_in_work`), and the receive loop asks only for as many as there is
+room for, so a slow LimaCharlie slows receiving instead of growing memory.
+
+- Each message is handled on its own: its objects become WorkItems whose commits count
+  down; at zero the message is deleted (batched), never before.
+- While in work, a heartbeat extends its visibility every half timeout, so a file that takes
+  longer than the timeout to deliver is not redelivered to another consumer.
+- A body we cannot parse (poison), or a message whose object could not be read, is logged
+  with its message id, counted and *left on the queue*: it becomes visible again after its
+  visibility timeout and, after the queue's maxReceiveCount, moves to its dead-letter queue.
+  Nothing is deleted unread and nothing is retried in a tight loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cloudtrail_adapter.aws import BucketClients
+from cloudtrail_adapter.config import SqsSourceOptions
+from cloudtrail_adapter.decode import is_digest_key
+from cloudtrail_adapter.model import WorkItem
+from cloudtrail_adapter.notifications import (
+    FetchObjects,
+    InlineRecords,
+    NothingToDo,
+    Notification,
+    NotificationError,
+    ObjectRef,
+    parse_body,
+)
+
+log = structlog.get_logger("cloudtrail_adapter.sources.sqs")
+
+DELETE_BATCH = 10  # SQS's limit for DeleteMessageBatch
+DELETE_LINGER = 0.05
+DELETE_ATTEMPTS = 4
+RECEIVE_BACKOFF_MAX = 60.0
+GONE_HANDLE_CODES = frozenset(
+    {"ReceiptHandleIsInvalid", "AWS.SimpleQueueService.MessageNotInflight", "MessageNotInflight"}
+)
+FATAL_QUEUE_CODES = frozenset(
+    {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "AccessDenied",
+     "AccessDeniedException", "InvalidClientTokenId", "SignatureDoesNotMatch"}
+)  # fmt: skip
+
+
+class QueueUnavailable(Exception):
+    """The queue cannot be read (missing, or our credentials are refused); names the queue."""
+
+
+@dataclass
+class SqsStats:
+    received: int = 0
+    deleted: int = 0
+    nothing_to_do: int = 0
+    poison: int = 0
+    left_for_redelivery: int = 0
+    visibility_extensions: int = 0
+    delete_failures: int = 0
+    in_work: int = 0
+    max_in_work_seen: int = 0
+
+
+ItemFactory = Callable[["_Message"], WorkItem]
+
+
+class _Message:
+    """One received message in work: how many of its items are still open."""
+
+    __slots__ = ("failed", "handle", "heartbeat", "message_id", "outstanding")
+
+    def __init__(self, message_id: str, handle: str, outstanding: int) -> None:
+        self.message_id = message_id
+        self.handle = handle
+        self.outstanding = outstanding
+        self.failed = False
+        self.heartbeat: asyncio.Task[None] | None = None
+
+
+def _error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
+    return type(exc).__name__
+
+
+class SqsSource:
+    def __init__(
+        self, name: str, options: SqsSourceOptions, *, sqs: Any, buckets: BucketClients
+    ) -> None:
+        self.name = name
+        self.stats = SqsStats()
+        self._options = options
+        self._sqs = sqs
+        self._buckets = buckets
+        self._queue_name = options.queue_url.rstrip("/").rsplit("/", 1)[-1]
+        self._left = asyncio.Event()  # set whenever a message stops being in work
+        self._deletes: asyncio.Queue[_Message] = asyncio.Queue()
+
+    def problems(self) -> int:
+        """Messages given up on in this run (poison, or their objects failed)."""
+        return self.stats.poison + self.stats.left_for_redelivery
+
+    async def run(self, out: asyncio.Queue[WorkItem]) -> None:
+        """Receives until stopped; in single-load mode, until the queue is empty and every
+        message in work was deleted or given up on."""
+        deleter = asyncio.create_task(self._deleter())
+        try:
+            await self._receive_loop(out)
+            await self._in_work_below(1)
+        finally:
+            deleter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await deleter
+
+    async def _receive_loop(self, out: asyncio.Queue[WorkItem]) -> None:
+        failures = 0
+        while True:
+            room = await self._wait_for_room()
+            try:
+                messages = await self._receive(min(room, self._options.max_messages))
+                failures = 0
+            except (ClientError, BotoCoreError) as exc:
+                failures += 1
+                await self._receive_failed(exc, failures)
+                continue
+            if not messages and self._options.single_load:
+                return
+            for message in messages:
+                await self._accept(message, out)
+
+    async def _wait_for_room(self) -> int:
+        limit = self._options.max_messages_in_work
+        await self._in_work_below(limit)
+        return limit - self.stats.in_work
+
+    async def _in_work_below(self, limit: int) -> None:
+        while self.stats.in_work >= limit:
+            self._left.clear()
+            await self._left.wait()
+
+    async def _receive(self, count: int) -> list[dict[str, Any]]:
+        answer = await self._sqs.receive_message(
+            QueueUrl=self._options.queue_url,
+            MaxNumberOfMessages=count,
+            WaitTimeSeconds=self._options.wait_time_seconds,
+            VisibilityTimeout=self._options.visibility_timeout,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
+        messages: list[dict[str, Any]] = answer.get("Messages", [])
+        self.stats.received += len(messages)
+        return messages
+
+    async def _receive_failed(self, exc: Exception, failures: int) -> None:
+        code = _error_code(exc)
+        if code in FATAL_QUEUE_CODES:
+            raise QueueUnavailable(
+                f"cannot read SQS queue {self._options.queue_url}: {code}: {exc}"
+            ) from exc
+        delay = min(RECEIVE_BACKOFF_MAX, 0.5 * 2**failures)
+        log.warning("sqs_receive_failed", source=self.name, error=f"{code}: {exc}", retry_in=delay)
+        await asyncio.sleep(delay)
+
+    async def _accept(self, message: dict[str, Any], out: asyncio.Queue[WorkItem]) -> None:
+        message_id = str(message.get("MessageId", ""))
+        receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
+        try:
+            note = parse_body(message.get("Body", ""))
+        except NotificationError as exc:
+            self._poison(message_id, receives, exc.reason, str(exc))
+            return
+        except Exception as exc:  # a parser bug must cost one message, never the source
+            self._poison(message_id, receives, "parser_error", f"{type(exc).__name__}: {exc}")
+            return
+        log.debug(
+            "sqs_message_received", source=self.name, message_id=message_id,
+            receive_count=receives, kind=type(note).__name__,
+        )  # fmt: skip
+        items = self._items(note, message_id)
+        state = _Message(message_id, str(message["ReceiptHandle"]), len(items))
+        self._enter()
+        if not items:
+            self.stats.nothing_to_do += 1
+            why = note.reason if isinstance(note, NothingToDo) else "digest_files_only"
+            log.info("sqs_message_nothing_to_do", source=self.name, message_id=message_id, why=why)
+            self._deletes.put_nowait(state)
+            return
+        state.heartbeat = asyncio.create_task(self._heartbeat(state))
+        for make in items:
+            await out.put(make(state))
+
+    def _poison(self, message_id: str, receives: str, reason: str, error: str) -> None:
+        """Left as received: back after its visibility timeout, then to the dead-letter queue."""
+        self.stats.poison += 1
+        log.error(
+            "sqs_message_poison", source=self.name, message_id=message_id, reason=reason,
+            error=error, receive_count=receives,
+        )  # fmt: skip
+
+    def _items(self, note: Notification, message_id: str) -> list[ItemFactory]:
+        """Factories of the message's WorkItems (made once its state exists)."""
+        if isinstance(note, FetchObjects):
+            refs = [ref for ref in note.objects if not is_digest_key(ref.key)]
+            return [functools.partial(self._object_item, ref=ref) for ref in refs]
+        if isinstance(note, InlineRecords):
+            body = b'{"Records":[' + b",".join(note.records) + b"]}"
+            return [functools.partial(self._inline_item, body=body)]
+        return []
+
+    def _object_item(self, state: _Message, ref: ObjectRef) -> WorkItem:
+        async def load() -> bytes:
+            s3 = await self._buckets.for_bucket(ref.bucket, ref.region)
+            answer = await s3.get_object(Bucket=ref.bucket, Key=ref.key)
+            async with answer["Body"] as body:
+                data: bytes = await body.read()
+            return data
+
+        fields = {"message_id": state.message_id, "bucket": ref.bucket, "key": ref.key}
+        return self._work_item(state, f"s3://{ref.bucket}/{ref.key}", load, fields)
+
+    def _inline_item(self, state: _Message, body: bytes) -> WorkItem:
+        async def load() -> bytes:
+            return body
+
+        ref = f"sqs://{self._queue_name}/{state.message_id}"
+        return self._work_item(state, ref, load, {"message_id": state.message_id})
+
+    def _work_item(
+        self,
+        state: _Message,
+        ref: str,
+        load: Callable[[], Awaitable[bytes]],
+        fields: dict[str, str],
+    ) -> WorkItem:
+        async def commit() -> None:
+            self._item_done(state)
+
+        def release() -> None:
+            state.failed = True
+            self._item_done(state)
+
+        return WorkItem(
+            source=self.name, ref=ref, load=load, commit=commit, release=release,
+            log_fields=fields,
+        )  # fmt: skip
+
+    def _item_done(self, state: _Message) -> None:
+        state.outstanding -= 1
+        if state.outstanding > 0:
+            return
+        if state.heartbeat is not None:
+            state.heartbeat.cancel()
+        if state.failed:
+            self.stats.left_for_redelivery += 1
+            log.warning(
+                "sqs_message_left", source=self.name, message_id=state.message_id,
+                reason="object_failed",
+            )  # fmt: skip
+            self._leave(state)
+        else:
+            self._deletes.put_nowait(state)
+
+    def _enter(self) -> None:
+        self.stats.in_work += 1
+        self.stats.max_in_work_seen = max(self.stats.max_in_work_seen, self.stats.in_work)
+
+    def _leave(self, state: _Message) -> None:
+        """The message is no longer ours: deleted, or left for redelivery."""
+        self.stats.in_work -= 1
+        self._left.set()
+
+    async def _heartbeat(self, state: _Message) -> None:
+        """Keeps the message invisible to other consumers while its records are in work."""
+        timeout = self._options.visibility_timeout
+        while True:
+            await asyncio.sleep(max(0.5, timeout / 2))
+            try:
+                await self._sqs.change_message_visibility(
+                    QueueUrl=self._options.queue_url,
+                    ReceiptHandle=state.handle,
+                    VisibilityTimeout=timeout,
+                )
+            except (ClientError, BotoCoreError) as exc:
+                code = _error_code(exc)
+                log.warning(
+                    "sqs_visibility_extend_failed", source=self.name,
+                    message_id=state.message_id, error=f"{code}: {exc}",
+                )  # fmt: skip
+                if code in GONE_HANDLE_CODES or code == "InvalidParameterValue":
+                    return  # deleted, expired or past SQS's 12-hour cap: nothing to keep
+                continue
+            self.stats.visibility_extensions += 1
+            log.debug("sqs_visibility_extended", source=self.name, message_id=state.message_id)
+
+    async def _deleter(self) -> None:
+        """Deletes acknowledged messages in batches of up to ten."""
+        while True:
+            batch = [await self._deletes.get()]
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DELETE_LINGER):
+                    while len(batch) < DELETE_BATCH:
+                        batch.append(await self._deletes.get())
+            await self._delete(batch)
+
+    async def _delete(self, batch: list[_Message]) -> None:
+        pending = {str(i): state for i, state in enumerate(batch)}
+        for attempt in range(1, DELETE_ATTEMPTS + 1):
+            failed = await self._delete_once(pending)
+            retry = {i: pending[i] for i, code in failed.items() if code not in GONE_HANDLE_CODES}
+            for i, code in failed.items():
+                if i not in retry:
+                    self._gone(pending[i], code)
+            for i in pending.keys() - failed.keys():
+                self.stats.deleted += 1
+                log.debug("sqs_message_deleted", source=self.name, message_id=pending[i].message_id)
+                self._leave(pending[i])
+            pending = retry
+            if not pending:
+                return
+            await asyncio.sleep(0.2 * 2**attempt)
+        for state in pending.values():
+            self._gone(state, "delete_failed")
+
+    async def _delete_once(self, pending: dict[str, _Message]) -> dict[str, str]:
+        """Entry id -> error code for the entries SQS did not delete (all of them on an error)."""
+        entries = [{"Id": i, "ReceiptHandle": s.handle} for i, s in pending.items()]
+        try:
+            answer = await self._sqs.delete_message_batch(
+                QueueUrl=self._options.queue_url, Entries=entries
+            )
+        except (ClientError, BotoCoreError) as exc:
+            code = _error_code(exc)
+            log.warning("sqs_delete_failed", source=self.name, error=f"{code}: {exc}")
+            return dict.fromkeys(pending, code)
+        return {str(f["Id"]): str(f.get("Code", "")) for f in answer.get("Failed", [])}
+
+    def _gone(self, state: _Message, code: str) -> None:
+        """Could not delete: the message will come back and be shipped again (a duplicate)."""
+        self.stats.delete_failures += 1
+        log.warning(
+            "sqs_message_not_deleted", source=self.name, message_id=state.message_id, code=code
+        )
+        self._leave(state)
