@@ -5,8 +5,10 @@ Everything runs through the real daemon entry point against moto in server mode.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -299,3 +301,28 @@ async def test_a_stalled_limacharlie_bounds_the_messages_in_work(
         assert await asyncio.wait_for(daemon, 30) == 0
 
     assert lc.store.event_ids() == ids([r for v in objects.values() for r in v])
+
+
+async def test_objects_are_fetched_in_their_own_buckets_region(
+    aws_options: AwsOptions, queue: str, lc: LimaCharlieEmulator, state_dir: Path
+) -> None:
+    """The queue is in us-east-1; the bucket in eu-west-1, named by a notification that does
+    not say so (CloudTrail's SNS format): the region is asked of S3 and used."""
+    far = f"trail-eu-{uuid.uuid4().hex[:8]}"
+    async with aws.client("s3", aws_options, region="eu-west-1") as s3:
+        await s3.create_bucket(
+            Bucket=far, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+        )
+    recs = records(7, 95)
+    await put_objects(aws_options, far, {KEY_A: log_file(recs)})
+    await send(aws_options, queue, [messages.cloudtrail_sns(far, [KEY_A])])
+
+    assert await serve([sqs_config(aws_options, queue, lc)], state_dir) == 0
+    assert lc.store.event_ids() == ids(recs)
+
+    async with contextlib.AsyncExitStack() as stack:
+        buckets = aws.BucketClients(aws_options, stack, pool=2)
+        client = await buckets.for_bucket(far)
+        assert client.meta.region_name == "eu-west-1"
+        hinted = await buckets.for_bucket("another", region_hint="ap-south-1")
+        assert hinted.meta.region_name == "ap-south-1"
