@@ -72,12 +72,12 @@ class AckTracker:
         progress.total = total
         self._maybe_ready(progress)
 
-    def fail(self, progress: ItemProgress) -> None:
+    def fail(self, progress: ItemProgress, reason: str, error: str) -> None:
         """The item will never be complete: drop it without committing."""
         if progress in self._open and not progress.done:
             progress.done = True
             self.stats.failed += 1
-            progress.item.release()
+            progress.item.release(reason, error)
             self._close(progress)
 
     def on_batch_acked(self, batch: Batch) -> None:
@@ -108,14 +108,12 @@ class AckTracker:
                 await item.commit()
             except Exception as exc:  # the source offers it again; a duplicate, never a loss
                 self.stats.commit_errors += 1
-                item.release()
+                error = f"{type(exc).__name__}: {exc}"
+                item.release("commit_failed", error)
                 log.error(
-                    "commit_failed",
-                    source=self.source,
-                    ref=item.ref,
-                    error=f"{type(exc).__name__}: {exc}",
+                    "commit_failed", source=self.source, ref=item.ref, error=error,
                     **item.log_fields,
-                )
+                )  # fmt: skip
             else:
                 self.stats.committed += 1
                 log.debug(

@@ -26,6 +26,7 @@ from cloudtrail_adapter.config import (
 )
 
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_USAGE = 2  # bad arguments or configuration, as argparse does
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_STATE_DIR = Path("state")
@@ -46,9 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         return _demo()
     if command == "validate":
         return _validate(Path(args.config), env)
+    if command == "quarantine":
+        return _quarantine(args.action, args.keys, state_dir(args.state_dir, env))
     kind: SourceKind | None = "s3" if command == "s3" else "sqs" if command == "sqs" else None
     arguments: list[str] = [args.config] if command == "run" else args.arguments
-    return _run(kind, arguments, state_dir(args.state_dir, env), args.log_level, env)
+    state = state_dir(args.state_dir, env)
+    return _run(kind, arguments, state, args.log_level, args.shutdown_grace, env)
 
 
 def state_dir(given: str | None, env: Mapping[str, str]) -> Path:
@@ -77,6 +81,7 @@ def _run(
     arguments: list[str],
     state: Path,
     log_level: str,
+    shutdown_grace: float,
     env: Mapping[str, str],
 ) -> int:
     from cloudtrail_adapter import telemetry
@@ -101,7 +106,7 @@ def _run(
 
     from cloudtrail_adapter import daemon
 
-    return asyncio.run(daemon.serve(sources, state))
+    return asyncio.run(daemon.serve(sources, state, shutdown_grace=shutdown_grace))
 
 
 def _validate(config: Path, env: Mapping[str, str]) -> int:
@@ -114,6 +119,33 @@ def _validate(config: Path, env: Mapping[str, str]) -> int:
     _print_problems(warnings, None, sys.stderr)
     for source in sources:
         print(summary(source))
+    return EXIT_OK
+
+
+def _quarantine(action: str, keys: list[str], state_dir: Path) -> int:
+    """`list`: objects given up on, with why; `retry`: forget them (all, or the keys named)
+    so the next pass of a running or restarted daemon fetches them again."""
+    from cloudtrail_adapter.state import StateError, StateStore
+
+    if not (state_dir / "state.db").exists():
+        print(f"no state database in {state_dir} (see --state-dir)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        store = StateStore.in_dir(state_dir)
+    except StateError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        if action == "list":
+            entries = store.failures(quarantined_only=True)
+            for f in entries:
+                print(f"{f.bucket}\t{f.key}\t{f.attempts} attempts\t{f.reason}: {f.error}")
+            print(f"{len(entries)} quarantined", file=sys.stderr)
+        else:
+            released = store.release_quarantine(keys or None)
+            print(f"{released} released; the next pass fetches them again", file=sys.stderr)
+    finally:
+        store.close()
     return EXIT_OK
 
 
@@ -179,6 +211,13 @@ def _parser() -> argparse.ArgumentParser:
         form.add_argument("arguments", nargs="+", metavar="CONFIG | KEY=VALUE")
         _daemon_options(form)
 
+    quarantine = commands.add_parser(
+        "quarantine", help="objects that kept failing: `list`, or `retry [KEY ...]`"
+    )
+    quarantine.add_argument("action", choices=("list", "retry"))
+    quarantine.add_argument("keys", nargs="*", metavar="KEY", help="retry: only these keys")
+    quarantine.add_argument("--state-dir", metavar="DIR", help="as for run")
+
     commands.add_parser("demo", help="the daemon against a local S3 and a LimaCharlie emulator")
     return parser
 
@@ -191,4 +230,12 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-level", default="info", type=str.lower, choices=LOG_LEVELS, help="default: info"
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        metavar="SECONDS",
+        type=float,
+        default=30.0,
+        help="on SIGTERM/SIGINT, how long in-flight work may take to be acknowledged and "
+        "committed before it is handed back (default: 30; a second signal stops at once)",
     )

@@ -86,6 +86,9 @@ class S3SourceOptions:
     single_load: bool = False
     poll_interval: float = 60.0
     delete_after_ack: bool = False
+    quarantine_after: int = 5
+    retry_backoff: float = 60.0
+    max_object_size: int = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,9 @@ class FileSourceOptions:
     parallel_fetch: int = 4
     single_load: bool = True
     poll_interval: float = 10.0
+    quarantine_after: int = 5
+    retry_backoff: float = 60.0
+    max_object_size: int = 1 << 30
 
 
 SourceOptions = S3SourceOptions | SqsSourceOptions | FileSourceOptions
@@ -740,6 +746,7 @@ def _s3(sec: _Section) -> S3SourceOptions | None:
         single_load=sec.boolean("single_load"),
         poll_interval=_interval(sec, "poll_interval"),
         delete_after_ack=sec.boolean("delete_after_ack"),
+        **_failure_keys(sec),
     )
     return None if bucket is None else S3SourceOptions(bucket_name=bucket, **values)
 
@@ -792,8 +799,18 @@ def _file(sec: _Section) -> FileSourceOptions | None:
         parallel_fetch=sec.integer("parallel_fetch", 1, MAX_PARALLEL_FETCH),
         single_load=sec.boolean("single_load"),
         poll_interval=_interval(sec, "poll_interval"),
+        **_failure_keys(sec),
     )
     return None if path is None else FileSourceOptions(path=path, **values)
+
+
+def _failure_keys(sec: _Section) -> dict[str, int | float | None]:
+    """How the polling sources treat objects that fail: backoff, quarantine, size limit."""
+    return {
+        "quarantine_after": sec.integer("quarantine_after", 1, 1000),
+        "retry_backoff": _interval(sec, "retry_backoff"),
+        "max_object_size": sec.integer("max_object_size", 1024, 1 << 40),
+    }
 
 
 def _interval(sec: _Section, name: str) -> float | None:

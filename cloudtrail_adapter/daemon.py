@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ import structlog
 
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.acks import AckTracker
+from cloudtrail_adapter.aio import Stopped, unless_stopped
 from cloudtrail_adapter.config import (
     FileSourceOptions,
     S3SourceOptions,
@@ -81,11 +84,72 @@ async def open_source(cfg: SourceConfig, state: StateStore) -> AsyncIterator[Sou
             yield SqsSource(cfg.name, src, sqs=sqs, buckets=buckets)
 
 
-async def run_source(
-    cfg: SourceConfig, state: StateStore, http: aiohttp.ClientSession, executor: Executor
+DEFAULT_SHUTDOWN_GRACE = 30.0
+RESTART_INITIAL = 5.0
+RESTART_MAX = 300.0
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """What every source watches: the first signal asks for a graceful stop, which may take
+    up to `grace` seconds; the second (see serve) cuts it short."""
+
+    stopping: asyncio.Event
+    grace: float
+
+
+async def supervise(
+    cfg: SourceConfig,
+    state: StateStore,
+    http: aiohttp.ClientSession,
+    executor: Executor,
+    shutdown: Shutdown,
 ) -> SourceOutcome:
-    """Runs one document's source, pipeline, sink and committer; returns when single_load is
-    done, or raises CancelledError when stopped."""
+    """Runs a source. A single-load source runs once; a long-running one that fails (LimaCharlie
+    refused us, the queue is gone, credentials are refused) is restarted with exponential
+    backoff until stopped, and never takes the other sources down with it."""
+    failures = 0
+    while True:
+        started = time.monotonic()
+        try:
+            return await run_source(cfg, state, http, executor, shutdown)
+        except Exception as exc:
+            error = (
+                str(exc)
+                if isinstance(exc, FatalSinkError | QueueUnavailable)
+                else (f"{type(exc).__name__}: {exc}")
+            )
+            log.error("source_failed", source=cfg.name, reason=_failure_reason(exc), error=error)
+            outcome = SourceOutcome(cfg.name, ok=False, error=error)
+        if cfg.source.single_load or shutdown.stopping.is_set():
+            return outcome
+        failures = 1 if time.monotonic() - started > RESTART_MAX else failures + 1
+        delay = min(RESTART_MAX, RESTART_INITIAL * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)
+        log.warning("source_restart_scheduled", source=cfg.name, retry_in=round(delay, 1))
+        try:
+            await unless_stopped(shutdown.stopping, asyncio.sleep(delay))
+        except Stopped:
+            return outcome
+
+
+def _failure_reason(exc: Exception) -> str:
+    if isinstance(exc, FatalSinkError):
+        return "limacharlie_refused"
+    if isinstance(exc, QueueUnavailable):
+        return "queue_unavailable"
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    return str(code or type(exc).__name__)
+
+
+async def run_source(
+    cfg: SourceConfig,
+    state: StateStore,
+    http: aiohttp.ClientSession,
+    executor: Executor,
+    shutdown: Shutdown,
+) -> SourceOutcome:
+    """One document's source, pipeline, sink and committer, until single-load is done or a
+    graceful stop finished. Raises what made the source fail."""
     tracker = AckTracker(cfg.name)
     sink = make_sink(cfg, tracker.on_batch_acked, http)
     pipeline = Pipeline(
@@ -98,19 +162,9 @@ async def run_source(
     )
     try:
         async with open_source(cfg, state) as source:
-
-            async def produce() -> None:
-                await source.run(pipeline.work)
-                await pipeline.drained()
-
-            await _until_done(produce(), sink.run(), tracker.run_committer(), pipeline.run())
+            produce = _produce(source, pipeline, tracker, shutdown)
+            await _until_done(produce, sink.run(), tracker.run_committer(), pipeline.run())
             given_up = source.problems()
-    except FatalSinkError as exc:
-        log.error("source_failed", source=cfg.name, reason="limacharlie_refused", error=str(exc))
-        return SourceOutcome(cfg.name, ok=False, error=str(exc))
-    except QueueUnavailable as exc:
-        log.error("source_failed", source=cfg.name, reason="queue_unavailable", error=str(exc))
-        return SourceOutcome(cfg.name, ok=False, error=str(exc))
     finally:
         await sink.close()
     failed = pipeline.stats.objects_failed + given_up
@@ -119,12 +173,44 @@ async def run_source(
         source=cfg.name,
         objects=tracker.stats.committed,
         failed=failed,
+        failures=pipeline.stats.failures_by_reason,
         records=pipeline.stats.records_sent,
         batches=pipeline.stats.batches_sent,
     )
-    return SourceOutcome(
-        cfg.name, ok=failed == 0, error=f"{failed} objects failed" if failed else ""
-    )
+    # A single-load run is a job: anything left undone fails it. A long-running source
+    # reports failures as they happen; being stopped is its normal end.
+    ok = failed == 0 or not cfg.source.single_load
+    return SourceOutcome(cfg.name, ok=ok, error=f"{failed} items failed" if failed else "")
+
+
+async def _produce(
+    source: Source, pipeline: Pipeline, tracker: AckTracker, shutdown: Shutdown
+) -> None:
+    """Feeds the pipeline until the source is done and everything committed, or until a
+    stop: then intake ends, in-flight work gets the grace period to be acknowledged and
+    committed, and whatever is still open is handed back."""
+    intake = asyncio.create_task(source.run(pipeline.work))
+    try:
+        await unless_stopped(shutdown.stopping, asyncio.shield(intake))
+        await unless_stopped(shutdown.stopping, pipeline.drained())
+        return
+    except Stopped:
+        pass
+    finally:
+        if intake.done() and not intake.cancelled() and intake.exception() is not None:
+            intake.result()
+    source.stop_intake()
+    log.info("source_stopping", source=source.name, grace=shutdown.grace, open=tracker.open_items)
+    try:
+        async with asyncio.timeout(shutdown.grace):
+            await asyncio.shield(intake)  # expiry must not cancel a receive under way
+            await pipeline.drained()
+    except TimeoutError:
+        log.warning("shutdown_grace_expired", source=source.name, open=tracker.open_items)
+        await source.hand_back()
+    finally:
+        intake.cancel()
+        await asyncio.gather(intake, return_exceptions=True)
 
 
 async def _until_done(main: Awaitable[None], *background: Awaitable[None]) -> None:
@@ -145,28 +231,43 @@ async def _until_done(main: Awaitable[None], *background: Awaitable[None]) -> No
         await asyncio.gather(main_task, *others, return_exceptions=True)
 
 
-async def serve(sources: list[SourceConfig], state_dir: Path) -> int:
-    """Runs every source until all single-load sources are done, or until SIGTERM/SIGINT."""
+async def serve(
+    sources: list[SourceConfig], state_dir: Path, *, shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+) -> int:
+    """Runs every source until all single-load sources are done, or until SIGTERM/SIGINT:
+    the first asks for a graceful stop, a second stops at once (still safely: nothing that
+    LimaCharlie did not acknowledge was ever committed)."""
     try:
         state = StateStore.in_dir(state_dir)
     except StateError as exc:
         log.error("state_unavailable", error=str(exc))
         return EXIT_FAILED
-    stop = asyncio.Event()
+    shutdown = Shutdown(asyncio.Event(), shutdown_grace)
+    forced = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if shutdown.stopping.is_set():
+            log.warning("shutdown_forced", signal=sig.name)
+            forced.set()
+        else:
+            log.info("shutdown_requested", signal=sig.name, grace=shutdown_grace)
+            shutdown.stopping.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     log.info("daemon_started", sources=[s.name for s in sources], state_dir=str(state_dir))
     executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
     try:
         async with aiohttp.ClientSession() as http:
-            runs = [asyncio.create_task(run_source(c, state, http, executor)) for c in sources]
+            runs = [
+                asyncio.create_task(supervise(c, state, http, executor, shutdown)) for c in sources
+            ]
             everything = asyncio.gather(*runs, return_exceptions=True)
-            stopper = asyncio.create_task(stop.wait())
-            waited: list[asyncio.Future[Any]] = [stopper, everything]
+            force = asyncio.create_task(forced.wait())
+            waited: list[asyncio.Future[Any]] = [force, everything]
             await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
-            stopped = stop.is_set()
-            stopper.cancel()
+            force.cancel()
             for task in runs:
                 task.cancel()
             results = await everything
@@ -176,9 +277,9 @@ async def serve(sources: list[SourceConfig], state_dir: Path) -> int:
         executor.shutdown(wait=False, cancel_futures=True)
         state.close()
     outcomes = [r for r in results if isinstance(r, SourceOutcome)]
-    crashed = [r for r in results if isinstance(r, BaseException) and not stopped]
+    crashed = [r for r in results if isinstance(r, BaseException) and not forced.is_set()]
     for crash in crashed:
         log.error("source_crashed", error=f"{type(crash).__name__}: {crash}")
     ok = not crashed and all(o.ok for o in outcomes)
-    log.info("daemon_stopped", signalled=stopped, ok=ok)
+    log.info("daemon_stopped", signalled=shutdown.stopping.is_set(), forced=forced.is_set(), ok=ok)
     return EXIT_OK if ok else EXIT_FAILED

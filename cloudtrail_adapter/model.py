@@ -18,14 +18,15 @@ class WorkItem:
 
     `load` returns the object's raw bytes (gzip or plain JSON); `commit` is called by the
     tracker once LimaCharlie acknowledged every record decoded from it, and never otherwise;
-    `release` is called instead when the item failed, so its source may offer it again.
+    `release(reason, error)` is called instead when the item failed, so its source can
+    record why and offer it again (or give up on it).
     """
 
     source: str
     ref: str
     load: Callable[[], Awaitable[bytes]]
     commit: Callable[[], Awaitable[None]]
-    release: Callable[[], None] = lambda: None
+    release: Callable[[str, str], None] = lambda reason, error: None
     log_fields: dict[str, str] = field(default_factory=dict)
     size_hint: int = 0
 
@@ -33,13 +34,19 @@ class WorkItem:
 class Source(Protocol):
     """Puts WorkItems into `out` (waiting when it is full: that is the backpressure).
 
-    `run` returns only in single-load mode, once everything it offered is finished with;
+    `run` returns in single-load mode once everything it offered is finished with, and
+    after `stop_intake()` once what it already offered is finished with. `hand_back()` gives
+    back what is still in work when the shutdown grace ran out (SQS: visibility 0).
     `problems` counts what it gave up on (poison messages, say) for the exit code.
     """
 
     name: str
 
     async def run(self, out: asyncio.Queue[WorkItem]) -> None: ...
+
+    def stop_intake(self) -> None: ...
+
+    async def hand_back(self) -> None: ...
 
     def problems(self) -> int: ...
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -35,6 +35,7 @@ class PipelineStats:
     bytes_loaded: int = 0
     batches_sent: int = 0
     records_sent: int = 0
+    failures_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,8 @@ class Pipeline:
 
     def _failed(self, item: WorkItem, progress: ItemProgress, reason: str, detail: str) -> None:
         self.stats.objects_failed += 1
-        self._tracker.fail(progress)
+        self.stats.failures_by_reason[reason] = self.stats.failures_by_reason.get(reason, 0) + 1
+        self._tracker.fail(progress, reason, detail)
         log.error(
             "object_failed",
             source=self.name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 SCHEMA = """
@@ -22,7 +23,37 @@ CREATE TABLE IF NOT EXISTS s3_checkpoints (
     committed_at REAL    NOT NULL,
     PRIMARY KEY (scope, bucket, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS failures (
+    scope        TEXT    NOT NULL,
+    bucket       TEXT    NOT NULL,
+    key          TEXT    NOT NULL,
+    attempts     INTEGER NOT NULL,
+    reason       TEXT    NOT NULL,
+    error        TEXT    NOT NULL,
+    first_failed REAL    NOT NULL,
+    last_failed  REAL    NOT NULL,
+    retry_at     REAL    NOT NULL,
+    quarantined  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (scope, bucket, key)
+) WITHOUT ROWID;
 """
+MAX_BACKOFF = 3600.0
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An object that failed: how often, why, and when it may be tried again."""
+
+    scope: str
+    bucket: str
+    key: str
+    attempts: int
+    reason: str
+    error: str
+    first_failed: float
+    last_failed: float
+    retry_at: float
+    quarantined: bool
 
 
 class StateError(Exception):
@@ -63,10 +94,73 @@ class StateStore:
         return found
 
     def commit_object(self, scope: str, bucket: str, key: str, *, etag: str, size: int) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO s3_checkpoints VALUES (?,?,?,?,?,?)",
-            (scope, bucket, key, etag, size, time.time()),
+        """The checkpoint, and the end of any failure record, in one transaction."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO s3_checkpoints VALUES (?,?,?,?,?,?)",
+                (scope, bucket, key, etag, size, time.time()),
+            )
+            self._db.execute(
+                "DELETE FROM failures WHERE scope=? AND bucket=? AND key=?", (scope, bucket, key)
+            )
+
+    def record_failure(
+        self,
+        scope: str,
+        bucket: str,
+        key: str,
+        *,
+        reason: str,
+        error: str,
+        quarantine_after: int,
+        backoff: float,
+        now: float | None = None,
+    ) -> Failure:
+        """One more failed attempt: retry after an exponential backoff, or quarantine the
+        object once it failed `quarantine_after` times."""
+        at = time.time() if now is None else now
+        row = self._db.execute(
+            "SELECT attempts, first_failed FROM failures WHERE scope=? AND bucket=? AND key=?",
+            (scope, bucket, key),
+        ).fetchone()
+        attempts, first = (row[0] + 1, row[1]) if row else (1, at)
+        quarantined = attempts >= quarantine_after
+        retry_at = at + min(MAX_BACKOFF, backoff * 2 ** (attempts - 1))
+        failure = Failure(
+            scope, bucket, key, attempts, reason, error, first, at, retry_at, quarantined
         )
+        self._db.execute(
+            "INSERT OR REPLACE INTO failures VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (scope, bucket, key, attempts, reason, error, first, at, retry_at, int(quarantined)),
+        )
+        return failure
+
+    def blocked_keys(self, scope: str, bucket: str, now: float | None = None) -> set[str]:
+        """Keys not to offer now: quarantined, or still backing off after a failure."""
+        at = time.time() if now is None else now
+        rows = self._db.execute(
+            "SELECT key FROM failures WHERE scope=? AND bucket=? AND (quarantined=1 OR retry_at>?)",
+            (scope, bucket, at),
+        )
+        return {row[0] for row in rows}
+
+    def failures(self, *, quarantined_only: bool = False) -> list[Failure]:
+        query = "SELECT * FROM failures"
+        if quarantined_only:
+            query += " WHERE quarantined=1"
+        rows = self._db.execute(query + " ORDER BY scope, bucket, key")
+        return [_failure(row) for row in rows]
+
+    def release_quarantine(self, keys: list[str] | None = None) -> int:
+        """Forgets quarantined objects (all, or those keys) so the next pass tries them again."""
+        if keys is None:
+            return self._db.execute("DELETE FROM failures WHERE quarantined=1").rowcount
+        released = 0
+        for key in keys:
+            cursor = self._db.execute("DELETE FROM failures WHERE quarantined=1 AND key=?", (key,))
+            released += cursor.rowcount
+        return released
 
     def count_committed(self, scope: str) -> int:
         row = self._db.execute("SELECT COUNT(*) FROM s3_checkpoints WHERE scope=?", (scope,))
@@ -74,3 +168,11 @@ class StateStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _failure(row: tuple[object, ...]) -> Failure:
+    scope, bucket, key, attempts, reason, error, first, last, retry_at, quarantined = row
+    return Failure(
+        str(scope), str(bucket), str(key), int(str(attempts)), str(reason), str(error),
+        float(str(first)), float(str(last)), float(str(retry_at)), bool(quarantined),
+    )  # fmt: skip

@@ -56,8 +56,11 @@ class FakeDaemon(types.ModuleType):
         super().__init__("cloudtrail_adapter.daemon")
         self.calls: list[tuple[list[SourceConfig], Path]] = []
 
-    async def serve(self, sources: list[SourceConfig], state: Path) -> int:
+    async def serve(
+        self, sources: list[SourceConfig], state: Path, *, shutdown_grace: float
+    ) -> int:
         self.calls.append((sources, state))
+        self.shutdown_grace = shutdown_grace
         return 7
 
 

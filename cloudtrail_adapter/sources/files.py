@@ -25,6 +25,9 @@ class FileSource(PollingSource):
             container=str(options.path.resolve()),
             poll_interval=options.poll_interval,
             single_load=options.single_load,
+            quarantine_after=options.quarantine_after,
+            retry_backoff=options.retry_backoff,
+            max_object_size=options.max_object_size,
         )
         self._root = options.path
 

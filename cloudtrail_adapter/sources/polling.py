@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from cloudtrail_adapter.aio import Stopped, unless_stopped
 from cloudtrail_adapter.decode import is_digest_key
 from cloudtrail_adapter.model import WorkItem
 from cloudtrail_adapter.state import StateStore
@@ -34,6 +35,8 @@ class PassStats:
     skipped_done: int = 0
     skipped_digest: int = 0
     skipped_in_work: int = 0
+    skipped_failing: int = 0
+    too_large: int = 0
 
 
 class PollingSource(ABC):
@@ -48,6 +51,9 @@ class PollingSource(ABC):
         container: str,
         poll_interval: float,
         single_load: bool,
+        quarantine_after: int,
+        retry_backoff: float,
+        max_object_size: int,
     ) -> None:
         self.name = name
         self._state = state
@@ -55,7 +61,12 @@ class PollingSource(ABC):
         self._container = container
         self._poll_interval = poll_interval
         self._single_load = single_load
+        self._quarantine_after = quarantine_after
+        self._retry_backoff = retry_backoff
+        self._max_object_size = max_object_size
         self._in_work: set[str] = set()
+        self._stop = asyncio.Event()
+        self._too_large = 0
 
     @abstractmethod
     def list_pages(self) -> AsyncIterator[list[Listed]]:
@@ -69,33 +80,41 @@ class PollingSource(ABC):
         """A reference for logs (`s3://bucket/key`) and the log fields naming it."""
 
     def problems(self) -> int:
-        return 0  # a failed object is counted by the pipeline, and offered again next pass
+        """Objects refused before fetching; the pipeline counts the ones that failed later."""
+        return self._too_large
+
+    def stop_intake(self) -> None:
+        self._stop.set()
+
+    async def hand_back(self) -> None:  # noqa: B027 (nothing to do, by design)
+        """Nothing to give back: an uncommitted object is simply offered again next time."""
 
     async def after_commit(self, listed: Listed) -> None:  # noqa: B027 (optional hook)
         """Runs after the checkpoint is written (the S3 source may delete the object)."""
 
     async def run(self, out: asyncio.Queue[WorkItem]) -> None:
-        """One pass in single-load mode; otherwise a pass every poll interval, forever."""
-        while True:
-            stats = await self.one_pass(out)
-            log.info(
-                "source_pass_done",
-                source=self.name,
-                listed=stats.listed,
-                offered=stats.offered,
-                already_done=stats.skipped_done,
-                digests=stats.skipped_digest,
-                in_work=stats.skipped_in_work,
-            )
-            if self._single_load:
-                return
-            await asyncio.sleep(self._poll_interval)
+        """One pass in single-load mode; otherwise a pass every poll interval, until stopped."""
+        try:
+            while True:
+                stats = await unless_stopped(self._stop, self.one_pass(out))
+                log.info(
+                    "source_pass_done", source=self.name, listed=stats.listed,
+                    offered=stats.offered, already_done=stats.skipped_done,
+                    digests=stats.skipped_digest, in_work=stats.skipped_in_work,
+                    failing=stats.skipped_failing, too_large=stats.too_large,
+                )  # fmt: skip
+                if self._single_load:
+                    return
+                await unless_stopped(self._stop, asyncio.sleep(self._poll_interval))
+        except Stopped:
+            return
 
     async def one_pass(self, out: asyncio.Queue[WorkItem]) -> PassStats:
         stats = PassStats()
+        blocked = self._state.blocked_keys(self._scope, self._container)
         async for page in self.list_pages():
             stats.listed += len(page)
-            candidates = [item for item in page if self._wanted(item, stats)]
+            candidates = [item for item in page if self._wanted(item, stats, blocked)]
             done = self._state.committed_keys(
                 self._scope, self._container, [c.key for c in candidates]
             )
@@ -108,14 +127,48 @@ class PollingSource(ABC):
                 await out.put(self._work_item(listed))
         return stats
 
-    def _wanted(self, listed: Listed, stats: PassStats) -> bool:
+    def _wanted(self, listed: Listed, stats: PassStats, blocked: set[str]) -> bool:
         if is_digest_key(listed.key):
             stats.skipped_digest += 1
             return False
         if listed.key in self._in_work:
             stats.skipped_in_work += 1
             return False
+        if listed.key in blocked:
+            stats.skipped_failing += 1
+            return False
+        if listed.size > self._max_object_size:
+            stats.too_large += 1
+            self._refuse_too_large(listed)
+            return False
         return not listed.key.endswith("/")
+
+    def _refuse_too_large(self, listed: Listed) -> None:
+        """Fetching it would not fit the memory bound; retrying cannot help: quarantine now."""
+        self._too_large += 1
+        error = f"{listed.size} bytes is over max_object_size ({self._max_object_size})"
+        self._failed(listed, "too_large", error, quarantine_after=1)
+
+    def _failed(
+        self, listed: Listed, reason: str, error: str, *, quarantine_after: int | None = None
+    ) -> None:
+        failure = self._state.record_failure(
+            self._scope, self._container, listed.key, reason=reason, error=error,
+            quarantine_after=quarantine_after or self._quarantine_after,
+            backoff=self._retry_backoff,
+        )  # fmt: skip
+        _, fields = self.describe(listed)
+        if failure.quarantined:
+            log.error(
+                "object_quarantined", source=self.name, reason=reason, error=error,
+                attempts=failure.attempts, **fields,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "object_retry_scheduled", source=self.name, reason=reason,
+                attempts=failure.attempts, retry_in=round(failure.retry_at - failure.last_failed),
+                **fields,
+            )  # fmt: skip
 
     def _work_item(self, listed: Listed) -> WorkItem:
         ref, fields = self.describe(listed)
@@ -130,8 +183,9 @@ class PollingSource(ABC):
             self._in_work.discard(listed.key)
             await self.after_commit(listed)
 
-        def release() -> None:
+        def release(reason: str, error: str) -> None:
             self._in_work.discard(listed.key)
+            self._failed(listed, reason, error)
 
         return WorkItem(
             source=self.name,

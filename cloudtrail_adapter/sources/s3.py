@@ -23,6 +23,9 @@ class S3Source(PollingSource):
             container=options.bucket_name,
             poll_interval=options.poll_interval,
             single_load=options.single_load,
+            quarantine_after=options.quarantine_after,
+            retry_backoff=options.retry_backoff,
+            max_object_size=options.max_object_size,
         )
         self._options = options
         self._s3 = s3

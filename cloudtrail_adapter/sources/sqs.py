@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from cloudtrail_adapter.aio import Stopped, unless_stopped
 from cloudtrail_adapter.aws import BucketClients
 from cloudtrail_adapter.config import SqsSourceOptions
 from cloudtrail_adapter.decode import is_digest_key
@@ -46,6 +47,7 @@ DELETE_BATCH = 10  # SQS's limit for DeleteMessageBatch
 DELETE_LINGER = 0.05
 DELETE_ATTEMPTS = 4
 RECEIVE_BACKOFF_MAX = 60.0
+RECEIVE_MARGIN = 5.0  # beyond the long-poll wait, for the answer to arrive
 GONE_HANDLE_CODES = frozenset(
     {"ReceiptHandleIsInvalid", "AWS.SimpleQueueService.MessageNotInflight", "MessageNotInflight"}
 )
@@ -78,13 +80,14 @@ ItemFactory = Callable[["_Message"], WorkItem]
 class _Message:
     """One received message in work: how many of its items are still open."""
 
-    __slots__ = ("failed", "handle", "heartbeat", "message_id", "outstanding")
+    __slots__ = ("failed", "failure", "handle", "heartbeat", "message_id", "outstanding")
 
     def __init__(self, message_id: str, handle: str, outstanding: int) -> None:
         self.message_id = message_id
         self.handle = handle
         self.outstanding = outstanding
         self.failed = False
+        self.failure = ""
         self.heartbeat: asyncio.Task[None] | None = None
 
 
@@ -105,39 +108,99 @@ class SqsSource:
         self._buckets = buckets
         self._queue_name = options.queue_url.rstrip("/").rsplit("/", 1)[-1]
         self._left = asyncio.Event()  # set whenever a message stops being in work
+        self._stop = asyncio.Event()
+        self._messages: set[_Message] = set()  # in work: received, not deleted or given up
+        self._unstarted: list[_Message] = []  # cut off by a stop before all of it was queued
+        self._receiving: asyncio.Task[None] | None = None
         self._deletes: asyncio.Queue[_Message] = asyncio.Queue()
 
     def problems(self) -> int:
         """Messages given up on in this run (poison, or their objects failed)."""
         return self.stats.poison + self.stats.left_for_redelivery
 
+    def stop_intake(self) -> None:
+        self._stop.set()
+
+    async def hand_back(self) -> None:
+        """Makes every message still in work visible again at once, for another consumer or
+        our own next start: the shutdown grace ran out before LimaCharlie acknowledged it.
+
+        A receive still under way is let finish first (a long poll whose client went away
+        still takes messages, in SQS as in moto), and what it returns is handed back too."""
+        if self._receiving is not None and not self._receiving.done():
+            with contextlib.suppress(TimeoutError, Stopped):
+                async with asyncio.timeout(self._options.wait_time_seconds + RECEIVE_MARGIN):
+                    await asyncio.shield(self._receiving)
+        await self._make_visible([*self._messages, *self._unstarted])
+
+    async def _make_visible(self, states: list[_Message]) -> None:
+        self._unstarted = [s for s in self._unstarted if s not in states]
+        for state in states:
+            if state.heartbeat is not None:
+                state.heartbeat.cancel()
+        for start in range(0, len(states), DELETE_BATCH):
+            chunk = states[start : start + DELETE_BATCH]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": s.handle, "VisibilityTimeout": 0}
+                for i, s in enumerate(chunk)
+            ]
+            try:
+                await self._sqs.change_message_visibility_batch(
+                    QueueUrl=self._options.queue_url, Entries=entries
+                )
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("sqs_hand_back_failed", source=self.name, error=str(exc))
+        log.info("sqs_handed_back", source=self.name, messages=len(states))
+
     async def run(self, out: asyncio.Queue[WorkItem]) -> None:
-        """Receives until stopped; in single-load mode, until the queue is empty and every
-        message in work was deleted or given up on."""
+        """Receives until stopped; in single-load mode, until the queue is empty. Then waits
+        until every message in work was deleted or given up on."""
         deleter = asyncio.create_task(self._deleter())
+        self._receiving = asyncio.create_task(self._receive_loop(out))
         try:
-            await self._receive_loop(out)
+            await self._receiving
             await self._in_work_below(1)
+            if self._unstarted:
+                await self._make_visible(self._unstarted)
         finally:
             deleter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await deleter
 
     async def _receive_loop(self, out: asyncio.Queue[WorkItem]) -> None:
+        """Stopping interrupts every wait here but never a receive under way: its messages
+        would be taken in SQS and lost to us until their visibility timeout."""
         failures = 0
-        while True:
-            room = await self._wait_for_room()
-            try:
-                messages = await self._receive(min(room, self._options.max_messages))
-                failures = 0
-            except (ClientError, BotoCoreError) as exc:
-                failures += 1
-                await self._receive_failed(exc, failures)
-                continue
-            if not messages and self._options.single_load:
-                return
-            for message in messages:
-                await self._accept(message, out)
+        try:
+            while not self._stop.is_set():
+                room = await unless_stopped(self._stop, self._wait_for_room())
+                try:
+                    messages = await self._receive(min(room, self._options.max_messages))
+                    failures = 0
+                except (ClientError, BotoCoreError) as exc:
+                    failures += 1
+                    await unless_stopped(self._stop, self._receive_failed(exc, failures))
+                    continue
+                if self._stop.is_set():
+                    await self._give_back_unread(messages)
+                    return
+                if not messages and self._options.single_load:
+                    return
+                for index, message in enumerate(messages):
+                    if self._stop.is_set():
+                        await self._give_back_unread(messages[index:])
+                        return
+                    await self._accept(message, out)
+        except Stopped:
+            return
+
+    async def _give_back_unread(self, messages: list[dict[str, Any]]) -> None:
+        """Received during a stop: not started, so visible again at once."""
+        states = [
+            _Message(str(m.get("MessageId", "")), str(m["ReceiptHandle"]), 0) for m in messages
+        ]
+        if states:
+            await self._make_visible(states)
 
     async def _wait_for_room(self) -> int:
         limit = self._options.max_messages_in_work
@@ -188,7 +251,7 @@ class SqsSource:
         )  # fmt: skip
         items = self._items(note, message_id)
         state = _Message(message_id, str(message["ReceiptHandle"]), len(items))
-        self._enter()
+        self._enter(state)
         if not items:
             self.stats.nothing_to_do += 1
             why = note.reason if isinstance(note, NothingToDo) else "digest_files_only"
@@ -196,8 +259,13 @@ class SqsSource:
             self._deletes.put_nowait(state)
             return
         state.heartbeat = asyncio.create_task(self._heartbeat(state))
-        for make in items:
-            await out.put(make(state))
+        for queued, make in enumerate(items):
+            try:
+                await unless_stopped(self._stop, out.put(make(state)))
+            except (Stopped, asyncio.CancelledError):  # what was not queued is handed back
+                for _ in range(len(items) - queued):
+                    self._item_failed(state, "stopped", "intake stopped before it was queued")
+                raise
 
     def _poison(self, message_id: str, receives: str, reason: str, error: str) -> None:
         """Left as received: back after its visibility timeout, then to the dead-letter queue."""
@@ -245,14 +313,18 @@ class SqsSource:
         async def commit() -> None:
             self._item_done(state)
 
-        def release() -> None:
-            state.failed = True
-            self._item_done(state)
+        def release(reason: str, error: str) -> None:
+            self._item_failed(state, reason, error)
 
         return WorkItem(
             source=self.name, ref=ref, load=load, commit=commit, release=release,
             log_fields=fields,
         )  # fmt: skip
+
+    def _item_failed(self, state: _Message, reason: str, error: str) -> None:
+        state.failed = True
+        state.failure = reason
+        self._item_done(state)
 
     def _item_done(self, state: _Message) -> None:
         state.outstanding -= 1
@@ -260,22 +332,27 @@ class SqsSource:
             return
         if state.heartbeat is not None:
             state.heartbeat.cancel()
-        if state.failed:
+        if state.failure == "stopped":
+            self._unstarted.append(state)
+            self._leave(state)
+        elif state.failed:
             self.stats.left_for_redelivery += 1
             log.warning(
                 "sqs_message_left", source=self.name, message_id=state.message_id,
-                reason="object_failed",
+                reason=state.failure,
             )  # fmt: skip
             self._leave(state)
         else:
             self._deletes.put_nowait(state)
 
-    def _enter(self) -> None:
+    def _enter(self, state: _Message) -> None:
+        self._messages.add(state)
         self.stats.in_work += 1
         self.stats.max_in_work_seen = max(self.stats.max_in_work_seen, self.stats.in_work)
 
     def _leave(self, state: _Message) -> None:
         """The message is no longer ours: deleted, or left for redelivery."""
+        self._messages.discard(state)
         self.stats.in_work -= 1
         self._left.set()
 

@@ -1,0 +1,138 @@
+"""Every bad object gets one clear log line (bucket, key, reason), a counter and a failure
+record; the objects next to it are delivered; an object that keeps failing is quarantined,
+listed and retried through the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from cloudtrail_adapter import cli
+from cloudtrail_adapter.config import AwsOptions
+from cloudtrail_adapter.daemon import serve
+from cloudtrail_adapter.emulator.corpus import log_file
+from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
+from cloudtrail_adapter.state import StateStore
+from tests.conftest import put_objects, s3_config, watch_logs
+from tests.test_e2e_s3 import PREFIX, records
+
+GOOD = records(12, 500)
+GOOD_KEY = f"{PREFIX}good.json.gz"
+VALID = log_file(records(3, 501))
+
+BAD: dict[str, tuple[bytes, str]] = {
+    "corrupt_gzip": (b"\x1f\x8b\x08\x00" + b"\x00garbage" * 20, "corrupt_gzip"),
+    "truncated_gzip": (VALID[: len(VALID) // 2], "truncated_gzip"),
+    "data_after_gzip_member": (VALID + b"trailing junk", "corrupt_gzip"),
+    "not_json": (gzip.compress(b"this is not json"), "not_json"),
+    "json_without_records": (gzip.compress(b'{"hello": "world"}'), "no_records"),
+    "records_not_a_list": (gzip.compress(b'{"Records": {"a": 1}}'), "records_not_list"),
+    "record_not_an_object": (gzip.compress(b'{"Records": [{"a": 1}, 5]}'), "record_not_object"),
+    "invalid_utf8": (b'{"Records": [{"eventID": "\xff\xfe"}]}', "invalid_utf8"),
+    "lone_surrogate_bytes": (b'{"Records": [{"eventID": "\xed\xa0\x80"}]}', "invalid_utf8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+async def test_bad_object_is_named_counted_recorded_and_the_rest_goes_on(
+    case: str, aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, state_dir: Path
+) -> None:
+    body, reason = BAD[case]
+    bad_key = f"{PREFIX}{case}.json.gz"
+    await put_objects(aws_options, bucket, {bad_key: body, GOOD_KEY: log_file(GOOD)})
+
+    with watch_logs() as logs:
+        assert await serve([s3_config(aws_options, bucket, lc)], state_dir) == 1
+
+    failed = logs.named("object_failed")
+    assert [(f["bucket"], f["key"], f["reason"]) for f in failed] == [(bucket, bad_key, reason)]
+    assert failed[0]["error"], "the line must say what is wrong"
+    assert logs.named("source_finished")[0]["failures"] == {reason: 1}
+    assert lc.store.event_ids() == Counter(str(r["eventID"]) for r in GOOD)
+    store = StateStore.in_dir(state_dir)
+    try:
+        [failure] = store.failures()
+    finally:
+        store.close()
+    assert (failure.key, failure.reason, failure.attempts) == (bad_key, reason, 1)
+
+
+async def test_an_object_over_the_size_limit_is_quarantined_without_being_fetched(
+    aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, state_dir: Path
+) -> None:
+    big_key = f"{PREFIX}big.json.gz"
+    big = log_file(records(200, 502))
+    await put_objects(aws_options, bucket, {big_key: big, GOOD_KEY: log_file(GOOD)})
+    cfg = s3_config(aws_options, bucket, lc, max_object_size=len(big) - 1)
+
+    with watch_logs() as logs:
+        assert await serve([cfg], state_dir) == 1
+
+    [quarantined] = logs.named("object_quarantined")
+    assert (quarantined["key"], quarantined["reason"]) == (big_key, "too_large")
+    assert str(len(big)) in quarantined["error"]
+    assert not logs.named("object_decoded") or all(
+        e["key"] != big_key for e in logs.named("object_decoded")
+    )
+    assert lc.store.event_ids() == Counter(str(r["eventID"]) for r in GOOD)
+
+
+async def test_quarantine_lifecycle_backoff_list_and_retry(
+    aws_options: AwsOptions,
+    bucket: str,
+    lc: LimaCharlieEmulator,
+    state_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Fails, backs off, fails again, is quarantined and skipped; `quarantine list` shows it;
+    once the object is fixed, `quarantine retry` lets the running daemon deliver it."""
+    bad_key = f"{PREFIX}flaky.json.gz"
+    fixed = records(4, 503)
+    await put_objects(aws_options, bucket, {bad_key: b"\x1f\x8b broken", GOOD_KEY: log_file(GOOD)})
+    cfg = s3_config(
+        aws_options, bucket, lc, single_load=False, poll_interval=0.05,
+        quarantine_after=2, retry_backoff=0.05,
+    )  # fmt: skip
+
+    with watch_logs() as logs:
+        daemon = asyncio.create_task(serve([cfg], state_dir, shutdown_grace=5))
+        await logs.wait_for("object_quarantined", timeout=30)
+        passes = len(logs.named("source_pass_done"))
+        await logs.wait_for("source_pass_done", count=passes + 3, timeout=30)
+        assert len(logs.named("object_failed")) == 2, "a quarantined object was fetched again"
+        assert logs.named("source_pass_done")[-1]["failing"] == 1
+
+        assert cli.main(["quarantine", "list", "--state-dir", str(state_dir)]) == 0
+        listed = capsys.readouterr().out
+        assert bad_key in listed and "2 attempts" in listed and "truncated_gzip" in listed
+
+        await put_objects(aws_options, bucket, {bad_key: log_file(fixed)})
+        assert cli.main(["quarantine", "retry", bad_key, "--state-dir", str(state_dir)]) == 0
+        await lc.store.wait_for(len(GOOD) + len(fixed), timeout=30)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(daemon, 30) == 0
+
+    assert lc.store.event_ids() == Counter(str(r["eventID"]) for r in GOOD + fixed)
+    assert cli.main(["quarantine", "list", "--state-dir", str(state_dir)]) == 0
+    assert bad_key not in capsys.readouterr().out
+
+
+def test_quarantine_without_a_state_database_says_where_it_looked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["quarantine", "list", "--state-dir", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+def test_bad_bodies_really_are_what_they_claim() -> None:
+    """The corpus of this file is only worth something if each body is broken as named."""
+    assert orjson.loads(gzip.decompress(VALID))["Records"]
+    with pytest.raises(EOFError):
+        gzip.decompress(BAD["truncated_gzip"][0])
