@@ -176,6 +176,7 @@ async def run_source(
         failures=pipeline.stats.failures_by_reason,
         records=pipeline.stats.records_sent,
         batches=pipeline.stats.batches_sent,
+        oversized=pipeline.stats.records_oversized,
     )
     # A single-load run is a job: anything left undone fails it. A long-running source
     # reports failures as they happen; being stopped is its normal end.

@@ -28,12 +28,16 @@ from isal import isal_zlib
 
 __all__ = [
     "BUNDLE_LEVEL",
+    "OVERSIZED_RECORD",
     "DecodeError",
     "DecodeReason",
     "DecodedObject",
+    "check_record",
+    "check_utf8",
     "compress_bundle",
     "decode_object",
     "is_digest_key",
+    "json_type",
 ]
 
 DecodeReason = Literal[
@@ -45,7 +49,11 @@ DecodeReason = Literal[
     "records_not_list",
     "record_not_object",
     "invalid_utf8",
+    "record_too_large",
 ]
+
+#: CloudTrail's documented maximum record size; larger ones are delivered, and reported.
+OVERSIZED_RECORD: Final = 256 * 1024
 
 #: isa-l level for outgoing bundles: about as fast as level 0, and much smaller.
 BUNDLE_LEVEL: Final = 1
@@ -94,6 +102,8 @@ class DecodedObject:
     kind: Literal["log", "digest", "empty"]
     records: list[bytes]
     raw_bytes: int
+    #: (index, size) of records over OVERSIZED_RECORD
+    oversized: tuple[tuple[int, int], ...] = ()
 
 
 class _Envelope(msgspec.Struct):
@@ -138,12 +148,13 @@ def _decode_json(data: bytes, key: str | None) -> DecodedObject:
         if not data.strip(b" \t\r\n"):
             return DecodedObject("empty", [], raw_bytes)
         raise DecodeError("not_json", f"not JSON: {exc}") from None
-    _check_utf8(data)
+    check_utf8(data)
     if isinstance(envelope.Records, msgspec.UnsetType):
         if envelope.digestStartTime or envelope.digestS3Object or is_digest_key(key or ""):
             return DecodedObject("digest", [], raw_bytes)
         raise _no_records(data)
-    return DecodedObject("log", _compact(envelope.Records), raw_bytes)
+    records = _compact(envelope.Records)
+    return DecodedObject("log", records, raw_bytes, _oversized(records))
 
 
 def compress_bundle(lines: list[bytes]) -> tuple[bytes, int]:
@@ -182,7 +193,7 @@ def _gunzip(data: bytes) -> bytes:
     return members[0] if len(members) == 1 else b"".join(members)
 
 
-def _check_utf8(data: bytes) -> None:
+def check_utf8(data: bytes, offset: int = 0) -> None:
     """msgspec does not validate strings inside a Raw; records must be valid UTF-8 text."""
     if data.isascii():
         return
@@ -190,8 +201,16 @@ def _check_utf8(data: bytes) -> None:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DecodeError(
-            "invalid_utf8", f"invalid UTF-8 at byte {exc.start} of the decompressed data"
+            "invalid_utf8", f"invalid UTF-8 at byte {offset + exc.start} of the decompressed data"
         ) from None
+
+
+def check_record(line: bytes, index: int) -> None:
+    """A compacted record must be a JSON object."""
+    if line[:1] != b"{":
+        raise DecodeError(
+            "record_not_object", f"Records[{index}] is {json_type(line)}, not a JSON object"
+        )
 
 
 def _compact(raws: list[msgspec.Raw]) -> list[bytes]:
@@ -201,26 +220,28 @@ def _compact(raws: list[msgspec.Raw]) -> list[bytes]:
     for index, raw in enumerate(raws):
         line: bytes = fmt(raw, indent=-1)
         if line[:1] != b"{":
-            raise DecodeError(
-                "record_not_object",
-                f"Records[{index}] is {_json_type(line)}, not a JSON object",
-            )
+            check_record(line, index)
         append(line)
     return lines
+
+
+def _oversized(records: list[bytes]) -> tuple[tuple[int, int], ...]:
+    limit = OVERSIZED_RECORD
+    return tuple((i, len(line)) for i, line in enumerate(records) if len(line) > limit)
 
 
 def _shape_error(data: bytes, exc: msgspec.ValidationError) -> DecodeError:
     """Valid JSON of the wrong shape: say which part is wrong (only on the error path)."""
     first = data.lstrip(b" \t\r\n")[:1]
     if first != b"{":
-        return DecodeError("not_object", f"the JSON document is {_json_type(first)}, not an object")
+        return DecodeError("not_object", f"the JSON document is {json_type(first)}, not an object")
     try:
         records = msgspec.json.decode(data, type=dict[str, msgspec.Raw]).get("Records")
     except msgspec.DecodeError:
         records = None
     if records is None:
         return DecodeError("not_json", f"unexpected JSON: {exc}")
-    kind = _json_type(memoryview(records)[:1].tobytes())  # Raw supports buffers, not slicing
+    kind = json_type(memoryview(records)[:1].tobytes())  # Raw supports buffers, not slicing
     return DecodeError("records_not_list", f"Records is {kind}, not an array")
 
 
@@ -236,7 +257,7 @@ def _no_records(data: bytes) -> DecodeError:
     )
 
 
-def _json_type(value: bytes) -> str:
+def json_type(value: bytes) -> str:
     """What a JSON value (starting at its first byte, as msgspec slices it) is, in words."""
     if not value:
         return "empty"

@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from cloudtrail_adapter.readers import Reader
 
 
 @dataclass(eq=False, slots=True)
 class WorkItem:
     """One unit a source commits as a whole: an S3 object, or the records of one SQS message.
 
-    `load` returns the object's raw bytes (gzip or plain JSON); `commit` is called by the
+    `reader` gives the object's raw bytes (gzip or plain JSON); `commit` is called by the
     tracker once LimaCharlie acknowledged every record decoded from it, and never otherwise;
     `release(reason, error)` is called instead when the item failed, so its source can
     record why and offer it again (or give up on it).
@@ -24,7 +27,7 @@ class WorkItem:
 
     source: str
     ref: str
-    load: Callable[[], Awaitable[bytes]]
+    reader: Reader
     commit: Callable[[], Awaitable[None]]
     release: Callable[[str, str], None] = lambda reason, error: None
     log_fields: dict[str, str] = field(default_factory=dict)

@@ -19,12 +19,14 @@ import structlog
 
 from cloudtrail_adapter.acks import AckTracker, ItemProgress
 from cloudtrail_adapter.config import DeliveryOptions
-from cloudtrail_adapter.decode import DecodedObject, DecodeError, compress_bundle, decode_object
+from cloudtrail_adapter.decode import DecodeError, compress_bundle, decode_object
 from cloudtrail_adapter.model import Batch, WorkItem
+from cloudtrail_adapter.stream_decode import StreamDecoder
 
 log = structlog.get_logger("cloudtrail_adapter.pipeline")
 
 SendBatch = Callable[[Batch], Awaitable[None]]
+STREAM_RANGE = 8 << 20  # compressed bytes per ranged read of a large object
 
 
 @dataclass
@@ -35,6 +37,7 @@ class PipelineStats:
     bytes_loaded: int = 0
     batches_sent: int = 0
     records_sent: int = 0
+    records_oversized: int = 0
     failures_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -80,44 +83,77 @@ class Pipeline:
         await self._tracker.wait_idle()
 
     async def _worker(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             item = await self.work.get()
             try:
                 progress = self._tracker.open(item)
-                decoded = await self._load_and_decode(loop, item, progress)
-                if decoded is not None:
-                    self._tracker.set_total(progress, len(decoded.records))
-                    if decoded.records:
-                        await self._decoded.put(Decoded(progress, decoded.records))
+                await self._read(item, progress)
             finally:
                 self.work.task_done()
 
-    async def _load_and_decode(
-        self, loop: asyncio.AbstractEventLoop, item: WorkItem, progress: ItemProgress
-    ) -> DecodedObject | None:
-        """Returns None when the item failed; the failure is logged and the item not committed."""
+    async def _read(self, item: WorkItem, progress: ItemProgress) -> None:
+        """Whole for ordinary objects, streamed for large ones; a failure is logged and the
+        item released, never committed."""
         try:
-            data = await item.load()
-            self.stats.bytes_loaded += len(data)
-            decoded = await loop.run_in_executor(self._executor, decode_object, data)
+            size = await item.reader.size()
+            self.stats.bytes_loaded += size
+            streamed = size > self._delivery.stream_threshold
+            kind, total = await (self._stream if streamed else self._whole)(item, progress)
         except DecodeError as exc:
             self._failed(item, progress, exc.reason, str(exc))
-            return None
+            return
         except Exception as exc:  # a fetch error: the source offers the item again later
             self._failed(item, progress, _fetch_reason(exc), str(exc))
-            return None
+            return
         self.stats.objects_decoded += 1
-        self.stats.records_decoded += len(decoded.records)
+        self.stats.records_decoded += total
         log.debug(
-            "object_decoded",
+            "object_decoded", source=self.name, ref=item.ref, kind=kind, records=total,
+            streamed=streamed, **item.log_fields,
+        )  # fmt: skip
+
+    async def _whole(self, item: WorkItem, progress: ItemProgress) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        data = await item.reader.read()
+        decoded = await loop.run_in_executor(self._executor, decode_object, data)
+        self._tracker.set_total(progress, len(decoded.records))
+        self._report_oversized(item, decoded.oversized)
+        if decoded.records:
+            await self._decoded.put(Decoded(progress, decoded.records))
+        return decoded.kind, len(decoded.records)
+
+    async def _stream(self, item: WorkItem, progress: ItemProgress) -> tuple[str, int]:
+        """Records go on as they are decoded; the total is known, and the item can commit,
+        only once the whole object was read."""
+        loop = asyncio.get_running_loop()
+        decoder = StreamDecoder()
+        total = 0
+        async for chunk in item.reader.chunks(STREAM_RANGE):
+            decoder.feed(chunk)
+            while not decoder.hungry:
+                records = await loop.run_in_executor(self._executor, decoder.step)
+                if records:
+                    total += len(records)
+                    await self._decoded.put(Decoded(progress, records))
+        summary = decoder.finish()
+        self._tracker.set_total(progress, total)
+        self._report_oversized(item, summary.oversized)
+        return summary.kind, total
+
+    def _report_oversized(self, item: WorkItem, oversized: tuple[tuple[int, int], ...]) -> None:
+        """Delivered all the same (an audit event is never dropped), but worth knowing."""
+        if not oversized:
+            return
+        self.stats.records_oversized += len(oversized)
+        log.warning(
+            "records_oversized",
             source=self.name,
             ref=item.ref,
-            kind=decoded.kind,
-            records=len(decoded.records),
+            count=len(oversized),
+            largest=max(size for _, size in oversized),
+            indexes=[index for index, _ in oversized[:10]],
             **item.log_fields,
         )
-        return decoded
 
     def _failed(self, item: WorkItem, progress: ItemProgress, reason: str, detail: str) -> None:
         self.stats.objects_failed += 1

@@ -15,8 +15,11 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def s3_event(bucket: str, keys: list[str], *, region: str = "us-east-1") -> str:
+def s3_event(
+    bucket: str, keys: list[str], *, region: str = "us-east-1", sizes: list[int] | None = None
+) -> str:
     """S3 -> SQS event notification; keys are form-URL-encoded, as S3 sends them."""
+    sizes = sizes or [1024] * len(keys)
     records = [
         {
             "eventVersion": "2.1",
@@ -27,10 +30,10 @@ def s3_event(bucket: str, keys: list[str], *, region: str = "us-east-1") -> str:
             "s3": {
                 "s3SchemaVersion": "1.0",
                 "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-                "object": {"key": urllib.parse.quote_plus(key, safe="/"), "size": 1024},
+                "object": {"key": urllib.parse.quote_plus(key, safe="/"), "size": size},
             },
         }
-        for key in keys
+        for key, size in zip(keys, sizes, strict=True)
     ]
     return _json({"Records": records})
 

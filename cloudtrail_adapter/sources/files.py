@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from cloudtrail_adapter.config import FileSourceOptions
+from cloudtrail_adapter.readers import FileReader, Reader
 from cloudtrail_adapter.sources.polling import Listed, PollingSource
 from cloudtrail_adapter.state import StateStore
 
@@ -40,8 +41,8 @@ class FileSource(PollingSource):
         files = sorted(p for p in self._root.rglob("*") if p.is_file())
         return [Listed(p.relative_to(self._root).as_posix(), p.stat().st_size) for p in files]
 
-    async def load(self, listed: Listed) -> bytes:
-        return await asyncio.to_thread((self._root / listed.key).read_bytes)
+    def reader(self, listed: Listed) -> Reader:
+        return FileReader(self._root / listed.key)
 
     def describe(self, listed: Listed) -> tuple[str, dict[str, str]]:
         path = self._root / listed.key

@@ -16,6 +16,7 @@ import structlog
 from cloudtrail_adapter.aio import Stopped, unless_stopped
 from cloudtrail_adapter.decode import is_digest_key
 from cloudtrail_adapter.model import WorkItem
+from cloudtrail_adapter.readers import Reader
 from cloudtrail_adapter.state import StateStore
 
 log = structlog.get_logger("cloudtrail_adapter.sources")
@@ -73,7 +74,7 @@ class PollingSource(ABC):
         """Everything currently there, a page at a time, digests included."""
 
     @abstractmethod
-    async def load(self, listed: Listed) -> bytes: ...
+    def reader(self, listed: Listed) -> Reader: ...
 
     @abstractmethod
     def describe(self, listed: Listed) -> tuple[str, dict[str, str]]:
@@ -173,9 +174,6 @@ class PollingSource(ABC):
     def _work_item(self, listed: Listed) -> WorkItem:
         ref, fields = self.describe(listed)
 
-        async def load() -> bytes:
-            return await self.load(listed)
-
         async def commit() -> None:
             self._state.commit_object(
                 self._scope, self._container, listed.key, etag=listed.etag, size=listed.size
@@ -190,7 +188,7 @@ class PollingSource(ABC):
         return WorkItem(
             source=self.name,
             ref=ref,
-            load=load,
+            reader=self.reader(listed),
             commit=commit,
             release=release,
             log_fields=fields,

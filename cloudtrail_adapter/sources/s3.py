@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from cloudtrail_adapter.config import S3SourceOptions
+from cloudtrail_adapter.readers import Reader, S3Reader
 from cloudtrail_adapter.sources.polling import Listed, PollingSource
 from cloudtrail_adapter.state import StateStore
 
@@ -39,11 +40,13 @@ class S3Source(PollingSource):
                 for obj in page.get("Contents", ())
             ]
 
-    async def load(self, listed: Listed) -> bytes:
-        answer = await self._s3.get_object(Bucket=self._options.bucket_name, Key=listed.key)
-        async with answer["Body"] as body:
-            data: bytes = await body.read()
-        return data
+    def reader(self, listed: Listed) -> Reader:
+        return S3Reader(
+            self._client, self._options.bucket_name, listed.key, size=listed.size, etag=listed.etag
+        )
+
+    async def _client(self) -> Any:
+        return self._s3
 
     def describe(self, listed: Listed) -> tuple[str, dict[str, str]]:
         bucket = self._options.bucket_name

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from cloudtrail_adapter.notifications import (
     ObjectRef,
     parse_body,
 )
+from cloudtrail_adapter.readers import BytesReader, Reader, S3Reader
 
 log = structlog.get_logger("cloudtrail_adapter.sources.sqs")
 
@@ -286,28 +287,22 @@ class SqsSource:
         return []
 
     def _object_item(self, state: _Message, ref: ObjectRef) -> WorkItem:
-        async def load() -> bytes:
-            s3 = await self._buckets.for_bucket(ref.bucket, ref.region)
-            answer = await s3.get_object(Bucket=ref.bucket, Key=ref.key)
-            async with answer["Body"] as body:
-                data: bytes = await body.read()
-            return data
+        async def client() -> Any:
+            return await self._buckets.for_bucket(ref.bucket, ref.region)
 
+        reader = S3Reader(client, ref.bucket, ref.key, size=ref.size)
         fields = {"message_id": state.message_id, "bucket": ref.bucket, "key": ref.key}
-        return self._work_item(state, f"s3://{ref.bucket}/{ref.key}", load, fields)
+        return self._work_item(state, f"s3://{ref.bucket}/{ref.key}", reader, fields)
 
     def _inline_item(self, state: _Message, body: bytes) -> WorkItem:
-        async def load() -> bytes:
-            return body
-
         ref = f"sqs://{self._queue_name}/{state.message_id}"
-        return self._work_item(state, ref, load, {"message_id": state.message_id})
+        return self._work_item(state, ref, BytesReader(body), {"message_id": state.message_id})
 
     def _work_item(
         self,
         state: _Message,
         ref: str,
-        load: Callable[[], Awaitable[bytes]],
+        reader: Reader,
         fields: dict[str, str],
     ) -> WorkItem:
         async def commit() -> None:
@@ -317,7 +312,7 @@ class SqsSource:
             self._item_failed(state, reason, error)
 
         return WorkItem(
-            source=self.name, ref=ref, load=load, commit=commit, release=release,
+            source=self.name, ref=ref, reader=reader, commit=commit, release=release,
             log_fields=fields,
         )  # fmt: skip
 

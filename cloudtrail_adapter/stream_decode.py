@@ -1,0 +1,379 @@
+"""Incremental decoding of a large CloudTrail object: bounded memory whatever its size.
+
+`decode.decode_object` holds the whole decompressed object; that is fastest for the usual
+files of a few MB but would take gigabytes for a huge one. `StreamDecoder` takes compressed
+(or plain) bytes a piece at a time and hands back complete records as they appear, holding
+at most one JSON value plus one decompression step in memory.
+
+It keeps decode.py's decisions (gzip by magic bytes, every member, NUL padding between
+members, compact one-line records via msgspec, the same error reasons) so a large object is
+treated as a small one would be. Two differences follow from streaming: records before an
+error have already been handed back (the item is not committed, so they are delivered again
+when it is retried: at least once, never lost), and one JSON value larger than
+`max_value_bytes` is `record_too_large` instead of a buffer that grows without end.
+
+The JSON is not parsed here: a regex skips strings and counts brackets to find where each
+value ends, and msgspec then validates and compacts that value on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import msgspec
+from isal import isal_zlib
+
+from cloudtrail_adapter.decode import (
+    OVERSIZED_RECORD,
+    DecodeError,
+    check_record,
+    check_utf8,
+    json_type,
+)
+
+__all__ = ["DEFAULT_MAX_VALUE", "STEP_OUTPUT", "StreamDecoder", "StreamSummary"]
+
+#: Decompressed bytes per `step`: bounds the memory and the records of one step.
+STEP_OUTPUT: Final = 4 << 20
+#: The largest single JSON value (a record) held while looking for its end.
+DEFAULT_MAX_VALUE: Final = 32 << 20
+
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+_GZIP_WBITS: Final = 16 + isal_zlib.MAX_WBITS
+_IsalError: Final[type[Exception]] = isal_zlib.error  # type: ignore[assignment]
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
+_NOT_WS: Final = re.compile(rb"[^ \t\r\n]")
+# A whole string, a bracket, or a bare quote: a string that does not end in the buffer yet.
+_TOKEN: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|["{}\[\]]', re.DOTALL)
+_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_SCALAR: Final = re.compile(rb"[^ \t\r\n,\]}]*")
+_OPEN: Final = frozenset(b"{[")
+_CLOSE: Final = frozenset(b"}]")
+_DIGEST_KEYS: Final = frozenset({"digestStartTime", "digestS3Object"})
+_LBRACE, _RBRACE, _LBRACKET, _RBRACKET = b"{}[]"
+_COMMA, _COLON, _QUOTE = b',:"'
+
+_Phase = Literal["start", "key", "colon", "value", "records", "record", "record_sep", "next", "end"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSummary:
+    kind: Literal["log", "digest", "empty"]
+    records: int
+    raw_bytes: int
+    #: (index, size) of records over CloudTrail's documented maximum
+    oversized: tuple[tuple[int, int], ...] = ()
+
+
+class StreamDecoder:
+    """`feed` bytes, call `step` until `hungry`, repeat; then `finish`.
+
+    Raises DecodeError, and nothing else, for bad input. Not thread-safe, but consecutive
+    calls may run in different threads of a pool.
+    """
+
+    def __init__(self, max_value_bytes: int = DEFAULT_MAX_VALUE) -> None:
+        self._max_value = max_value_bytes
+        self._input = b""  # compressed bytes not yet given to the inflater
+        self._gzip: bool | None = None
+        self._inflater: isal_zlib.Decompress | None = None
+        self._limited = False  # the last inflate stopped at STEP_OUTPUT: more may be pending
+        self._member_offset = 0
+        self._consumed = 0  # compressed bytes given to the inflater so far
+        self._text = bytearray()  # decompressed bytes not yet split
+        self._base = 0  # offset of self._text[0] in the decompressed data
+        self._raw_bytes = 0
+        self._phase: _Phase = "start"
+        self._key = ""
+        self._keys: list[str] = []
+        self._records = 0
+        self._array_empty = True
+        self._oversized: list[tuple[int, int]] = []
+
+    @property
+    def hungry(self) -> bool:
+        """True when `step` can do nothing more until more bytes are fed (or `finish`)."""
+        if self._gzip is None:
+            return len(self._input) < 2
+        if not self._gzip:
+            return not self._input
+        if self._inflater is None:
+            return len(self._input.lstrip(b"\0")) < 2
+        return not (self._input or self._inflater.unconsumed_tail or self._limited)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held: compressed input not yet inflated and text not yet split."""
+        tail = len(self._inflater.unconsumed_tail) if self._inflater is not None else 0
+        return len(self._input) + tail + len(self._text)
+
+    def feed(self, data: bytes) -> None:
+        self._input += data
+
+    def step(self) -> list[bytes]:
+        """Decompresses at most STEP_OUTPUT bytes and returns the records they completed."""
+        self._inflate(final=False)
+        return self._split(final=False)
+
+    def finish(self) -> StreamSummary:
+        """Checks that the data ended where a valid object ends; `step` must be hungry."""
+        if not self.hungry:
+            raise RuntimeError("finish() before step() was called until hungry")
+        self._inflate(final=True)
+        if self._split(final=True):
+            raise RuntimeError("finish() before step() was called until hungry")
+        return self._summary()
+
+    # decompression
+
+    def _inflate(self, *, final: bool) -> None:
+        if self._gzip is None:
+            if len(self._input) < 2 and not final:
+                return
+            self._gzip = self._input[:2] == _GZIP_MAGIC
+        if not self._gzip:
+            self._append(self._input)
+            self._input = b""
+            return
+        if self._inflater is None and not self._start_member(final=final):
+            return
+        inflater = self._inflater
+        assert inflater is not None
+        data = inflater.unconsumed_tail
+        if not data:
+            data, self._input = self._input, b""
+        try:
+            out = inflater.decompress(data, STEP_OUTPUT)
+        except _IsalError as exc:
+            raise DecodeError(
+                "corrupt_gzip", f"corrupt gzip member at byte {self._member_offset}: {exc}"
+            ) from None
+        self._consumed += len(data) - len(inflater.unconsumed_tail) - len(inflater.unused_data)
+        self._limited = len(out) >= STEP_OUTPUT
+        self._append(out)
+        if inflater.eof:
+            self._input = inflater.unused_data + self._input
+            self._inflater, self._limited = None, False
+        elif final and not (inflater.unconsumed_tail or self._limited):
+            raise DecodeError(
+                "truncated_gzip",
+                f"gzip data ends before the end of the member at byte {self._member_offset} "
+                f"({self._consumed} bytes in all)",
+            )
+
+    def _start_member(self, *, final: bool) -> bool:
+        """Between members NUL padding is skipped; anything else must be a new member."""
+        stripped = self._input.lstrip(b"\0")
+        self._consumed += len(self._input) - len(stripped)
+        self._input = stripped
+        if not stripped or (len(stripped) < 2 and not final):
+            return False
+        if stripped[:2] != _GZIP_MAGIC:
+            raise DecodeError(
+                "corrupt_gzip",
+                f"data that is not gzip follows the gzip member(s), at byte {self._consumed}",
+            )
+        self._member_offset = self._consumed
+        self._inflater = isal_zlib.decompressobj(wbits=_GZIP_WBITS)
+        return True
+
+    def _append(self, data: bytes) -> None:
+        self._raw_bytes += len(data)
+        self._text += data
+
+    # splitting
+
+    def _split(self, *, final: bool) -> list[bytes]:
+        records: list[bytes] = []
+        pos: int | None = 0
+        while pos is not None:
+            consumed = pos
+            pos = self._advance(pos, final, records)
+        value = _NOT_WS.search(self._text, consumed)  # whitespace between values can go
+        consumed = value.start() if value else len(self._text)
+        if consumed:
+            del self._text[:consumed]
+            self._base += consumed
+        if final and self._phase not in ("start", "end"):
+            raise DecodeError("not_json", f"JSON ends early, at byte {self._raw_bytes}")
+        return records
+
+    def _advance(self, pos: int, final: bool, records: list[bytes]) -> int | None:
+        """One step of the envelope's state machine; None when more input is needed."""
+        if self._phase == "start" and self._base == 0 and pos == 0:
+            if _UTF8_BOM.startswith(self._text[:3]) and len(self._text) < 3 and not final:
+                return None
+            if self._text[:3] == _UTF8_BOM:
+                return 3
+        found = _NOT_WS.search(self._text, pos)
+        if found is None:
+            return None
+        pos = found.start()
+        byte = self._text[pos]
+        match self._phase:
+            case "start":
+                if byte != _LBRACE:
+                    return self._not_object(pos, final)
+                self._phase = "key"
+                return pos + 1
+            case "key":
+                if byte == _RBRACE and not self._keys:
+                    self._phase = "end"
+                    return pos + 1
+                return self._read_key(pos, final)
+            case "colon":
+                if byte != _COLON:
+                    raise self._syntax(pos, "':' after a key")
+                self._phase = "records" if self._key == "Records" else "value"
+                return pos + 1
+            case "records":
+                if byte != _LBRACKET:
+                    return self._records_not_list(pos, final)
+                self._phase, self._array_empty = "record", True
+                return pos + 1
+            case "record":
+                if byte == _RBRACKET and self._array_empty:
+                    self._phase = "next"
+                    return pos + 1
+                return self._read_record(pos, final, records)
+            case "record_sep":
+                return self._separator(pos, byte, _RBRACKET, "record", "',' or ']' after a record")
+            case "value":
+                return self._skip_value(pos, final)
+            case "next":
+                return self._separator(pos, byte, _RBRACE, "key", "',' or '}' after a value")
+            case "end":
+                raise self._syntax(pos, "nothing after the JSON document")
+
+    def _separator(self, pos: int, byte: int, close: int, then: _Phase, expected: str) -> int:
+        if byte == _COMMA:
+            self._phase = then
+            return pos + 1
+        if byte == close:
+            self._phase = "next" if close == _RBRACKET else "end"
+            return pos + 1
+        raise self._syntax(pos, expected)
+
+    def _read_key(self, pos: int, final: bool) -> int | None:
+        if self._text[pos] != _QUOTE:
+            raise self._syntax(pos, "a string key")
+        end = self._value_end(pos, final)
+        if end is None:
+            return None
+        try:
+            self._key = msgspec.json.decode(bytes(self._text[pos:end]), type=str)
+        except msgspec.DecodeError as exc:
+            raise DecodeError("not_json", f"not JSON at byte {self._base + pos}: {exc}") from None
+        self._keys.append(self._key)
+        self._phase = "colon"
+        return end
+
+    def _skip_value(self, pos: int, final: bool) -> int | None:
+        end = self._value_end(pos, final)
+        if end is None:
+            return None
+        self._format(pos, end)
+        self._phase = "next"
+        return end
+
+    def _read_record(self, pos: int, final: bool, records: list[bytes]) -> int | None:
+        end = self._value_end(pos, final)
+        if end is None:
+            return None
+        line = self._format(pos, end)
+        check_record(line, self._records)
+        if len(line) > OVERSIZED_RECORD:
+            self._oversized.append((self._records, len(line)))
+        records.append(line)
+        self._records += 1
+        self._phase, self._array_empty = "record_sep", False
+        return end
+
+    def _records_not_list(self, pos: int, final: bool) -> int | None:
+        end = self._value_end(pos, final)
+        if end is None:
+            return None
+        kind = json_type(self._format(pos, end))
+        raise DecodeError("records_not_list", f"Records is {kind}, not an array")
+
+    def _not_object(self, pos: int, final: bool) -> int | None:
+        """A document that is not an object: which JSON it is, once it is known to be JSON."""
+        end = self._value_end(pos, final)
+        if end is None:
+            return None
+        kind = json_type(self._format(pos, end))
+        raise DecodeError("not_object", f"the JSON document is {kind}, not an object")
+
+    def _value_end(self, pos: int, final: bool) -> int | None:
+        """Where the JSON value starting at `pos` ends; None if it does not end in the buffer."""
+        text = self._text
+        first = text[pos]
+        end: int | None
+        if first == _QUOTE:
+            found = _STRING.match(text, pos)
+            end = found.end() if found else None
+        elif first in _OPEN:
+            end = _container_end(text, pos)
+        else:
+            scalar = _SCALAR.match(text, pos)
+            assert scalar is not None  # the pattern matches the empty string
+            if scalar.end() == pos:
+                raise self._syntax(pos, "a JSON value")
+            # A scalar at the end of the data is complete only as the whole document.
+            complete = scalar.end() < len(text) or (final and self._phase == "start")
+            end = scalar.end() if complete else None
+        if end is None and final:
+            raise DecodeError("not_json", f"JSON ends inside a value at byte {self._base + pos}")
+        if (len(text) if end is None else end) - pos > self._max_value:
+            where = f"Records[{self._records}]" if self._phase == "record" else "a value"
+            raise DecodeError(
+                "record_too_large",
+                f"{where} at byte {self._base + pos} is larger than {self._max_value} bytes",
+            )
+        return end
+
+    def _format(self, pos: int, end: int) -> bytes:
+        """The value validated and compacted, as decode.py does it."""
+        try:
+            line: bytes = msgspec.json.format(bytes(self._text[pos:end]), indent=-1)
+        except msgspec.DecodeError as exc:
+            raise DecodeError("not_json", f"not JSON at byte {self._base + pos}: {exc}") from None
+        check_utf8(line, self._base + pos)
+        return line
+
+    def _summary(self) -> StreamSummary:
+        if self._phase == "start":
+            return StreamSummary("empty", 0, self._raw_bytes)
+        if "Records" in self._keys:
+            return StreamSummary("log", self._records, self._raw_bytes, tuple(self._oversized))
+        if _DIGEST_KEYS.intersection(self._keys):
+            return StreamSummary("digest", 0, self._raw_bytes)
+        shown = ", ".join(repr(k[:40]) for k in self._keys[:8])
+        more = ", ..." if len(self._keys) > 8 else ""
+        raise DecodeError(
+            "no_records",
+            f"JSON object has no Records key and is not a digest (keys: {shown + more or 'none'})",
+        )
+
+    def _syntax(self, pos: int, expected: str) -> DecodeError:
+        return DecodeError("not_json", f"not JSON: expected {expected} at byte {self._base + pos}")
+
+
+def _container_end(text: bytearray, pos: int) -> int | None:
+    """The end of the object or array at `pos`; brackets inside strings do not count."""
+    depth = 0
+    for token in _TOKEN.finditer(text, pos):
+        if token.end() - token.start() > 1:
+            continue  # a whole string
+        char = text[token.start()]
+        if char in _OPEN:
+            depth += 1
+        elif char in _CLOSE:
+            depth -= 1
+            if depth == 0:
+                return token.end()
+        else:
+            return None  # a string that does not end in the buffer yet
+    return None
