@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from cloudtrail_adapter import cli
+from cloudtrail_adapter import aws, cli, pipeline
 from cloudtrail_adapter.config import AwsOptions, DeliveryOptions
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import log_file
@@ -22,6 +22,7 @@ from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.state import StateStore
 from tests.conftest import put_objects, s3_config, watch_logs
 from tests.test_e2e_s3 import PREFIX, records
+from tests.test_streaming import RANGE, STREAMING, blob_records
 
 GOOD = records(12, 500)
 GOOD_KEY = f"{PREFIX}good.json.gz"
@@ -172,3 +173,34 @@ def test_bad_bodies_really_are_what_they_claim() -> None:
     assert orjson.loads(gzip.decompress(VALID))["Records"]
     with pytest.raises(EOFError):
         gzip.decompress(BAD["truncated_gzip"][0])
+
+
+async def test_an_object_deleted_between_listing_and_get_is_named_and_the_rest_goes_on(
+    aws_options: AwsOptions,
+    bucket: str,
+    lc: LimaCharlieEmulator,
+    state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One worker streams the first object while LimaCharlie holds its acks, so the second
+    object, already listed, waits in the work queue while it is deleted."""
+    monkeypatch.setattr(pipeline, "STREAM_RANGE", RANGE)
+    first, gone = blob_records(300, 604), records(3, 605)
+    first_key, gone_key = f"{PREFIX}a-first.json.gz", f"{PREFIX}b-gone.json.gz"
+    await put_objects(aws_options, bucket, {first_key: log_file(first), gone_key: log_file(gone)})
+    lc.usp_faults.window = 1
+    lc.usp_faults.hold_acks()
+    cfg = s3_config(aws_options, bucket, lc, delivery=STREAMING, parallel_fetch=1)
+
+    with watch_logs() as logs:
+        run = asyncio.create_task(serve([cfg], state_dir))
+        await lc.usp.wait_for_messages(1)
+        async with aws.client("s3", aws_options) as s3:
+            await s3.delete_object(Bucket=bucket, Key=gone_key)
+        lc.usp_faults.release_acks()
+        assert await run == 1
+
+    [failed] = logs.named("object_failed")
+    assert (failed["bucket"], failed["key"], failed["reason"]) == (bucket, gone_key, "NoSuchKey")
+    assert logs.named("source_finished")[0]["failures"] == {"NoSuchKey": 1}
+    assert lc.store.event_ids() == Counter(str(r["eventID"]) for r in first)

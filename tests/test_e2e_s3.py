@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import random
+import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,11 +14,12 @@ from typing import Any
 import orjson
 from structlog.testing import capture_logs
 
+from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions, DeliveryOptions
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.conftest import INSTALLATION_KEY, WEBHOOK_SECRET, put_objects, s3_config
+from tests.conftest import INSTALLATION_KEY, WEBHOOK_SECRET, put_objects, s3_config, watch_logs
 
 PREFIX = "AWSLogs/o-a1b2c3d4e5/111122223333/CloudTrail/us-east-1/2026/11/24/"
 
@@ -162,3 +165,25 @@ async def test_objects_are_never_deleted_by_default(
     async with aws.client("s3", aws_options) as s3:
         listed = await s3.list_objects_v2(Bucket=bucket)
     assert len(listed["Contents"]) == len(objects)
+
+
+async def test_a_bucket_in_another_region_is_found_and_read_there(
+    aws_options: AwsOptions, lc: LimaCharlieEmulator, state_dir: Path
+) -> None:
+    """No region configured: the bucket's region is asked of S3 (as LimaCharlie's adapter
+    does) and every request goes there."""
+    far = f"trail-ap-{uuid.uuid4().hex[:8]}"
+    async with aws.client("s3", aws_options, region="ap-southeast-2") as s3:
+        await s3.create_bucket(
+            Bucket=far, CreateBucketConfiguration={"LocationConstraint": "ap-southeast-2"}
+        )
+    recs = records(9, 96)
+    await put_objects(aws_options, far, {f"{PREFIX}far.json.gz": log_file(recs)})
+    unset = dataclasses.replace(aws_options, region=None)
+
+    with watch_logs() as logs:
+        assert await serve([s3_config(unset, far, lc)], state_dir) == 0
+
+    assert lc.store.event_ids() == Counter(str(r["eventID"]) for r in recs)
+    [found] = logs.named("bucket_region_discovered")
+    assert (found["bucket"], found["region"]) == (far, "ap-southeast-2")
