@@ -28,6 +28,7 @@ from isal import isal_zlib
 from cloudtrail_adapter.decode import (
     OVERSIZED_RECORD,
     DecodeError,
+    DecodeReason,
     check_record,
     check_utf8,
     json_type,
@@ -215,7 +216,9 @@ class StreamDecoder:
         match self._phase:
             case "start":
                 if byte != _LBRACE:
-                    return self._not_object(pos, final)
+                    return self._wrong_type(
+                        pos, final, "not_object", "the JSON document", "an object"
+                    )
                 self._phase = "key"
                 return pos + 1
             case "key":
@@ -230,7 +233,7 @@ class StreamDecoder:
                 return pos + 1
             case "records":
                 if byte != _LBRACKET:
-                    return self._records_not_list(pos, final)
+                    return self._wrong_type(pos, final, "records_not_list", "Records", "an array")
                 self._phase, self._array_empty = "record", True
                 return pos + 1
             case "record":
@@ -291,20 +294,19 @@ class StreamDecoder:
         self._phase, self._array_empty = "record_sep", False
         return end
 
-    def _records_not_list(self, pos: int, final: bool) -> int | None:
+    def _wrong_type(
+        self, pos: int, final: bool, reason: DecodeReason, what: str, expected: str
+    ) -> int | None:
+        """A value of the wrong JSON type: named once it is known to be valid JSON at all
+        (else it is not_json, as decode.py says), so the wait for its end comes first."""
         end = self._value_end(pos, final)
         if end is None:
             return None
         kind = json_type(self._format(pos, end))
-        raise DecodeError("records_not_list", f"Records is {kind}, not an array")
-
-    def _not_object(self, pos: int, final: bool) -> int | None:
-        """A document that is not an object: which JSON it is, once it is known to be JSON."""
-        end = self._value_end(pos, final)
-        if end is None:
-            return None
-        kind = json_type(self._format(pos, end))
-        raise DecodeError("not_object", f"the JSON document is {kind}, not an object")
+        raise DecodeError(
+            reason,
+            f"{what} is {kind}, not {expected}",
+        )
 
     def _value_end(self, pos: int, final: bool) -> int | None:
         """Where the JSON value starting at `pos` ends; None if it does not end in the buffer."""

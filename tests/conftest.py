@@ -17,6 +17,7 @@ from cloudtrail_adapter.config import (
     AwsOptions,
     ClientOptions,
     DeliveryOptions,
+    FileSourceOptions,
     Identity,
     S3SourceOptions,
     SourceConfig,
@@ -123,6 +124,19 @@ def s3_config(
         client_options=None if webhook else usp_client_options(lc),
         webhook=hook,
         delivery=delivery or DeliveryOptions(batch_max_records=500, batch_linger=0.05),
+    )
+
+
+def file_config(path: Path, lc: LimaCharlieEmulator, delivery: DeliveryOptions) -> SourceConfig:
+    """A file-source document (single-load by default) to the emulator over USP."""
+    return SourceConfig(
+        index=1,
+        kind="file",
+        source=FileSourceOptions(path=path),
+        aws=AwsOptions(),
+        client_options=usp_client_options(lc),
+        webhook=None,
+        delivery=delivery,
     )
 
 

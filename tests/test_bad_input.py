@@ -22,7 +22,7 @@ from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.state import StateStore
 from tests.conftest import put_objects, s3_config, watch_logs
 from tests.test_e2e_s3 import PREFIX, records
-from tests.test_streaming import RANGE, STREAMING, blob_records
+from tests.test_streaming import RANGE, STREAMING, blob_records, stalled_mid_object
 
 GOOD = records(12, 500)
 GOOD_KEY = f"{PREFIX}good.json.gz"
@@ -190,16 +190,14 @@ async def test_an_object_deleted_between_listing_and_get_is_named_and_the_rest_g
     first, gone = blob_records(300, 604), records(3, 605)
     first_key, gone_key = f"{PREFIX}a-first.json.gz", f"{PREFIX}b-gone.json.gz"
     await put_objects(aws_options, bucket, {first_key: log_file(first), gone_key: log_file(gone)})
-    lc.usp_faults.window = 1
-    lc.usp_faults.hold_acks()
     cfg = s3_config(aws_options, bucket, lc, delivery=STREAMING, parallel_fetch=1)
 
     with watch_logs() as logs:
-        run = asyncio.create_task(serve([cfg], state_dir))
-        await lc.usp.wait_for_messages(1)
-        async with aws.client("s3", aws_options) as s3:
+        async with (
+            stalled_mid_object(lc, cfg, state_dir) as run,
+            aws.client("s3", aws_options) as s3,
+        ):
             await s3.delete_object(Bucket=bucket, Key=gone_key)
-        lc.usp_faults.release_acks()
         assert await run == 1
 
     [failed] = logs.named("object_failed")

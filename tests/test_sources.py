@@ -13,12 +13,12 @@ from pathlib import Path
 import yaml
 
 from cloudtrail_adapter import aws
-from cloudtrail_adapter.config import AwsOptions, FileSourceOptions, SourceConfig
+from cloudtrail_adapter.config import AwsOptions, DeliveryOptions
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import log_file, org_trail, write_directory
 from cloudtrail_adapter.emulator.moto import ACCESS_KEY, SECRET_KEY
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.conftest import INSTALLATION_KEY, OID, put_objects, s3_config, usp_client_options
+from tests.conftest import INSTALLATION_KEY, OID, file_config, put_objects, s3_config
 from tests.test_e2e_s3 import PREFIX, records
 
 
@@ -60,14 +60,7 @@ async def test_file_source_replays_a_directory(
 ) -> None:
     files = org_trail(5, accounts=2, regions=1, days=1, files_per_day=2, records_per_file=(1, 50))
     write_directory(files, tmp_path / "trail")
-    cfg = SourceConfig(
-        index=1,
-        kind="file",
-        source=FileSourceOptions(path=tmp_path / "trail"),
-        aws=AwsOptions(),
-        client_options=usp_client_options(lc),
-        webhook=None,
-    )
+    cfg = file_config(tmp_path / "trail", lc, DeliveryOptions())
 
     assert await serve([cfg], state_dir) == 0
     expected = Counter(e for f in files if f.kind == "log" for e in f.event_ids)

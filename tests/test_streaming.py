@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import random
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cloudtrail_adapter import aws, pipeline
-from cloudtrail_adapter.config import AwsOptions, DeliveryOptions, FileSourceOptions, SourceConfig
+from cloudtrail_adapter.config import AwsOptions, DeliveryOptions, SourceConfig
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator import messages
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.conftest import put_objects, s3_config, sqs_config, usp_client_options, watch_logs
+from tests.conftest import file_config, put_objects, s3_config, sqs_config, watch_logs
 from tests.test_e2e_s3 import PREFIX, records
 
 RANGE = 64 << 10  # small ranges, so a test-sized object takes many ranged reads
@@ -37,6 +39,22 @@ def blob_records(n: int, seed: int, *, size: int = 3000) -> list[dict[str, Any]]
 
 def ids(recs: list[dict[str, Any]]) -> Counter[str]:
     return Counter(str(r["eventID"]) for r in recs)
+
+
+@contextlib.asynccontextmanager
+async def stalled_mid_object(
+    lc: LimaCharlieEmulator, cfg: SourceConfig, state_dir: Path
+) -> AsyncIterator[asyncio.Task[int]]:
+    """Runs the daemon while LimaCharlie holds its acks with a window of one, so a streamed
+    object stops early in its reading (every queue is bounded); acks are released on exit."""
+    lc.usp_faults.window = 1
+    lc.usp_faults.hold_acks()
+    run = asyncio.create_task(serve([cfg], state_dir))
+    try:
+        await lc.usp.wait_for_messages(1)
+        yield run
+    finally:
+        lc.usp_faults.release_acks()
 
 
 @pytest.fixture(autouse=True)
@@ -86,16 +104,7 @@ async def test_a_large_local_file_streams(lc: LimaCharlieEmulator, tmp_path: Pat
     big = blob_records(200, 4)
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "big.json.gz").write_bytes(log_file(big))
-    cfg = SourceConfig(
-        index=1,
-        kind="file",
-        source=FileSourceOptions(path=tmp_path / "logs"),
-        aws=AwsOptions(),
-        client_options=usp_client_options(lc),
-        webhook=None,
-        delivery=STREAMING,
-    )
-    assert await serve([cfg], tmp_path / "state") == 0
+    assert await serve([file_config(tmp_path / "logs", lc, STREAMING)], tmp_path / "state") == 0
     assert lc.store.event_ids() == ids(big)
 
 
@@ -107,14 +116,10 @@ async def test_an_object_replaced_mid_read_fails_cleanly_and_the_new_version_is_
     key = f"{PREFIX}replaced.json.gz"
     old, new = blob_records(300, 5), blob_records(300, 6)
     await put_objects(aws_options, bucket, {key: log_file(old)})
-    lc.usp_faults.window = 1
-    lc.usp_faults.hold_acks()
     cfg = s3_config(aws_options, bucket, lc, delivery=STREAMING, retry_backoff=0.0)
     with watch_logs() as logs:
-        run = asyncio.create_task(serve([cfg], state_dir))
-        await lc.usp.wait_for_messages(1)
-        await put_objects(aws_options, bucket, {key: log_file(new)})
-        lc.usp_faults.release_acks()
+        async with stalled_mid_object(lc, cfg, state_dir) as run:
+            await put_objects(aws_options, bucket, {key: log_file(new)})
         assert await run == 1
 
     [failed] = logs.named("object_failed")
