@@ -69,6 +69,7 @@ class DeliveryOptions:
     batch_max_bytes: int = 8 * 1024 * 1024
     batch_linger: float = 0.5
     stream_threshold: int = 4 << 20
+    max_buffered_bytes: int = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -694,6 +695,7 @@ def _delivery(sec: _Section) -> DeliveryOptions | None:
         batch_max_bytes=sec.integer("batch_max_bytes", 1024, 64 * 1024 * 1024),
         batch_linger=sec.number("batch_linger", minimum=0, maximum=60, minimum_allowed=True),
         stream_threshold=sec.integer("stream_threshold", 1024, 1 << 40),
+        max_buffered_bytes=sec.integer("max_buffered_bytes", 1 << 20, 1 << 34),
     )
     sec.finish()
     return None if len(sec.doc.errors) > before else DeliveryOptions(**values)

@@ -11,22 +11,27 @@ the largest object, never by the size of the input.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import structlog
 
 from cloudtrail_adapter.acks import AckTracker, ItemProgress
+from cloudtrail_adapter.aio import ByteBudget
 from cloudtrail_adapter.config import DeliveryOptions
 from cloudtrail_adapter.decode import DecodeError, compress_bundle, decode_object
 from cloudtrail_adapter.model import Batch, WorkItem
-from cloudtrail_adapter.stream_decode import StreamDecoder
+from cloudtrail_adapter.stream_decode import STEP_OUTPUT, StreamDecoder
 
 log = structlog.get_logger("cloudtrail_adapter.pipeline")
 
 SendBatch = Callable[[Batch], Awaitable[None]]
-STREAM_RANGE = 8 << 20  # compressed bytes per ranged read of a large object
+STREAM_RANGE = 4 << 20  # compressed bytes per ranged read of a large object
+WHOLE_RATIO = (
+    10  # decoded bytes per compressed byte, to reserve before decoding (CloudTrail: ~6-10)
+)
 
 
 @dataclass
@@ -45,6 +50,7 @@ class PipelineStats:
 class Decoded:
     progress: ItemProgress
     records: list[bytes]
+    size: int  # bytes of `records`, held in the buffer budget until batched
 
 
 class Pipeline:
@@ -69,6 +75,10 @@ class Pipeline:
         self._delivery = delivery
         self._workers = workers
         self._executor = executor
+        self._waiting = 0  # workers waiting for the budget or for room in the decoded queue
+        # Decoded records not yet batched: with the sink's window and the bundle size, this
+        # bounds memory however slow LimaCharlie is and however large the objects.
+        self._budget = ByteBudget(delivery.max_buffered_bytes)
 
     async def run(self) -> None:
         """Runs the workers and the batcher until cancelled."""
@@ -98,7 +108,7 @@ class Pipeline:
             size = await item.reader.size()
             self.stats.bytes_loaded += size
             streamed = size > self._delivery.stream_threshold
-            kind, total = await (self._stream if streamed else self._whole)(item, progress)
+            kind, total = await (self._stream if streamed else self._whole)(item, progress, size)
         except DecodeError as exc:
             self._failed(item, progress, exc.reason, str(exc))
             return
@@ -112,33 +122,47 @@ class Pipeline:
             streamed=streamed, **item.log_fields,
         )  # fmt: skip
 
-    async def _whole(self, item: WorkItem, progress: ItemProgress) -> tuple[str, int]:
+    async def _whole(self, item: WorkItem, progress: ItemProgress, size: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
-        data = await item.reader.read()
-        decoded = await loop.run_in_executor(self._executor, decode_object, data)
+        reserved = await self._reserve(min(size * WHOLE_RATIO, self._budget.limit))
+        try:
+            data = await item.reader.read()
+            decoded = await loop.run_in_executor(self._executor, decode_object, data)
+        except BaseException:
+            self._budget.release(reserved)
+            raise
+        del data
+        reserved = self._budget.resize(reserved, sum(map(len, decoded.records)))
         self._tracker.set_total(progress, len(decoded.records))
         self._report_oversized(item, decoded.oversized)
-        if decoded.records:
-            await self._decoded.put(Decoded(progress, decoded.records))
+        await self._hand_on(Decoded(progress, decoded.records, reserved))
         return decoded.kind, len(decoded.records)
 
-    async def _stream(self, item: WorkItem, progress: ItemProgress) -> tuple[str, int]:
+    async def _stream(self, item: WorkItem, progress: ItemProgress, _size: int) -> tuple[str, int]:
         """Records go on as they are decoded; the total is known, and the item can commit,
         only once the whole object was read."""
-        loop = asyncio.get_running_loop()
         decoder = StreamDecoder()
         total = 0
         async for chunk in item.reader.chunks(STREAM_RANGE):
             decoder.feed(chunk)
             while not decoder.hungry:
-                records = await loop.run_in_executor(self._executor, decoder.step)
-                if records:
-                    total += len(records)
-                    await self._decoded.put(Decoded(progress, records))
+                total += await self._step(decoder, progress)
         summary = decoder.finish()
         self._tracker.set_total(progress, total)
         self._report_oversized(item, summary.oversized)
         return summary.kind, total
+
+    async def _step(self, decoder: StreamDecoder, progress: ItemProgress) -> int:
+        loop = asyncio.get_running_loop()
+        reserved = await self._reserve(STEP_OUTPUT)
+        try:
+            records = await loop.run_in_executor(self._executor, decoder.step)
+        except BaseException:
+            self._budget.release(reserved)
+            raise
+        reserved = self._budget.resize(reserved, sum(map(len, records)))
+        await self._hand_on(Decoded(progress, records, reserved))
+        return len(records)
 
     def _report_oversized(self, item: WorkItem, oversized: tuple[tuple[int, int], ...]) -> None:
         """Delivered all the same (an audit event is never dropped), but worth knowing."""
@@ -154,6 +178,33 @@ class Pipeline:
             indexes=[index for index, _ in oversized[:10]],
             **item.log_fields,
         )
+
+    async def _hand_on(self, entry: Decoded) -> None:
+        if not entry.records:
+            self._budget.release(entry.size)
+            return
+        if not self._decoded.full():
+            self._decoded.put_nowait(entry)
+            return
+        with self._waiting_for("queue"):
+            await self._decoded.put(entry)
+
+    async def _reserve(self, amount: int) -> int:
+        if self._budget.fits(amount):
+            return await self._budget.reserve(amount)
+        with self._waiting_for("budget"):
+            return await self._budget.reserve(amount)
+
+    @contextlib.contextmanager
+    def _waiting_for(self, what: str) -> Iterator[None]:
+        """Downstream is full (LimaCharlie is the bottleneck); when every worker waits, the
+        pipeline holds all the memory its bounds allow."""
+        self._waiting += 1
+        log.debug("worker_waiting", source=self.name, on=what, waiting_workers=self._waiting)
+        try:
+            yield
+        finally:
+            self._waiting -= 1
 
     def _failed(self, item: WorkItem, progress: ItemProgress, reason: str, detail: str) -> None:
         self.stats.objects_failed += 1
@@ -188,6 +239,7 @@ class Pipeline:
                     await self._flush(bundle.take())
                     deadline = loop.time() + self._delivery.batch_linger
                 bundle.add(entry.progress, record)
+            self._budget.release(entry.size)  # the bundle's own bound takes over
 
     async def _flush(self, bundle: _Bundle) -> None:
         loop = asyncio.get_running_loop()

@@ -368,6 +368,8 @@ def test_dotted_form_coerces_per_field() -> None:
             "single_load=true",
             "max_messages=5",
             "delivery.batch_linger=0.25",
+            "delivery.stream_threshold=1048576",
+            "delivery.max_buffered_bytes=33554432",
             "access_key=${KEY_ID}",
             f"secret_key={AWS_SECRET}",
         ],
@@ -379,7 +381,9 @@ def test_dotted_form_coerces_per_field() -> None:
         single_load=True,
         max_messages=5,
     )
-    assert cfg.delivery == DeliveryOptions(batch_linger=0.25)
+    assert cfg.delivery == DeliveryOptions(
+        batch_linger=0.25, stream_threshold=1 << 20, max_buffered_bytes=32 << 20
+    )
     assert cfg.aws == AwsOptions(ACCESS_KEY, Secret(AWS_SECRET), region="ap-south-1")
     assert cfg.client_options is not None
     assert cfg.client_options.mapping == {"event_type_path": "eventName"}

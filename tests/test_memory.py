@@ -1,0 +1,148 @@
+"""With LimaCharlie stalled for the whole run and 1 GB of compressed CloudTrail waiting in the
+bucket, the daemon's peak RSS stays under 300 MB: memory is bounded by configuration.
+
+The daemon runs as its own process with default settings. Its peak is read from the
+kernel's high-water mark (VmHWM) once the pipeline holds everything its bounds allow: the
+USP window is full and every worker waits, for the decoded-records budget or for room in the
+queue to the batcher (the pipeline's `worker_waiting` debug line counts the waiting
+workers). No timer, no sampling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import sys
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from cloudtrail_adapter import aws
+from cloudtrail_adapter.config import AwsOptions
+from cloudtrail_adapter.emulator.corpus import cloudtrail_record
+from cloudtrail_adapter.emulator.moto import ACCESS_KEY, SECRET_KEY
+from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
+from tests.conftest import INSTALLATION_KEY, OID
+from tests.test_e2e_s3 import PREFIX
+
+LIMIT_MB = 300
+PARALLEL_FETCH = 8  # the default, stated so the wait below knows how many workers there are
+LARGE = 3  # objects of ~256 MB, streamed
+TYPICAL = 180  # objects of ~1.4 MB, decoded whole
+
+
+def gzip_member(data: bytes) -> bytes:
+    return zlib.compress(data, 6, wbits=31)
+
+
+def bodies() -> dict[str, bytes]:
+    """~1 GB of valid multi-member gzip CloudTrail built from one realistic member, cheaply."""
+    rng = random.Random(77)
+    when = datetime(2026, 11, 24, tzinfo=UTC)
+    records = [
+        orjson.dumps(cloudtrail_record(rng, account="111122223333", region="us-east-1", when=when))
+        for _ in range(1000)
+    ]
+    member = gzip_member(b",".join(records) + b",")
+    head, tail = gzip_member(b'{"Records":['), gzip_member(b'{"eventID":"last"}]}')
+    large = head + member * (256 * 1024 * 1024 // len(member)) + tail
+    typical = head + member * 5 + tail
+    objects = {f"{PREFIX}large-{n}.json.gz": large for n in range(LARGE)}
+    return objects | {f"{PREFIX}typical-{n:03}.json.gz": typical for n in range(TYPICAL)}
+
+
+def config(endpoint: str, bucket: str, lc: LimaCharlieEmulator) -> dict[str, Any]:
+    return {
+        "s3": {
+            "client_options": {
+                "hostname": "memory-test",
+                "identity": {"installation_key": INSTALLATION_KEY, "oid": OID},
+                "platform": "aws",
+                "sensor_seed_key": "memory",
+                "dest_url": lc.usp_url,
+            },
+            "bucket_name": bucket,
+            "access_key": ACCESS_KEY,
+            "secret_key": SECRET_KEY,
+            "region": "us-east-1",
+            "endpoint_url": endpoint,
+            "parallel_fetch": PARALLEL_FETCH,
+        }
+    }
+
+
+class Blocked:
+    """Reads the daemon's JSON log lines and tells when every worker waits downstream."""
+
+    def __init__(self, workers: int) -> None:
+        self.reached = asyncio.Event()
+        self.lines: list[str] = []
+        self._workers = workers
+
+    async def follow(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            text = line.decode(errors="replace")
+            self.lines.append(text)
+            if '"worker_waiting"' in text:
+                event = orjson.loads(text)
+                if event.get("waiting_workers") == self._workers:
+                    self.reached.set()
+
+
+@asynccontextmanager
+async def daemon(path: Path, state: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cloudtrail_adapter", "run", str(path), "--state-dir", str(state),
+        "--log-level", "debug", "--shutdown-grace", "1",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    [line] = [line for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(line.split()[1]) / 1024
+
+
+async def test_peak_rss_stays_bounded_while_limacharlie_is_stalled(
+    aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, tmp_path: Path
+) -> None:
+    objects = bodies()
+    total = sum(len(body) for body in objects.values())
+    assert total >= 10**9, total
+    async with aws.client("s3", aws_options) as s3:
+        for key, body in objects.items():
+            await s3.put_object(Bucket=bucket, Key=key, Body=body)
+    del objects
+    assert aws_options.endpoint_url
+    path = tmp_path / "memory.yaml"
+    path.write_text(yaml.safe_dump(config(aws_options.endpoint_url, bucket, lc)))
+    lc.usp_faults.hold_acks()  # stalled from the first message to the end
+
+    blocked = Blocked(PARALLEL_FETCH)
+    async with daemon(path, tmp_path / "state") as proc:
+        assert proc.stderr
+        reader = asyncio.create_task(blocked.follow(proc.stderr))
+        window = lc.usp_faults.window or 1
+        await lc.usp.wait_for_messages(window, timeout=120)
+        await asyncio.wait_for(blocked.reached.wait(), 120)
+        peak = peak_rss_mb(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0, "".join(blocked.lines[-20:])
+        await reader
+    assert not lc.store.events, "nothing may count as delivered while acks are held"
+    print(f"\npeak RSS with LimaCharlie stalled: {peak:.0f} MB")
+    assert peak < LIMIT_MB, f"peak RSS {peak:.0f} MB"
