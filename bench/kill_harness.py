@@ -15,13 +15,10 @@ import asyncio
 import contextlib
 import gzip
 import random
-import signal
-import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +32,7 @@ from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.emulator import messages
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY
+from cloudtrail_adapter.emulator.process import DaemonProcess
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.secret import Secret
 
@@ -67,6 +65,7 @@ class KillReport:
     duplicated: int = 0  # deliveries beyond the first
     seconds: float = 0.0
     exits: list[int] = field(default_factory=list)  # return codes of the killed processes
+    log_tail: str = field(default="", repr=False)  # the last run's log, for failures
 
     def line(self) -> str:
         return (
@@ -189,34 +188,24 @@ class Accepted:
     async def wait_total(self, count: int, timeout: float) -> None:
         await self._lc.store.wait_for(count, timeout)
 
+    async def wait_distinct(self, count: int, timeout: float) -> None:
+        """Until `count` distinct eventIDs arrived: progress that re-sent duplicates cannot
+        fake, so every kill target is reachable."""
+        await self._wait(lambda: len(self.ids) >= count, timeout)
+
     async def wait_covering(self, expected: set[str], timeout: float) -> None:
+        await self._wait(lambda: expected <= self.ids.keys(), timeout)
+
+    async def _wait(self, done: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
             self.refresh()
-            if expected <= set(self.ids):
+            if done():
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"{len(expected - set(self.ids))} eventIDs never arrived")
+                raise TimeoutError(f"{len(self.ids)} distinct eventIDs after {timeout}s")
             await self.wait_total(self.total + 1, remaining)
-
-
-@asynccontextmanager
-async def daemon(
-    config_path: Path, state: Path, log: Path
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    with log.open("ab") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cloudtrail_adapter", "run", str(config_path),
-            "--state-dir", str(state),
-            stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
-        )  # fmt: skip
-        try:
-            yield proc
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
 
 
 async def run_plan(
@@ -228,36 +217,35 @@ async def run_plan(
     data, bucket, queue = await seed(plan, options)
     path = workdir / f"{plan.mode}.yaml"
     path.write_text(yaml.safe_dump(config(plan, options.endpoint_url, lc, bucket, queue)))
-    state, log = workdir / f"state-{plan.mode}", workdir / f"{plan.mode}.log"
+    state = workdir / f"state-{plan.mode}"
     report = KillReport(plan.mode, seeded=len(data.event_ids))
     rng = random.Random(plan.seed)
     accepted = Accepted(lc)
     lc.usp_faults.ack_delay = plan.ack_delay
     step = max(1, len(data.event_ids) // (plan.kills + 2))
     for _ in range(plan.kills):
-        async with daemon(path, state, log) as proc:
-            target = accepted.total + rng.randint(0, step)
-            await accepted.wait_total(target, plan.finish_timeout)
+        async with DaemonProcess(path, state, log_level="info") as daemon:
+            accepted.refresh()
+            target = min(len(data.event_ids), len(accepted.ids) + rng.randint(0, step))
+            await accepted.wait_distinct(target, plan.finish_timeout)
             if rng.random() < 0.5:
                 await asyncio.sleep(rng.uniform(0, 0.05))  # between two progress points
-            assert proc.returncode is None, f"the daemon exited by itself: {proc.returncode}"
-            proc.send_signal(signal.SIGKILL)
-            report.exits.append(await proc.wait())
+            assert daemon.running, f"the daemon exited by itself:\n{daemon.tail()}"
+            report.exits.append(await daemon.kill())
             report.kills += 1
-    async with daemon(path, state, log) as proc:
+    async with DaemonProcess(path, state, log_level="info") as daemon:
         with contextlib.suppress(TimeoutError):  # what never arrived is counted as lost
             await accepted.wait_covering(data.event_ids, plan.finish_timeout)
         if plan.mode == "sqs":
             await drained(options, queue, plan.finish_timeout)
-        proc.send_signal(signal.SIGTERM)
-        final = await asyncio.wait_for(proc.wait(), 60)
+        report.exits.append(await daemon.stop())
+        report.log_tail = daemon.tail()
     lc.usp_faults.ack_delay = 0.0
     accepted.refresh()
     report.accepted = len(data.event_ids & set(accepted.ids))
     report.lost = len(data.event_ids - set(accepted.ids))
     report.duplicated = sum(accepted.ids.values()) - len(accepted.ids)
     report.seconds = time.monotonic() - started
-    report.exits.append(final)
     return report
 
 
@@ -283,16 +271,10 @@ def in_flight_bound(plan: KillPlan) -> int:
     return (PARALLEL_FETCH * 3 + 4) * plan.records_per_object[1]
 
 
-def log_tail(workdir: Path, mode: Mode, chars: int = 3000) -> str:
-    path = workdir / f"{mode}.log"
-    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-
 __all__ = [
     "KillPlan",
     "KillReport",
     "aws_options",
     "in_flight_bound",
-    "log_tail",
     "run_plan",
 ]

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.kill_harness import KillPlan, KillReport, aws_options, log_tail, run_plan
+from bench.kill_harness import KillPlan, KillReport, aws_options, run_plan
 from cloudtrail_adapter.emulator.moto import moto_server
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 
@@ -23,7 +23,7 @@ async def soak(endpoint: str, plans: list[KillPlan], workdir: Path) -> list[Kill
         async with LimaCharlieEmulator() as lc:
             reports.append(await run_plan(plan, aws_options(endpoint), lc, workdir))
         if reports[-1].lost:
-            print(log_tail(workdir, plan.mode), file=sys.stderr)
+            print(reports[-1].log_tail, file=sys.stderr)
     return reports
 
 

@@ -12,7 +12,6 @@ from bench.kill_harness import (
     KillReport,
     aws_options,
     in_flight_bound,
-    log_tail,
     run_plan,
 )
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
@@ -27,7 +26,7 @@ async def test_kill_9_at_random_moments_loses_nothing(
     plan = KillPlan(mode="s3" if mode == "s3" else "sqs", kills=KILLS, seed=11)
     report = await run_plan(plan, aws_options(moto_endpoint), lc, tmp_path)
     print(f"\n{KillReport.header()}\n{report.line()}")
-    context = f"{report}\n{log_tail(tmp_path, plan.mode)}"
+    context = f"{report}\n{report.log_tail}"
     assert report.kills == KILLS and report.exits[:-1] == [-9] * KILLS, context
     assert report.exits[-1] == 0, context
     assert report.lost == 0, context

@@ -10,13 +10,8 @@ workers). No timer, no sampling.
 
 from __future__ import annotations
 
-import asyncio
 import random
-import signal
-import sys
 import zlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +23,7 @@ from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record
 from cloudtrail_adapter.emulator.moto import ACCESS_KEY, SECRET_KEY
+from cloudtrail_adapter.emulator.process import DaemonProcess
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from tests.conftest import INSTALLATION_KEY, OID
 from tests.test_e2e_s3 import PREFIX
@@ -58,6 +54,11 @@ def bodies() -> dict[str, bytes]:
     return objects | {f"{PREFIX}typical-{n:03}.json.gz": typical for n in range(TYPICAL)}
 
 
+async def all_workers_waiting(daemon: DaemonProcess, workers: int) -> None:
+    """The pipeline holds all the memory its bounds allow: every worker waits downstream."""
+    await daemon.wait_event("worker_waiting", lambda e: e["waiting_workers"] == workers, 120)
+
+
 def config(endpoint: str, bucket: str, lc: LimaCharlieEmulator) -> dict[str, Any]:
     return {
         "s3": {
@@ -78,45 +79,6 @@ def config(endpoint: str, bucket: str, lc: LimaCharlieEmulator) -> dict[str, Any
     }
 
 
-class Blocked:
-    """Reads the daemon's JSON log lines and tells when every worker waits downstream."""
-
-    def __init__(self, workers: int) -> None:
-        self.reached = asyncio.Event()
-        self.lines: list[str] = []
-        self._workers = workers
-
-    async def follow(self, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
-            text = line.decode(errors="replace")
-            self.lines.append(text)
-            if '"worker_waiting"' in text:
-                event = orjson.loads(text)
-                if event.get("waiting_workers") == self._workers:
-                    self.reached.set()
-
-
-@asynccontextmanager
-async def daemon(path: Path, state: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cloudtrail_adapter", "run", str(path), "--state-dir", str(state),
-        "--log-level", "debug", "--shutdown-grace", "1",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-
-
-def peak_rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    [line] = [line for line in status.splitlines() if line.startswith("VmHWM:")]
-    return int(line.split()[1]) / 1024
-
-
 async def test_peak_rss_stays_bounded_while_limacharlie_is_stalled(
     aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, tmp_path: Path
 ) -> None:
@@ -132,17 +94,11 @@ async def test_peak_rss_stays_bounded_while_limacharlie_is_stalled(
     path.write_text(yaml.safe_dump(config(aws_options.endpoint_url, bucket, lc)))
     lc.usp_faults.hold_acks()  # stalled from the first message to the end
 
-    blocked = Blocked(PARALLEL_FETCH)
-    async with daemon(path, tmp_path / "state") as proc:
-        assert proc.stderr
-        reader = asyncio.create_task(blocked.follow(proc.stderr))
-        window = lc.usp_faults.window or 1
-        await lc.usp.wait_for_messages(window, timeout=120)
-        await asyncio.wait_for(blocked.reached.wait(), 120)
-        peak = peak_rss_mb(proc.pid)
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 60) == 0, "".join(blocked.lines[-20:])
-        await reader
+    async with DaemonProcess(path, tmp_path / "state") as daemon:
+        await lc.usp.wait_for_messages(lc.usp_faults.window or 1, timeout=120)
+        await all_workers_waiting(daemon, PARALLEL_FETCH)
+        peak = daemon.peak_rss_mb()
+        assert await daemon.stop() == 0, daemon.tail()
     assert not lc.store.events, "nothing may count as delivered while acks are held"
     print(f"\npeak RSS with LimaCharlie stalled: {peak:.0f} MB")
     assert peak < LIMIT_MB, f"peak RSS {peak:.0f} MB"

@@ -65,7 +65,11 @@ class UspFaults:
     drop_after_messages: int | None = None  # abort the connection, unacked, on the Nth message
     backoff_after_messages: tuple[int, float] | None = None  # (N, seconds): send `bo`
     reconnect_after_messages: int | None = None  # send `re` on the Nth message
+    error_after_messages: int | None = None  # send `error` on the Nth message, then close
+    stall_after_messages: int | None = None  # stop reading and acking after the Nth message
     acks_released: asyncio.Event = field(default_factory=_released, repr=False)
+    peer_released: asyncio.Event = field(default_factory=_released, repr=False)
+    stall_began: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def hold_acks(self) -> None:
         """From now on nothing is acknowledged, and so nothing recorded, until release."""
@@ -77,6 +81,14 @@ class UspFaults:
     @property
     def acks_held(self) -> bool:
         return not self.acks_released.is_set()
+
+    def release_peer(self) -> None:
+        """Ends a stall: the server reads (and answers pings) and acks again."""
+        self.peer_released.set()
+
+    @property
+    def stalled(self) -> bool:
+        return not self.peer_released.is_set()
 
 
 @dataclass
@@ -236,6 +248,7 @@ class _Connection:
 
     async def _read_loop(self) -> str:
         async for msg in self.ws:
+            await self.faults.peer_released.wait()  # a stalled peer reads nothing, not even pings
             if msg.type is not WSMsgType.BINARY:
                 continue  # data_format msgpack: text frames carry nothing for us
             try:
@@ -276,6 +289,14 @@ class _Connection:
         if f.reconnect_after_messages is not None and s.messages >= f.reconnect_after_messages:
             f.reconnect_after_messages = None
             await self.ws.send_json({"v": "re"})
+        if f.error_after_messages is not None and s.messages >= f.error_after_messages:
+            f.error_after_messages = None
+            await self.ws.send_json({"v": "error", "err": "internal error (fault)"})
+            return "error sent (fault)"
+        if f.stall_after_messages is not None and s.messages >= f.stall_after_messages:
+            f.stall_after_messages = None
+            f.peer_released.clear()  # TCP back-pressure reaches the client once buffers fill
+            f.stall_began.set()
 
         self.since_ack += 1
         if ask or self.since_ack >= max(1, f.ack_every):
@@ -291,6 +312,7 @@ class _Connection:
             await self.ack_wanted.wait()
             self.ack_wanted.clear()
             await self.faults.acks_released.wait()
+            await self.faults.peer_released.wait()
             if self.faults.ack_delay > 0:
                 await asyncio.sleep(self.faults.ack_delay)
             target = self.ack_target

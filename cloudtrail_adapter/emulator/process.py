@@ -1,0 +1,152 @@
+"""The daemon as a child process, for harnesses (tests, bench, soak).
+
+It runs the real CLI, as an operator would, and follows its JSON log lines so a harness can
+wait for an event ("every worker waits", "a retry was scheduled") instead of guessing how
+long that takes. Its peak memory is the kernel's high-water mark, read while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import orjson
+
+Event = dict[str, Any]
+
+
+class DaemonProcess:
+    """`async with DaemonProcess(config, state) as daemon:`; killed on exit if still running."""
+
+    def __init__(
+        self,
+        config: Path,
+        state: Path,
+        *,
+        log_level: str = "debug",
+        shutdown_grace: float = 1.0,
+        keep: Callable[[str], bool] | None = None,
+    ) -> None:
+        self._args = [
+            "run", str(config), "--state-dir", str(state), "--log-level", log_level,
+            "--shutdown-grace", str(shutdown_grace),
+        ]  # fmt: skip
+        self._keep = keep  # which lines to keep (all by default)
+        self.lines: list[str] = []
+        self._changed = asyncio.Condition()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._follower: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cloudtrail_adapter", *self._args,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        self._follower = asyncio.create_task(self._follow())
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.proc.returncode is None:
+            await self.kill()
+        if self._follower is not None:
+            await self._follower
+
+    @property
+    def proc(self) -> asyncio.subprocess.Process:
+        assert self._proc is not None, "not started"
+        return self._proc
+
+    @property
+    def running(self) -> bool:
+        return self.proc.returncode is None
+
+    async def _follow(self) -> None:
+        assert self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            text = line.decode(errors="replace")
+            if self._keep is None or self._keep(text):
+                self.lines.append(text)
+            async with self._changed:
+                self._changed.notify_all()
+        async with self._changed:
+            self._changed.notify_all()
+
+    def events(self, name: str) -> list[Event]:
+        markers = (f'"event": "{name}"', f'"event":"{name}"')
+        return [orjson.loads(t) for t in self.lines if any(m in t for m in markers)]
+
+    def mark(self) -> int:
+        """A point in the log, for `wait_event(since=...)`: only what happens after it."""
+        return len(self.lines)
+
+    async def wait_event(
+        self,
+        name: str,
+        when: Callable[[Event], bool] = lambda _: True,
+        timeout: float = 60.0,
+        *,
+        since: int = 0,
+    ) -> Event:
+        """The first `name` event (logged after `since`) for which `when` holds; TimeoutError
+        (with the log's tail) if none comes, or if the process ends first."""
+        markers = (f'"event": "{name}"', f'"event":"{name}"')
+        scanned = since
+        hit: list[Event] = []
+
+        def found() -> bool:
+            nonlocal scanned
+            for text in self.lines[scanned:]:
+                if any(m in text for m in markers) and when(event := orjson.loads(text)):
+                    hit.append(event)
+                    break
+            scanned = len(self.lines)
+            return bool(hit) or not self.running
+
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(found)
+        except TimeoutError:
+            raise TimeoutError(f"no {name} event in {timeout}s:\n{self.tail()}") from None
+        if not hit:
+            raise TimeoutError(f"exited {self.proc.returncode} before {name}:\n{self.tail()}")
+        return hit[0]
+
+    async def wait_count(self, name: str, count: int, timeout: float = 60.0) -> None:
+        """Until `name` was logged `count` times in all."""
+        seen = 0
+
+        def nth(_: Event) -> bool:
+            nonlocal seen
+            seen += 1
+            return seen >= count
+
+        await self.wait_event(name, nth, timeout)
+
+    def peak_rss_mb(self) -> float:
+        """VmHWM: the most resident memory the process ever had, with no sampling."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        [line] = [line for line in status.splitlines() if line.startswith("VmHWM:")]
+        return int(line.split()[1]) / 1024
+
+    async def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, as systemd stops it, once it is up (before its handlers are installed a
+        SIGTERM ends Python at once, with nothing yet to lose); the exit code."""
+        if self.running:
+            await self.wait_event("daemon_started", timeout=timeout)
+        self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+    async def kill(self) -> int:
+        """SIGKILL: no chance to clean up."""
+        self.proc.send_signal(signal.SIGKILL)
+        return await self.proc.wait()
+
+    def tail(self, lines: int = 30) -> str:
+        return "".join(self.lines[-lines:])
