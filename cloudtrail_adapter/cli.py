@@ -105,8 +105,12 @@ def _run(
         )
 
     from cloudtrail_adapter import daemon
+    from cloudtrail_adapter.notify import SystemdNotifier
 
-    return asyncio.run(daemon.serve(sources, state, shutdown_grace=shutdown_grace))
+    notifier = SystemdNotifier.from_env(env)
+    return asyncio.run(
+        daemon.serve(sources, state, shutdown_grace=shutdown_grace, notifier=notifier)
+    )
 
 
 def _validate(config: Path, env: Mapping[str, str]) -> int:

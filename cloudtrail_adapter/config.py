@@ -314,6 +314,8 @@ def _join(path: str, key: str) -> str:
 
 _REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CREDENTIAL = "credential:"
+_CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 def _expand(
@@ -332,6 +334,10 @@ def _expand(
             failed = True
             report("unterminated ${ (write $${ for a literal ${)")
             return ""
+        if body.startswith(_CREDENTIAL):
+            value = _credential(body.removeprefix(_CREDENTIAL), env, report)
+            failed = failed or value is None
+            return value or ""
         name, has_default, default = body.partition(":-")
         if not _VAR_NAME.fullmatch(name):
             failed = True
@@ -353,6 +359,25 @@ def _expand(
 
     result = _REFERENCE.sub(replace, text)
     return None if failed else result
+
+
+def _credential(name: str, env: Mapping[str, str], report: Callable[[str], None]) -> str | None:
+    """`${credential:NAME}`: the file NAME in systemd's $CREDENTIALS_DIRECTORY (from
+    `LoadCredential=`), without its final newline; secrets then never sit in the environment."""
+    if not _CREDENTIAL_NAME.fullmatch(name):
+        report(f"malformed credential name {name!r} (letters, digits, '.', '_', '-')")
+        return None
+    directory = env.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        report(f"${{credential:{name}}} needs $CREDENTIALS_DIRECTORY (systemd's LoadCredential=)")
+        return None
+    try:
+        text = (Path(directory) / name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        report(f"credential {name} cannot be read from $CREDENTIALS_DIRECTORY: {reason}")
+        return None
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from cloudtrail_adapter.config import (
     SourceConfig,
 )
 from cloudtrail_adapter.model import AckCallback, FatalSinkError, Sink, Source
+from cloudtrail_adapter.notify import SystemdNotifier
 from cloudtrail_adapter.pipeline import Pipeline
 from cloudtrail_adapter.sinks.usp import UspSink
 from cloudtrail_adapter.sinks.webhook import WebhookSink
@@ -233,11 +234,16 @@ async def _until_done(main: Awaitable[None], *background: Awaitable[None]) -> No
 
 
 async def serve(
-    sources: list[SourceConfig], state_dir: Path, *, shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    sources: list[SourceConfig],
+    state_dir: Path,
+    *,
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+    notifier: SystemdNotifier | None = None,
 ) -> int:
     """Runs every source until all single-load sources are done, or until SIGTERM/SIGINT:
     the first asks for a graceful stop, a second stops at once (still safely: nothing that
-    LimaCharlie did not acknowledge was ever committed)."""
+    LimaCharlie did not acknowledge was ever committed). `notifier` tells systemd."""
+    notifier = notifier or SystemdNotifier()
     try:
         state = StateStore.in_dir(state_dir)
     except StateError as exc:
@@ -253,6 +259,7 @@ async def serve(
             forced.set()
         else:
             log.info("shutdown_requested", signal=sig.name, grace=shutdown_grace)
+            notifier.stopping(f"stopping on {sig.name}: finishing in-flight work")
             shutdown.stopping.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -266,9 +273,14 @@ async def serve(
             ]
             everything = asyncio.gather(*runs, return_exceptions=True)
             force = asyncio.create_task(forced.wait())
+            watchdog = asyncio.create_task(notifier.feed_watchdog())
+            notifier.ready(f"running {len(sources)} source(s)")
             waited: list[asyncio.Future[Any]] = [force, everything]
             await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
             force.cancel()
+            watchdog.cancel()
+            if not shutdown.stopping.is_set():
+                notifier.stopping("every single-load source is done")
             for task in runs:
                 task.cancel()
             results = await everything

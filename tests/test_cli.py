@@ -13,6 +13,7 @@ import pytest
 import cloudtrail_adapter
 from cloudtrail_adapter.cli import main, state_dir
 from cloudtrail_adapter.config import S3SourceOptions, SourceConfig, SqsSourceOptions
+from cloudtrail_adapter.notify import SystemdNotifier
 
 OID = "6c3f1d2a-9d55-4e1e-8f0a-3b2c1d0e9f8a"
 INSTALLATION_KEY = "0f4e7a52-1b2c-4d3e-9f8a-7b6c5d4e3f2a"
@@ -57,10 +58,16 @@ class FakeDaemon(types.ModuleType):
         self.calls: list[tuple[list[SourceConfig], Path]] = []
 
     async def serve(
-        self, sources: list[SourceConfig], state: Path, *, shutdown_grace: float
+        self,
+        sources: list[SourceConfig],
+        state: Path,
+        *,
+        shutdown_grace: float,
+        notifier: SystemdNotifier,
     ) -> int:
         self.calls.append((sources, state))
         self.shutdown_grace = shutdown_grace
+        self.notifier = notifier
         return 7
 
 

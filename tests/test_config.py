@@ -320,6 +320,40 @@ def test_bad_references_in_secrets_do_not_echo_them() -> None:
     assert "${not a name}" in only(found, "s3.client_options.hostname").message
 
 
+def test_credentials_are_read_from_systemds_credentials_directory(tmp_path: Path) -> None:
+    (tmp_path / "lc-key").write_text(INSTALLATION_KEY + "\n")
+    (tmp_path / "aws-secret").write_text(AWS_SECRET)
+    text = S3_SEED.replace(
+        f"installation_key: {INSTALLATION_KEY}", "installation_key: ${credential:lc-key}"
+    ).replace(f"secret_key: {AWS_SECRET}", "secret_key: ${credential:aws-secret}")
+    [cfg] = parse(text, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert cfg.client_options is not None
+    assert cfg.client_options.identity.installation_key == Secret(INSTALLATION_KEY)
+    assert cfg.aws.secret_key == Secret(AWS_SECRET)
+
+
+def test_credential_errors_say_what_is_missing(tmp_path: Path) -> None:
+    text = S3_SEED.replace(f"secret_key: {AWS_SECRET}", "secret_key: ${credential:aws-secret}")
+    unset = only(problems(text), "s3.secret_key").message
+    assert (
+        unset == "${credential:aws-secret} needs $CREDENTIALS_DIRECTORY (systemd's LoadCredential=)"
+    )
+    missing = only(problems(text, {"CREDENTIALS_DIRECTORY": str(tmp_path)}), "s3.secret_key")
+    assert missing.message == (
+        "credential aws-secret cannot be read from $CREDENTIALS_DIRECTORY: "
+        "No such file or directory"
+    )
+    bad = only(problems(text.replace("aws-secret", "../etc/passwd")), "s3.secret_key")
+    assert bad.message.startswith("malformed credential name '../etc/passwd'")
+
+
+def test_the_systemd_example_reads_its_secrets_as_credentials(tmp_path: Path) -> None:
+    (tmp_path / "lc-installation-key").write_text(INSTALLATION_KEY)
+    (tmp_path / "aws-secret-key").write_text(AWS_SECRET)
+    [cfg] = load_config(CONFIG_DIR / "systemd.yaml", {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert cfg.aws.secret_key == Secret(AWS_SECRET)
+
+
 # ---- multiple documents --------------------------------------------------------------------
 
 

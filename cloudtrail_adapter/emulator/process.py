@@ -8,9 +8,10 @@ long that takes. Its peak memory is the kernel's high-water mark, read while it 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -31,12 +32,14 @@ class DaemonProcess:
         log_level: str = "debug",
         shutdown_grace: float = 1.0,
         keep: Callable[[str], bool] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self._args = [
             "run", str(config), "--state-dir", str(state), "--log-level", log_level,
             "--shutdown-grace", str(shutdown_grace),
         ]  # fmt: skip
         self._keep = keep  # which lines to keep (all by default)
+        self._env = None if env is None else {**os.environ, **env}
         self.lines: list[str] = []
         self._changed = asyncio.Condition()
         self._proc: asyncio.subprocess.Process | None = None
@@ -45,7 +48,7 @@ class DaemonProcess:
     async def __aenter__(self) -> Self:
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cloudtrail_adapter", *self._args,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=self._env,
         )  # fmt: skip
         self._follower = asyncio.create_task(self._follow())
         return self
