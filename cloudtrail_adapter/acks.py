@@ -10,6 +10,7 @@ committed: its source will offer it again.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import structlog
@@ -22,11 +23,12 @@ log = structlog.get_logger("cloudtrail_adapter.acks")
 class ItemProgress:
     """Per-item counters; it is the `AckToken` batches carry back from the sink."""
 
-    __slots__ = ("_tracker", "acked", "done", "item", "total")
+    __slots__ = ("_tracker", "acked", "done", "item", "opened_at", "total")
 
     def __init__(self, tracker: AckTracker, item: WorkItem) -> None:
         self._tracker = tracker
         self.item = item
+        self.opened_at = time.monotonic()
         self.total: int | None = None
         self.acked = 0
         self.done = False
@@ -59,6 +61,10 @@ class AckTracker:
     @property
     def open_items(self) -> int:
         return len(self._open)
+
+    def oldest_open_age(self, now: float) -> float:
+        """Seconds the oldest uncommitted item has been in work (0 with none): lag."""
+        return max((now - p.opened_at for p in self._open), default=0.0)
 
     def open(self, item: WorkItem) -> ItemProgress:
         progress = ItemProgress(self, item)

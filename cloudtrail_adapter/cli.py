@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     kind: SourceKind | None = "s3" if command == "s3" else "sqs" if command == "sqs" else None
     arguments: list[str] = [args.config] if command == "run" else args.arguments
     state = state_dir(args.state_dir, env)
-    return _run(kind, arguments, state, args.log_level, args.shutdown_grace, env)
+    return _run(kind, arguments, state, args, env)
 
 
 def state_dir(given: str | None, env: Mapping[str, str]) -> Path:
@@ -80,13 +80,12 @@ def _run(
     kind: SourceKind | None,
     arguments: list[str],
     state: Path,
-    log_level: str,
-    shutdown_grace: float,
+    args: argparse.Namespace,
     env: Mapping[str, str],
 ) -> int:
     from cloudtrail_adapter import telemetry
 
-    telemetry.configure_logging(log_level)
+    telemetry.configure_logging(args.log_level)
     warnings: list[ConfigProblem] = []
     try:
         sources = read_sources(kind, arguments, env, warnings)
@@ -105,12 +104,24 @@ def _run(
         )
 
     from cloudtrail_adapter import daemon
+    from cloudtrail_adapter.monitor import Monitor
     from cloudtrail_adapter.notify import SystemdNotifier
 
-    notifier = SystemdNotifier.from_env(env)
-    return asyncio.run(
-        daemon.serve(sources, state, shutdown_grace=shutdown_grace, notifier=notifier)
+    serving = daemon.serve(
+        sources,
+        state,
+        shutdown_grace=args.shutdown_grace,
+        notifier=SystemdNotifier.from_env(env),
+        monitor=Monitor(unready_after=args.unready_after),
+        http_address=args.http_address or _healthcheck(sources),
     )
+    return asyncio.run(serving)
+
+
+def _healthcheck(sources: list[SourceConfig]) -> tuple[str, int] | None:
+    """LimaCharlie's `healthcheck: PORT`: the same endpoints, on every interface."""
+    ports = [s.healthcheck for s in sources if s.healthcheck]
+    return ("0.0.0.0", ports[0]) if ports else None  # noqa: S104 (as lc_adapter does)
 
 
 def _validate(config: Path, env: Mapping[str, str]) -> int:
@@ -226,6 +237,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 (an explicit ":PORT")
+
+
 def _daemon_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state-dir",
@@ -234,6 +252,20 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-level", default="info", type=str.lower, choices=LOG_LEVELS, help="default: info"
+    )
+    parser.add_argument(
+        "--http-address",
+        metavar="HOST:PORT",
+        type=_address,
+        help="serve /healthz, /readyz and /metrics there, e.g. 127.0.0.1:9108 (default: off; "
+        "a document's `healthcheck: PORT` means 0.0.0.0:PORT)",
+    )
+    parser.add_argument(
+        "--unready-after",
+        metavar="SECONDS",
+        type=float,
+        default=60.0,
+        help="/readyz turns unready once LimaCharlie was unreachable this long (default: 60)",
     )
     parser.add_argument(
         "--shutdown-grace",

@@ -133,6 +133,7 @@ class SourceConfig:
     client_options: ClientOptions | None
     webhook: WebhookOptions | None
     delivery: DeliveryOptions = DeliveryOptions()
+    healthcheck: int | None = None  # LimaCharlie's top-level `healthcheck: PORT`
 
     @property
     def name(self) -> str:
@@ -152,6 +153,7 @@ class SourceConfig:
 # --------------------------------------------------------------------------------------------
 
 SOURCE_KINDS: tuple[SourceKind, ...] = ("s3", "sqs", "file")
+HEALTHCHECK = "healthcheck"
 COMMAND_LINE = "command line"
 
 
@@ -899,7 +901,7 @@ def _document(doc: _Doc, tree: _Tree, expect_kind: SourceKind | None) -> SourceC
         return None
     kinds: list[SourceKind] = [k for k in SOURCE_KINDS if k in tree.items]
     for name, item in tree.items.items():
-        if name not in SOURCE_KINDS:
+        if name not in SOURCE_KINDS and name != HEALTHCHECK:
             close: list[str] = [k for k in SOURCE_KINDS if name.lower().startswith(k)]
             close = close or difflib.get_close_matches(name, SOURCE_KINDS, n=1, cutoff=0.5)
             hint = f"did you mean {close[0]}?" if close else "expected s3, sqs or file"
@@ -924,7 +926,10 @@ def _document(doc: _Doc, tree: _Tree, expect_kind: SourceKind | None) -> SourceC
         return None
     before = len(doc.errors)
     config = _source(doc, kind, _Section(doc, kind, item))
-    return config if len(doc.errors) == before else None
+    port = _Section(doc, "", tree).integer(HEALTHCHECK, 1, 65535)
+    if config is None or len(doc.errors) != before:
+        return None
+    return dataclasses.replace(config, healthcheck=port) if port else config
 
 
 # --------------------------------------------------------------------------------------------
@@ -973,11 +978,22 @@ def parse_documents(
                 origin, None, None, "", "no source documents (expected s3:, sqs: or file:)"
             )
         )
+    errors.extend(_healthcheck_conflicts(origin, sources))
     if warnings is not None:
         warnings.extend(found)
     if errors:
         raise ConfigError(errors)
     return sources
+
+
+def _healthcheck_conflicts(origin: str, sources: list[SourceConfig]) -> list[ConfigProblem]:
+    """One process serves one health endpoint: documents may repeat the port, not differ."""
+    ports = {s.healthcheck for s in sources if s.healthcheck}
+    if len(ports) <= 1:
+        return []
+    shown = ", ".join(f"{s.index}: {s.healthcheck}" for s in sources if s.healthcheck)
+    message = f"documents name different ports ({shown}); one process serves one endpoint"
+    return [ConfigProblem(origin, None, None, HEALTHCHECK, message)]
 
 
 def _syntax_problem(origin: str, number: int, exc: yaml.MarkedYAMLError) -> ConfigProblem:

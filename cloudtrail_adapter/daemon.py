@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from cloudtrail_adapter import aws
+from cloudtrail_adapter import aws, http_api
 from cloudtrail_adapter.acks import AckTracker
 from cloudtrail_adapter.aio import Stopped, unless_stopped
 from cloudtrail_adapter.config import (
@@ -26,6 +26,7 @@ from cloudtrail_adapter.config import (
     SourceConfig,
 )
 from cloudtrail_adapter.model import AckCallback, FatalSinkError, Sink, Source
+from cloudtrail_adapter.monitor import Monitor, SourceRuntime
 from cloudtrail_adapter.notify import SystemdNotifier
 from cloudtrail_adapter.pipeline import Pipeline
 from cloudtrail_adapter.sinks.usp import UspSink
@@ -105,6 +106,7 @@ async def supervise(
     http: aiohttp.ClientSession,
     executor: Executor,
     shutdown: Shutdown,
+    runtime: SourceRuntime,
 ) -> SourceOutcome:
     """Runs a source. A single-load source runs once; a long-running one that fails (LimaCharlie
     refused us, the queue is gone, credentials are refused) is restarted with exponential
@@ -113,7 +115,7 @@ async def supervise(
     while True:
         started = time.monotonic()
         try:
-            return await run_source(cfg, state, http, executor, shutdown)
+            return await run_source(cfg, state, http, executor, shutdown, runtime)
         except Exception as exc:
             error = (
                 str(exc)
@@ -127,6 +129,7 @@ async def supervise(
         failures = 1 if time.monotonic() - started > RESTART_MAX else failures + 1
         delay = min(RESTART_MAX, RESTART_INITIAL * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)
         log.warning("source_restart_scheduled", source=cfg.name, retry_in=round(delay, 1))
+        runtime.restarts += 1
         try:
             await unless_stopped(shutdown.stopping, asyncio.sleep(delay))
         except Stopped:
@@ -148,6 +151,7 @@ async def run_source(
     http: aiohttp.ClientSession,
     executor: Executor,
     shutdown: Shutdown,
+    runtime: SourceRuntime | None = None,
 ) -> SourceOutcome:
     """One document's source, pipeline, sink and committer, until single-load is done or a
     graceful stop finished. Raises what made the source fail."""
@@ -161,12 +165,16 @@ async def run_source(
         workers=cfg.source.parallel_fetch,
         executor=executor,
     )
+    runtime = runtime or SourceRuntime(cfg.name, cfg.kind)
+    runtime.attach(pipeline, tracker, sink)
     try:
         async with open_source(cfg, state) as source:
+            runtime.source = source
             produce = _produce(source, pipeline, tracker, shutdown)
             await _until_done(produce, sink.run(), tracker.run_committer(), pipeline.run())
             given_up = source.problems()
     finally:
+        runtime.detach()
         await sink.close()
     failed = pipeline.stats.objects_failed + given_up
     log.info(
@@ -239,11 +247,14 @@ async def serve(
     *,
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     notifier: SystemdNotifier | None = None,
+    monitor: Monitor | None = None,
+    http_address: tuple[str, int] | None = None,
 ) -> int:
     """Runs every source until all single-load sources are done, or until SIGTERM/SIGINT:
     the first asks for a graceful stop, a second stops at once (still safely: nothing that
     LimaCharlie did not acknowledge was ever committed). `notifier` tells systemd."""
     notifier = notifier or SystemdNotifier()
+    monitor = monitor or Monitor()
     try:
         state = StateStore.in_dir(state_dir)
     except StateError as exc:
@@ -267,9 +278,14 @@ async def serve(
     log.info("daemon_started", sources=[s.name for s in sources], state_dir=str(state_dir))
     executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
     try:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession() as http, contextlib.AsyncExitStack() as stack:
+            if http_address is not None:
+                await stack.enter_async_context(http_api.serving(monitor, *http_address))
             runs = [
-                asyncio.create_task(supervise(c, state, http, executor, shutdown)) for c in sources
+                asyncio.create_task(
+                    supervise(c, state, http, executor, shutdown, monitor.add(c.name, c.kind))
+                )
+                for c in sources
             ]
             everything = asyncio.gather(*runs, return_exceptions=True)
             force = asyncio.create_task(forced.wait())

@@ -80,6 +80,10 @@ class Pipeline:
         # bounds memory however slow LimaCharlie is and however large the objects.
         self._budget = ByteBudget(delivery.max_buffered_bytes)
 
+    @property
+    def buffered_bytes(self) -> int:
+        return self._budget.used
+
     async def run(self) -> None:
         """Runs the workers and the batcher until cancelled."""
         async with asyncio.TaskGroup() as tasks:

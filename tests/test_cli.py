@@ -13,6 +13,7 @@ import pytest
 import cloudtrail_adapter
 from cloudtrail_adapter.cli import main, state_dir
 from cloudtrail_adapter.config import S3SourceOptions, SourceConfig, SqsSourceOptions
+from cloudtrail_adapter.monitor import Monitor
 from cloudtrail_adapter.notify import SystemdNotifier
 
 OID = "6c3f1d2a-9d55-4e1e-8f0a-3b2c1d0e9f8a"
@@ -64,10 +65,12 @@ class FakeDaemon(types.ModuleType):
         *,
         shutdown_grace: float,
         notifier: SystemdNotifier,
+        monitor: Monitor,
+        http_address: tuple[str, int] | None,
     ) -> int:
         self.calls.append((sources, state))
         self.shutdown_grace = shutdown_grace
-        self.notifier = notifier
+        self.notifier, self.monitor, self.http_address = notifier, monitor, http_address
         return 7
 
 
@@ -178,9 +181,17 @@ def test_run_hands_sources_and_state_dir_to_the_daemon(
     [(sources, state)] = daemon.calls
     assert state == tmp_path
     assert [s.name for s in sources] == ["s3[1]:acme-trail"]
+    assert daemon.http_address is None and daemon.monitor.unready_after == 60
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/cloudtrail-adapter")
-    assert main(["run", str(CONFIG_DIR / "s3.yaml"), "--log-level", "DEBUG"]) == 7
+    args = ["--log-level", "DEBUG", "--http-address", "127.0.0.1:9108", "--unready-after", "5"]
+    assert main(["run", str(CONFIG_DIR / "s3.yaml"), *args]) == 7
     assert daemon.calls[1][1] == Path("/var/lib/cloudtrail-adapter")
+    assert daemon.http_address == ("127.0.0.1", 9108) and daemon.monitor.unready_after == 5
+
+
+def test_a_bad_http_address_is_a_usage_error(daemon: FakeDaemon) -> None:
+    assert main(["run", str(CONFIG_DIR / "s3.yaml"), "--http-address", "9108"]) == 2
+    assert not daemon.calls
 
 
 def test_state_dir_resolution() -> None:

@@ -20,6 +20,7 @@ Wire behaviour follows refractionPOINT/go-uspclient (client.go, ack_buffer.go, p
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import socket
 import time
@@ -146,6 +147,7 @@ class UspSink:
         self._changed = asyncio.Condition()
         self._closing = asyncio.Event()
         self._connections = 0
+        self._down_since: float | None = time.monotonic()  # not connected yet
         self._acked_here = 0  # batches acked on the current connection
         self._max_in_flight = 0
         self._backoffs = 0
@@ -244,6 +246,11 @@ class UspSink:
             if self._session is None:
                 await session.close()
 
+    def unreachable_for(self, now: float) -> float | None:
+        if self._down_since is None:
+            return None
+        return math.inf if self._connections == 0 else now - self._down_since
+
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         log.warning(
@@ -270,6 +277,7 @@ class UspSink:
         ) as ws:
             try:
                 await self._handshake(ws)
+                self._down_since = None
                 self._connections += 1
                 log.info(
                     "usp_connected",
@@ -281,6 +289,7 @@ class UspSink:
                 reason = await self._serve(ws)
             finally:
                 acked = self._acked_here
+                self._down_since = self._down_since or time.monotonic()
                 await self._reset_connection()
         log.warning(
             "usp_disconnected",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import math
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -146,6 +147,7 @@ class WebhookSink:
         self._failure: BaseException | None = None
         self._max_seen = 0
         self._retries = 0
+        self._down_since: float | None = None  # since the first failure of the current POSTs
         self._acked = 0
 
     def __repr__(self) -> str:
@@ -212,6 +214,7 @@ class WebhookSink:
         try:
             attempts = await self._post_until_accepted(entry.batch)
             entry.accepted = True
+            self._down_since = None
             if attempts > 1:
                 log.info("webhook_recovered", url=self._safe_url, attempts=attempts)
             self._release_acks()
@@ -262,8 +265,12 @@ class WebhookSink:
             delay = max(delay, min(exc.retry_after, self._retry.retry_after_cap))
         return delay
 
+    def unreachable_for(self, now: float) -> float | None:
+        return None if self._down_since is None else now - self._down_since
+
     def _before_sleep(self, state: RetryCallState) -> None:
         self._retries += 1
+        self._down_since = self._down_since or time.monotonic()
         exc = state.outcome.exception() if state.outcome is not None else None
         reason = exc.reason if isinstance(exc, _Retryable) else repr(exc)
         log.warning(

@@ -1,0 +1,137 @@
+"""/metrics adds up to what LimaCharlie received; /readyz follows LimaCharlie's reachability;
+/healthz answers; `healthcheck: PORT` is LimaCharlie's way to ask for them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from cloudtrail_adapter.config import AwsOptions, ConfigError, SourceConfig, parse_documents
+from cloudtrail_adapter.daemon import serve
+from cloudtrail_adapter.emulator.corpus import log_file
+from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
+from cloudtrail_adapter.monitor import Monitor
+from tests.conftest import LogWatch, put_objects, s3_config, watch_logs
+from tests.test_config import S3_SEED
+from tests.test_e2e_s3 import PREFIX, records
+
+OBJECTS = {f"{PREFIX}m-{i}.json.gz": records(50, 950 + i) for i in range(5)}
+
+
+@asynccontextmanager
+async def running(
+    cfg: SourceConfig, state_dir: Path, monitor: Monitor, logs: LogWatch, exit_code: int = 0
+) -> AsyncIterator[str]:
+    """The daemon in-process with its HTTP endpoints on a free port; yields their base URL
+    and stops the daemon with SIGTERM, as systemd would, expecting `exit_code`."""
+    daemon = asyncio.create_task(
+        serve([cfg], state_dir, monitor=monitor, http_address=("127.0.0.1", 0))
+    )
+    await logs.wait_for("http_listening")
+    [listening] = logs.named("http_listening")
+    try:
+        yield f"http://{listening['address']}"
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(daemon, 30) == exit_code
+
+
+async def get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.get(url) as answer:
+        return answer.status, await answer.text()
+
+
+async def until_status(url: str, status: int, timeout: float = 20.0) -> str:
+    """Polls an endpoint (nothing pushes its state) until it answers `status`."""
+    async with asyncio.timeout(timeout):
+        while True:
+            got, text = await get(url)
+            if got == status:
+                return text
+            await asyncio.sleep(0.05)
+
+
+def samples(text: str) -> dict[str, float]:
+    """`name{labels}` -> value, for every sample in a scrape."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            found[f"{sample.name}{{{labels}}}"] = sample.value
+    return found
+
+
+async def test_metrics_add_up_to_what_limacharlie_received(
+    aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, state_dir: Path
+) -> None:
+    await put_objects(aws_options, bucket, {k: log_file(v) for k, v in OBJECTS.items()})
+    cfg = s3_config(aws_options, bucket, lc, single_load=False, poll_interval=0.2)
+    label = f"{{source={cfg.name}}}"
+    total = sum(len(v) for v in OBJECTS.values())
+
+    with watch_logs() as logs:
+        async with running(cfg, state_dir, Monitor(), logs) as base:
+            await lc.store.wait_for(total)
+            await logs.wait_for("item_committed", len(OBJECTS), timeout=20)
+            scraped = samples((await get(f"{base}/metrics"))[1])
+            assert await get(f"{base}/healthz") == (200, "ok\n")
+            assert await get(f"{base}/readyz") == (200, "ready\n")
+
+    def metric(name: str) -> float:
+        return scraped[f"cloudtrail_adapter_{name}{label}"]
+
+    assert metric("records_acknowledged_total") == len(lc.store.events) == total
+    assert metric("records_sent_total") == metric("records_decoded_total") == total
+    assert metric("objects_committed_total") == metric("objects_decoded_total") == len(OBJECTS)
+    assert metric("bytes_read_total") == sum(len(log_file(v)) for v in OBJECTS.values())
+    assert metric("source_up") == 1 and metric("limacharlie_reachable") == 1
+    assert metric("items_in_flight") == 0 and metric("oldest_unacknowledged_seconds") == 0
+
+
+async def test_readyz_turns_unready_while_limacharlie_is_down_and_ready_when_back(
+    aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, state_dir: Path
+) -> None:
+    await put_objects(aws_options, bucket, {k: log_file(v) for k, v in OBJECTS.items()})
+    cfg = s3_config(aws_options, bucket, lc, single_load=False, poll_interval=0.2)
+
+    with watch_logs() as logs:
+        async with running(cfg, state_dir, Monitor(unready_after=0.3), logs) as base:
+            await until_status(f"{base}/readyz", 200)
+            await lc.stop()
+            reason = await until_status(f"{base}/readyz", 503)
+            assert "LimaCharlie unreachable" in reason and cfg.name in reason
+            assert (await get(f"{base}/healthz"))[0] == 200, "alive, only not ready"
+            await lc.start()
+            await until_status(f"{base}/readyz", 200)
+
+
+async def test_readyz_is_unready_while_a_source_is_failing(
+    aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, state_dir: Path
+) -> None:
+    lc.usp_faults.handshake_error = "not yet"  # refused: the source fails and waits
+    cfg = s3_config(aws_options, bucket, lc, single_load=False)
+    with watch_logs() as logs:
+        async with running(cfg, state_dir, Monitor(), logs, exit_code=1) as base:
+            await logs.wait_for("source_restart_scheduled", timeout=20)
+            status, text = await get(f"{base}/readyz")
+    assert status == 503 and "not running" in text
+
+
+def test_healthcheck_is_limacharlies_top_level_port_key() -> None:
+    [cfg] = parse_documents("healthcheck: 9108\n" + S3_SEED, {}, "t")
+    assert cfg.healthcheck == 9108
+    with pytest.raises(ConfigError) as bad:
+        parse_documents("healthcheck: http\n" + S3_SEED, {}, "t")
+    assert [p.key for p in bad.value.errors] == ["healthcheck"]
+    two = f"healthcheck: 9108\n{S3_SEED}---\nhealthcheck: 9109\n{S3_SEED}"
+    with pytest.raises(ConfigError) as conflict:
+        parse_documents(two, {}, "t")
+    assert "one process serves one endpoint" in str(conflict.value)
