@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -50,8 +51,9 @@ class TrackerStats:
 class AckTracker:
     """Counts open records per item and commits items in the order they become complete."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, on_latency: Callable[[float], None] | None = None) -> None:
         self.source = source
+        self._on_latency = on_latency  # seconds from bundle to acknowledgement
         self.stats = TrackerStats()
         self._open: set[ItemProgress] = set()
         self._ready: asyncio.Queue[ItemProgress] = asyncio.Queue()
@@ -89,6 +91,8 @@ class AckTracker:
     def on_batch_acked(self, batch: Batch) -> None:
         """The sink's ack callback: credit each item the batch carried."""
         self.stats.records_acked += batch.records
+        if self._on_latency is not None:
+            self._on_latency(time.monotonic() - batch.created_at)
         for token, count in batch.parts:
             token.acknowledged(count)
 

@@ -26,7 +26,7 @@ from cloudtrail_adapter.config import (
     SourceConfig,
 )
 from cloudtrail_adapter.model import AckCallback, FatalSinkError, Sink, Source
-from cloudtrail_adapter.monitor import Monitor, SourceRuntime
+from cloudtrail_adapter.monitor import Monitor, SourceRuntime, log_progress
 from cloudtrail_adapter.notify import SystemdNotifier
 from cloudtrail_adapter.pipeline import Pipeline
 from cloudtrail_adapter.sinks.usp import UspSink
@@ -155,7 +155,8 @@ async def run_source(
 ) -> SourceOutcome:
     """One document's source, pipeline, sink and committer, until single-load is done or a
     graceful stop finished. Raises what made the source fail."""
-    tracker = AckTracker(cfg.name)
+    runtime = runtime or SourceRuntime(cfg.name, cfg.kind)
+    tracker = AckTracker(cfg.name, on_latency=runtime.observe_latency)
     sink = make_sink(cfg, tracker.on_batch_acked, http)
     pipeline = Pipeline(
         cfg.name,
@@ -165,13 +166,14 @@ async def run_source(
         workers=cfg.source.parallel_fetch,
         executor=executor,
     )
-    runtime = runtime or SourceRuntime(cfg.name, cfg.kind)
     runtime.attach(pipeline, tracker, sink)
     try:
         async with open_source(cfg, state) as source:
             runtime.source = source
             produce = _produce(source, pipeline, tracker, shutdown)
-            await _until_done(produce, sink.run(), tracker.run_committer(), pipeline.run())
+            await _until_done(
+                produce, sink.run(), tracker.run_committer(), pipeline.run(), log_progress(runtime)
+            )
             given_up = source.problems()
     finally:
         runtime.detach()

@@ -7,6 +7,7 @@ source -> WorkItem -> decode -> batcher -> Batch -> sink -> ack -> tracker -> it
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -72,6 +73,7 @@ class Batch:
     records: int
     raw_bytes: int
     parts: tuple[tuple[AckToken, int], ...] = ()
+    created_at: float = field(default_factory=time.monotonic)  # for the ack latency
 
     def __repr__(self) -> str:
         return f"Batch(records={self.records}, raw_bytes={self.raw_bytes}, gz={len(self.payload)})"

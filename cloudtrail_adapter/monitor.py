@@ -8,18 +8,26 @@ for being watched and a restarted source simply points at new stages.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import structlog
+from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from cloudtrail_adapter.acks import AckTracker
 from cloudtrail_adapter.model import Sink, Source
 from cloudtrail_adapter.pipeline import Pipeline
+from cloudtrail_adapter.sinks.usp import UspSink
+from cloudtrail_adapter.sinks.webhook import WebhookSink, WebhookStats
+from cloudtrail_adapter.sources.sqs import SqsSource, SqsStats
 
+log = structlog.get_logger("cloudtrail_adapter.monitor")
 PREFIX = "cloudtrail_adapter"
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 @dataclass
@@ -33,6 +41,8 @@ class SourceRuntime:
     tracker: AckTracker | None = None
     sink: Sink | None = None
     source: Source | None = None
+    observe_latency: Callable[[float], None] | None = None
+    summary_interval: float = 60.0
 
     @property
     def running(self) -> bool:
@@ -50,15 +60,26 @@ class Monitor:
     """Every source's runtime, readiness, and the registry `/metrics` serves."""
 
     unready_after: float = 60.0
+    summary_interval: float = 60.0
     sources: dict[str, SourceRuntime] = field(default_factory=dict)
     registry: CollectorRegistry = field(init=False)
 
     def __post_init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
+        # Observed on every ack, so a real histogram; served through the collector below.
+        self.ack_latency = Histogram(
+            f"{PREFIX}_ack_latency_seconds",
+            "seconds from a bundle being packed to LimaCharlie acknowledging it",
+            ["source"],
+            registry=None,
+            buckets=LATENCY_BUCKETS,
+        )
         self.registry.register(_Collector(self))
 
     def add(self, name: str, kind: str) -> SourceRuntime:
         runtime = SourceRuntime(name, kind)
+        runtime.observe_latency = self.ack_latency.labels(name).observe
+        runtime.summary_interval = self.summary_interval
         self.sources[name] = runtime
         return runtime
 
@@ -78,6 +99,40 @@ class Monitor:
         return reasons
 
 
+async def log_progress(runtime: SourceRuntime) -> None:
+    """Until cancelled: one `source_progress` line per interval, for operators who read
+    logs rather than metrics (rates over the interval, lag, failures so far)."""
+    before = _Totals.of(runtime)
+    while True:
+        await asyncio.sleep(runtime.summary_interval)
+        now = _Totals.of(runtime)
+        tracker = runtime.tracker
+        log.info(
+            "source_progress",
+            source=runtime.name,
+            records_per_second=round((now.acked - before.acked) / runtime.summary_interval, 1),
+            objects_committed=now.committed - before.committed,
+            in_flight=tracker.open_items if tracker else 0,
+            lag_seconds=round(tracker.oldest_open_age(time.monotonic()), 1) if tracker else 0.0,
+            failed=now.failed,
+        )
+        before = now
+
+
+@dataclass(frozen=True)
+class _Totals:
+    acked: int = 0
+    committed: int = 0
+    failed: int = 0
+
+    @classmethod
+    def of(cls, rt: SourceRuntime) -> _Totals:
+        if rt.tracker is None or rt.pipeline is None:
+            return cls()
+        stats = rt.tracker.stats
+        return cls(stats.records_acked, stats.committed, rt.pipeline.stats.objects_failed)
+
+
 class _Collector(Collector):
     def __init__(self, monitor: Monitor) -> None:
         self._monitor = monitor
@@ -87,6 +142,7 @@ class _Collector(Collector):
         for rt in self._monitor.sources.values():
             families.source(rt)
         yield from families.all()
+        yield from self._monitor.ack_latency.collect()
 
 
 class _Families:
@@ -123,6 +179,12 @@ class _Families:
             self._pipeline(name, rt.pipeline)
         if rt.tracker is not None:
             self._tracker(name, rt.tracker)
+        if isinstance(rt.source, SqsSource):
+            self._sqs(name, rt.source.stats)
+        if isinstance(rt.sink, UspSink):
+            self._usp(name, rt.sink)
+        elif isinstance(rt.sink, WebhookSink):
+            self._webhook(name, rt.sink.stats)
         if rt.sink is not None:
             down = rt.sink.unreachable_for(time.monotonic())
             self.gauge(
@@ -165,4 +227,45 @@ class _Families:
             "age of the oldest item not yet committed: how far behind the daemon is",
             name,
             t.oldest_open_age(time.monotonic()),
+        )
+
+    def _usp(self, name: str, sink: UspSink) -> None:
+        self.gauge(
+            "usp_window", "messages LimaCharlie lets us have unacknowledged", name, sink.window
+        )
+        self.gauge(
+            "usp_unacknowledged", "messages sent and not yet acknowledged", name, sink.in_flight
+        )
+        self.counter("usp_reconnects", "USP connections after the first", name, sink.reconnects)
+        self.counter("usp_backoffs", "`bo` back-off requests obeyed", name, sink.backoffs)
+
+    def _webhook(self, name: str, st: WebhookStats) -> None:
+        self.gauge("webhook_in_flight", "POSTs not yet answered with 2xx", name, st.in_flight)
+        self.counter(
+            "webhook_retries", "POSTs retried after 429, 5xx or a network error", name, st.retries
+        )
+
+    def _sqs(self, name: str, st: SqsStats) -> None:
+        self.counter("sqs_messages_received", "messages received", name, st.received)
+        self.counter(
+            "sqs_messages_deleted",
+            "messages deleted after every record was acknowledged",
+            name,
+            st.deleted,
+        )
+        self.counter(
+            "sqs_messages_poison", "messages left for the dead-letter queue", name, st.poison
+        )
+        self.counter(
+            "sqs_visibility_extensions",
+            "heartbeats that kept a message hidden",
+            name,
+            st.visibility_extensions,
+        )
+        self.counter("sqs_delete_failures", "failed deletes (retried)", name, st.delete_failures)
+        self.gauge(
+            "sqs_messages_in_work",
+            "messages received and not yet deleted or left",
+            name,
+            st.in_work,
         )

@@ -16,12 +16,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cloudtrail_adapter.config import AwsOptions, ConfigError, SourceConfig, parse_documents
 from cloudtrail_adapter.daemon import serve
+from cloudtrail_adapter.emulator import messages
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.monitor import Monitor
-from tests.conftest import LogWatch, put_objects, s3_config, watch_logs
+from tests.conftest import LogWatch, put_objects, s3_config, sqs_config, watch_logs
 from tests.test_config import S3_SEED
 from tests.test_e2e_s3 import PREFIX, records
+from tests.test_e2e_sqs import send
 
 OBJECTS = {f"{PREFIX}m-{i}.json.gz": records(50, 950 + i) for i in range(5)}
 
@@ -94,6 +96,27 @@ async def test_metrics_add_up_to_what_limacharlie_received(
     assert metric("bytes_read_total") == sum(len(log_file(v)) for v in OBJECTS.values())
     assert metric("source_up") == 1 and metric("limacharlie_reachable") == 1
     assert metric("items_in_flight") == 0 and metric("oldest_unacknowledged_seconds") == 0
+    assert metric("ack_latency_seconds_count") == metric("batches_sent_total") > 0
+    assert metric("usp_window") == lc.usp_faults.window and metric("usp_unacknowledged") == 0
+    assert metric("usp_reconnects_total") == 0
+
+
+async def test_sqs_metrics_count_the_messages(
+    aws_options: AwsOptions, bucket: str, queue: str, lc: LimaCharlieEmulator, state_dir: Path
+) -> None:
+    await put_objects(aws_options, bucket, {k: log_file(v) for k, v in OBJECTS.items()})
+    await send(aws_options, queue, [messages.s3_event(bucket, [key]) for key in OBJECTS])
+    cfg = sqs_config(aws_options, queue, lc, single_load=False, wait_time_seconds=1)
+    label = f"{{source={cfg.name}}}"
+
+    with watch_logs() as logs:
+        async with running(cfg, state_dir, Monitor(), logs) as base:
+            await logs.wait_for("sqs_message_deleted", len(OBJECTS), timeout=20)
+            scraped = samples((await get(f"{base}/metrics"))[1])
+
+    assert scraped[f"cloudtrail_adapter_sqs_messages_received_total{label}"] == len(OBJECTS)
+    assert scraped[f"cloudtrail_adapter_sqs_messages_deleted_total{label}"] == len(OBJECTS)
+    assert scraped[f"cloudtrail_adapter_sqs_messages_poison_total{label}"] == 0
 
 
 async def test_readyz_turns_unready_while_limacharlie_is_down_and_ready_when_back(
@@ -135,3 +158,19 @@ def test_healthcheck_is_limacharlies_top_level_port_key() -> None:
     with pytest.raises(ConfigError) as conflict:
         parse_documents(two, {}, "t")
     assert "one process serves one endpoint" in str(conflict.value)
+
+
+async def test_a_progress_line_per_interval_for_those_who_read_logs(
+    aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, state_dir: Path
+) -> None:
+    await put_objects(aws_options, bucket, {k: log_file(v) for k, v in OBJECTS.items()})
+    cfg = s3_config(aws_options, bucket, lc, single_load=False, poll_interval=0.2)
+    with watch_logs() as logs:
+        async with running(cfg, state_dir, Monitor(summary_interval=0.2), logs):
+            await logs.wait_for("item_committed", len(OBJECTS), timeout=20)
+            mark = len(logs.named("source_progress"))
+            await logs.wait_for("source_progress", mark + 2, timeout=20)
+    lines = logs.named("source_progress")
+    assert sum(line["objects_committed"] for line in lines) == len(OBJECTS)
+    assert lines[-1]["records_per_second"] == 0 and lines[-1]["in_flight"] == 0
+    assert {"lag_seconds", "failed", "source"} <= set(lines[-1])
