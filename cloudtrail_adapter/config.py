@@ -230,6 +230,7 @@ class _Doc:
     env: Mapping[str, str]
     errors: list[ConfigProblem]
     warnings: list[ConfigProblem]
+    keys: set[str] = dataclasses.field(default_factory=set)  # every dotted key looked up
 
     def error(self, key: str, line: int | None, message: str) -> None:
         self.errors.append(ConfigProblem(self.origin, self.number, line, key, message))
@@ -441,6 +442,7 @@ class _Section:
     def _take(self, name: str, *, required: bool) -> _Tree | None:
         """The item under `name`; null counts as absent."""
         self.known.append(name)
+        self.doc.keys.add(self.key(name))
         item = self.tree.items.get(name)
         if item is None or (isinstance(item, _Leaf) and item.value is None):
             if required:
@@ -1003,6 +1005,21 @@ def _syntax_problem(origin: str, number: int, exc: yaml.MarkedYAMLError) -> Conf
     column = f", column {mark.column + 1}" if mark is not None else ""
     what = "; ".join(str(p) for p in (exc.context, exc.problem) if p)
     return ConfigProblem(origin, number, line, "", f"invalid YAML{column}: {what}")
+
+
+def known_keys(kind: SourceKind) -> set[str]:
+    """Every dotted key a `kind` document accepts (relative to the source, with top-level
+    keys as they are): read off the parser itself, so documentation can be checked
+    against it. Sections that take any key (`client_options.mapping`) count as one."""
+    sections = ("client_options", "client_options.identity", "webhook", "delivery")
+    tree = _Map({}, 1)
+    for section in sections:
+        parent = tree
+        for part in section.split("."):
+            parent = parent.items.setdefault(part, _Map({}, 1))  # type: ignore[assignment]
+    doc = _Doc("", 1, {}, [], [])
+    _document(doc, _Map({kind: tree, HEALTHCHECK: _Leaf(None, None, 1, False)}, 1), None)
+    return {key.removeprefix(f"{kind}.") for key in doc.keys}
 
 
 def load_config(

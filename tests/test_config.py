@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from cloudtrail_adapter.config import (
     SourceKind,
     SqsSourceOptions,
     WebhookOptions,
+    known_keys,
     load_config,
     parse_documents,
     parse_dotted,
@@ -568,3 +570,32 @@ def test_installation_key_that_is_not_a_uuid_is_a_warning_without_the_key() -> N
     assert FULL_INSTALLATION_KEY not in str(warning)
     assert cfg.client_options is not None
     assert cfg.client_options.identity.installation_key.reveal() == FULL_INSTALLATION_KEY
+
+
+# ---- documentation -------------------------------------------------------------------------
+
+
+def documented_keys() -> set[str]:
+    """First-column keys of the README's "Every key" table; in a cell such as
+    "`client_options.mapping`, `mappings`", later names share the first one's parent."""
+    readme = (CONFIG_DIR.parent / "README.md").read_text()
+    table = readme.split("### Every key", 1)[1].split("\n#", 1)[0]
+    keys: set[str] = set()
+    for row in table.splitlines():
+        if not row.startswith("| `"):
+            continue
+        names = re.findall(r"`([^`]+)`", row.split("|")[1])
+        parent = names[0].rpartition(".")[0]
+        keys.add(names[0])
+        keys.update(f"{parent}.{n}" if parent and "." not in n else n for n in names[1:])
+    return keys
+
+
+def test_every_key_the_parser_accepts_is_in_the_readme_table_and_no_other() -> None:
+    accepted: set[str] = set()
+    for kind in ("s3", "sqs", "file"):
+        keys = known_keys(kind)
+        accepted |= {k for k in keys if not any(o.startswith(k + ".") for o in keys)}
+    documented = documented_keys()
+    assert accepted - documented == set(), "accepted but not documented"
+    assert documented - accepted == set(), "documented but not accepted"
