@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import cloudtrail_adapter
-from cloudtrail_adapter.cli import main, state_dir
+from cloudtrail_adapter.cli import _parser, main, state_dir
 from cloudtrail_adapter.config import S3SourceOptions, SourceConfig, SqsSourceOptions
 from cloudtrail_adapter.monitor import Monitor
 from cloudtrail_adapter.notify import SystemdNotifier
@@ -253,3 +255,16 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "x.yaml", "--log-level", "loud"]) == 2
     assert main(["s3"]) == 2
     assert "usage: cloudtrail-adapter" in capsys.readouterr().err
+
+
+def test_the_container_entrypoint_is_a_valid_command_line() -> None:
+    """The Dockerfile's exec-form ENTRYPOINT + CMD, as the container runs them."""
+    text = (CONFIG_DIR.parent / "Dockerfile").read_text()
+    entry = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", text, re.M).group(1))  # type: ignore[union-attr]
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))  # type: ignore[union-attr]
+    assert entry[0] == "cloudtrail-adapter"
+    args = _parser().parse_args([*entry[1:], *cmd])
+    assert (args.command, args.config) == ("run", "/etc/cloudtrail-adapter/config.yaml")
+    assert args.http_address == ("0.0.0.0", 9108)  # noqa: S104
+    assert re.search(r"^USER 10001$", text, re.M), "never root"
+    assert "/healthz" in text.split("HEALTHCHECK", 1)[1]

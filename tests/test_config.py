@@ -186,6 +186,14 @@ def test_example_configs_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     [hook] = load_config(CONFIG_DIR / "webhook.yaml", env)
     assert hook.client_options is None
     assert hook.webhook == WebhookOptions(env["LC_WEBHOOK_URL"], Secret(HOOK_SECRET))
+    [org] = load_config(CONFIG_DIR / "org-trail.yaml", env)
+    assert isinstance(org.source, S3SourceOptions)
+    assert org.source.prefix == "AWSLogs/o-exampleorgid/"
+    [notified] = load_config(CONFIG_DIR / "sqs-notifications.yaml", env)
+    assert isinstance(notified.source, SqsSourceOptions)
+    assert notified.source.max_messages_in_work == 200
+    tested = {"s3", "sqs", "webhook", "org-trail", "sqs-notifications", "systemd"}
+    assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} == tested, "an example without a test"
 
 
 # ---- errors: named, located, all at once --------------------------------------------------
