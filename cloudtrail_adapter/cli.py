@@ -114,8 +114,13 @@ def _run(
         notifier=SystemdNotifier.from_env(env),
         monitor=Monitor(unready_after=args.unready_after),
         http_address=args.http_address or _healthcheck(sources),
+        progress=sys.stderr if _backfill_on_a_terminal(sources) else None,
     )
     return asyncio.run(serving)
+
+
+def _backfill_on_a_terminal(sources: list[SourceConfig]) -> bool:
+    return sys.stderr.isatty() and all(s.source.single_load for s in sources)
 
 
 def _healthcheck(sources: list[SourceConfig]) -> tuple[str, int] | None:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import aiohttp
 import structlog
@@ -29,6 +29,8 @@ from cloudtrail_adapter.model import AckCallback, FatalSinkError, Sink, Source
 from cloudtrail_adapter.monitor import Monitor, SourceRuntime, log_progress
 from cloudtrail_adapter.notify import SystemdNotifier
 from cloudtrail_adapter.pipeline import Pipeline
+from cloudtrail_adapter.progress import draw as draw_progress
+from cloudtrail_adapter.progress import show as show_progress
 from cloudtrail_adapter.sinks.usp import UspSink
 from cloudtrail_adapter.sinks.webhook import WebhookSink
 from cloudtrail_adapter.sources.files import FileSource
@@ -251,6 +253,7 @@ async def serve(
     notifier: SystemdNotifier | None = None,
     monitor: Monitor | None = None,
     http_address: tuple[str, int] | None = None,
+    progress: TextIO | None = None,
 ) -> int:
     """Runs every source until all single-load sources are done, or until SIGTERM/SIGINT:
     the first asks for a graceful stop, a second stops at once (still safely: nothing that
@@ -292,11 +295,17 @@ async def serve(
             everything = asyncio.gather(*runs, return_exceptions=True)
             force = asyncio.create_task(forced.wait())
             watchdog = asyncio.create_task(notifier.feed_watchdog())
+            started = time.monotonic()
+            bar = asyncio.create_task(show_progress(monitor, progress)) if progress else None
             notifier.ready(f"running {len(sources)} source(s)")
             waited: list[asyncio.Future[Any]] = [force, everything]
             await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
             force.cancel()
             watchdog.cancel()
+            if bar is not None and progress is not None:
+                bar.cancel()
+                draw_progress(monitor, progress, started)
+                progress.write("\n")
             if not shutdown.stopping.is_set():
                 notifier.stopping("every single-load source is done")
             for task in runs:

@@ -32,7 +32,7 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 @dataclass
 class SourceRuntime:
-    """One configured source: its current stages (None while it is not running)."""
+    """One configured source: its current (or last) stages, None before it first ran."""
 
     name: str
     kind: str
@@ -43,16 +43,15 @@ class SourceRuntime:
     source: Source | None = None
     observe_latency: Callable[[float], None] | None = None
     summary_interval: float = 60.0
-
-    @property
-    def running(self) -> bool:
-        return self.pipeline is not None
+    running: bool = False
 
     def attach(self, pipeline: Pipeline, tracker: AckTracker, sink: Sink) -> None:
         self.pipeline, self.tracker, self.sink = pipeline, tracker, sink
+        self.running = True
 
     def detach(self) -> None:
-        self.pipeline = self.tracker = self.sink = self.source = None
+        """Stopped: the last stages stay, so their final numbers can still be read."""
+        self.running = False
 
 
 @dataclass

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 
@@ -69,6 +70,7 @@ class FakeDaemon(types.ModuleType):
         notifier: SystemdNotifier,
         monitor: Monitor,
         http_address: tuple[str, int] | None,
+        progress: TextIO | None,
     ) -> int:
         self.calls.append((sources, state))
         self.shutdown_grace = shutdown_grace

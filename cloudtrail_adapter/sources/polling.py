@@ -38,6 +38,7 @@ class PassStats:
     skipped_in_work: int = 0
     skipped_failing: int = 0
     too_large: int = 0
+    listing_done: bool = False  # `offered` is final
 
 
 class PollingSource(ABC):
@@ -68,6 +69,7 @@ class PollingSource(ABC):
         self._in_work: set[str] = set()
         self._stop = asyncio.Event()
         self._too_large = 0
+        self.current_pass = PassStats()  # what the pass under way listed and offered so far
 
     @abstractmethod
     def list_pages(self) -> AsyncIterator[list[Listed]]:
@@ -111,7 +113,7 @@ class PollingSource(ABC):
             return
 
     async def one_pass(self, out: asyncio.Queue[WorkItem]) -> PassStats:
-        stats = PassStats()
+        stats = self.current_pass = PassStats()
         blocked = self._state.blocked_keys(self._scope, self._container)
         async for page in self.list_pages():
             stats.listed += len(page)
@@ -126,6 +128,7 @@ class PollingSource(ABC):
                 self._in_work.add(listed.key)
                 stats.offered += 1
                 await out.put(self._work_item(listed))
+        stats.listing_done = True
         return stats
 
     def _wanted(self, listed: Listed, stats: PassStats, blocked: set[str]) -> bool:
