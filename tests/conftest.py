@@ -25,6 +25,7 @@ from cloudtrail_adapter.config import (
     WebhookOptions,
 )
 from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY, moto_server
+from cloudtrail_adapter.emulator.process import DaemonProcess
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.model import Batch
 from cloudtrail_adapter.secret import Secret
@@ -137,6 +138,35 @@ def file_config(path: Path, lc: LimaCharlieEmulator, delivery: DeliveryOptions) 
         client_options=usp_client_options(lc),
         webhook=None,
         delivery=delivery,
+    )
+
+
+def s3_document(
+    endpoint: str, bucket: str, lc: LimaCharlieEmulator, hostname: str, **extra: Any
+) -> dict[str, Any]:
+    """An `s3:` YAML document, as a daemon child process reads it, to the emulator over USP."""
+    client = {
+        "hostname": hostname,
+        "identity": {"installation_key": INSTALLATION_KEY, "oid": OID},
+        "platform": "aws",
+        "sensor_seed_key": hostname,
+        "dest_url": lc.usp_url,
+    }
+    aws = {"access_key": ACCESS_KEY, "secret_key": SECRET_KEY, "region": REGION}
+    return {
+        "s3": {"client_options": client, "bucket_name": bucket, "endpoint_url": endpoint}
+        | aws
+        | extra
+    }
+
+
+async def all_workers_waiting(
+    daemon: DaemonProcess, workers: int, *, since: int = 0, timeout: float = 120.0
+) -> None:
+    """LimaCharlie is the bottleneck and the pipeline holds all the memory its bounds allow:
+    every worker waits downstream (the pipeline's `worker_waiting` debug line)."""
+    await daemon.wait_event(
+        "worker_waiting", lambda e: bool(e["waiting_workers"] == workers), timeout, since=since
     )
 
 

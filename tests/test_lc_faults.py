@@ -16,10 +16,9 @@ import yaml
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
-from cloudtrail_adapter.emulator.moto import ACCESS_KEY, SECRET_KEY
 from cloudtrail_adapter.emulator.process import DaemonProcess
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.conftest import INSTALLATION_KEY, OID, put_objects, s3_config
+from tests.conftest import all_workers_waiting, put_objects, s3_config, s3_document
 from tests.test_e2e_s3 import PREFIX
 
 WORKERS = 4
@@ -44,35 +43,9 @@ def ids(objects: dict[str, list[dict[str, Any]]]) -> Counter[str]:
 
 def long_running(endpoint: str, bucket: str, lc: LimaCharlieEmulator) -> dict[str, Any]:
     """Small buffers, so that a stall reaches every worker quickly."""
-    return {
-        "s3": {
-            "client_options": {
-                "hostname": "faults",
-                "identity": {"installation_key": INSTALLATION_KEY, "oid": OID},
-                "platform": "aws",
-                "sensor_seed_key": "faults",
-                "dest_url": lc.usp_url,
-            },
-            "bucket_name": bucket,
-            "access_key": ACCESS_KEY,
-            "secret_key": SECRET_KEY,
-            "region": "us-east-1",
-            "endpoint_url": endpoint,
-            "parallel_fetch": WORKERS,
-            "poll_interval": 0.5,
-            "delivery": {
-                "batch_max_records": 100,
-                "batch_linger": 0.02,
-                "max_buffered_bytes": 1 << 20,
-            },
-        }
-    }
-
-
-async def every_worker_waits(daemon: DaemonProcess, since: int) -> None:
-    """LimaCharlie is the bottleneck and the pipeline holds all its bounds allow."""
-    await daemon.wait_event(
-        "worker_waiting", lambda e: bool(e["waiting_workers"] == WORKERS), 60, since=since
+    delivery = {"batch_max_records": 100, "batch_linger": 0.02, "max_buffered_bytes": 1 << 20}
+    return s3_document(
+        endpoint, bucket, lc, "faults", parallel_fetch=WORKERS, poll_interval=0.5, delivery=delivery
     )
 
 
@@ -89,12 +62,12 @@ async def test_a_schedule_of_usp_faults_loses_nothing_and_memory_stays_bounded(
     faults.stall_after_messages = 3  # the peer stops reading and acking: back-pressure
     async with DaemonProcess(path, tmp_path / "state") as daemon:
         await asyncio.wait_for(faults.stall_began.wait(), 60)
-        await every_worker_waits(daemon, since=daemon.mark())
+        await all_workers_waiting(daemon, WORKERS, since=daemon.mark())
         peak = daemon.peak_rss_mb()
         faults.release_peer()
 
         faults.hold_acks()  # acks withheld until every worker waits on LimaCharlie
-        await every_worker_waits(daemon, since=daemon.mark())
+        await all_workers_waiting(daemon, WORKERS, since=daemon.mark())
         accepted_while_held = len(lc.store.events)
         faults.release_acks()
 

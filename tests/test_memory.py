@@ -14,7 +14,6 @@ import random
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 import yaml
@@ -22,10 +21,9 @@ import yaml
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record
-from cloudtrail_adapter.emulator.moto import ACCESS_KEY, SECRET_KEY
 from cloudtrail_adapter.emulator.process import DaemonProcess
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.conftest import INSTALLATION_KEY, OID
+from tests.conftest import all_workers_waiting, s3_document
 from tests.test_e2e_s3 import PREFIX
 
 LIMIT_MB = 300
@@ -54,31 +52,6 @@ def bodies() -> dict[str, bytes]:
     return objects | {f"{PREFIX}typical-{n:03}.json.gz": typical for n in range(TYPICAL)}
 
 
-async def all_workers_waiting(daemon: DaemonProcess, workers: int) -> None:
-    """The pipeline holds all the memory its bounds allow: every worker waits downstream."""
-    await daemon.wait_event("worker_waiting", lambda e: e["waiting_workers"] == workers, 120)
-
-
-def config(endpoint: str, bucket: str, lc: LimaCharlieEmulator) -> dict[str, Any]:
-    return {
-        "s3": {
-            "client_options": {
-                "hostname": "memory-test",
-                "identity": {"installation_key": INSTALLATION_KEY, "oid": OID},
-                "platform": "aws",
-                "sensor_seed_key": "memory",
-                "dest_url": lc.usp_url,
-            },
-            "bucket_name": bucket,
-            "access_key": ACCESS_KEY,
-            "secret_key": SECRET_KEY,
-            "region": "us-east-1",
-            "endpoint_url": endpoint,
-            "parallel_fetch": PARALLEL_FETCH,
-        }
-    }
-
-
 async def test_peak_rss_stays_bounded_while_limacharlie_is_stalled(
     aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, tmp_path: Path
 ) -> None:
@@ -91,7 +64,8 @@ async def test_peak_rss_stays_bounded_while_limacharlie_is_stalled(
     del objects
     assert aws_options.endpoint_url
     path = tmp_path / "memory.yaml"
-    path.write_text(yaml.safe_dump(config(aws_options.endpoint_url, bucket, lc)))
+    doc = s3_document(aws_options.endpoint_url, bucket, lc, "memory", parallel_fetch=PARALLEL_FETCH)
+    path.write_text(yaml.safe_dump(doc))
     lc.usp_faults.hold_acks()  # stalled from the first message to the end
 
     async with DaemonProcess(path, tmp_path / "state") as daemon:

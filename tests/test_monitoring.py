@@ -46,6 +46,12 @@ async def running(
         assert await asyncio.wait_for(daemon, 30) == exit_code
 
 
+async def seeded(aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator) -> SourceConfig:
+    """OBJECTS in the bucket, and a long-running S3 source over them."""
+    await put_objects(aws_options, bucket, {k: log_file(v) for k, v in OBJECTS.items()})
+    return s3_config(aws_options, bucket, lc, single_load=False, poll_interval=0.2)
+
+
 async def get(url: str) -> tuple[int, str]:
     async with aiohttp.ClientSession() as http, http.get(url) as answer:
         return answer.status, await answer.text()
@@ -74,8 +80,7 @@ def samples(text: str) -> dict[str, float]:
 async def test_metrics_add_up_to_what_limacharlie_received(
     aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, state_dir: Path
 ) -> None:
-    await put_objects(aws_options, bucket, {k: log_file(v) for k, v in OBJECTS.items()})
-    cfg = s3_config(aws_options, bucket, lc, single_load=False, poll_interval=0.2)
+    cfg = await seeded(aws_options, bucket, lc)
     label = f"{{source={cfg.name}}}"
     total = sum(len(v) for v in OBJECTS.values())
 
@@ -122,8 +127,7 @@ async def test_sqs_metrics_count_the_messages(
 async def test_readyz_turns_unready_while_limacharlie_is_down_and_ready_when_back(
     aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, state_dir: Path
 ) -> None:
-    await put_objects(aws_options, bucket, {k: log_file(v) for k, v in OBJECTS.items()})
-    cfg = s3_config(aws_options, bucket, lc, single_load=False, poll_interval=0.2)
+    cfg = await seeded(aws_options, bucket, lc)
 
     with watch_logs() as logs:
         async with running(cfg, state_dir, Monitor(unready_after=0.3), logs) as base:
@@ -163,8 +167,7 @@ def test_healthcheck_is_limacharlies_top_level_port_key() -> None:
 async def test_a_progress_line_per_interval_for_those_who_read_logs(
     aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, state_dir: Path
 ) -> None:
-    await put_objects(aws_options, bucket, {k: log_file(v) for k, v in OBJECTS.items()})
-    cfg = s3_config(aws_options, bucket, lc, single_load=False, poll_interval=0.2)
+    cfg = await seeded(aws_options, bucket, lc)
     with watch_logs() as logs:
         async with running(cfg, state_dir, Monitor(summary_interval=0.2), logs):
             await logs.wait_for("item_committed", len(OBJECTS), timeout=20)
