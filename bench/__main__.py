@@ -1,9 +1,19 @@
-"""`make bench`: the floor of our own code path against the daemon, on one generated corpus.
+"""`make bench`: where the daemon stands against the limit of its own code path, against the
+S3 stand-in it reads from, and against what a user would otherwise write, on one corpus.
 
-Rows (records/s and uncompressed MB/s, with peak RSS of this process):
-- floor: decode + compress exactly as the daemon does, one thread, no I/O;
-- daemon: the file source -> pipeline -> USP sink -> the emulator on loopback, acks on.
-Issue 5 adds the S3, SQS and naive rows and moves CPU work to a process pool.
+Rows (records/s and uncompressed MB/s; peak RSS of the program measured, its worker
+processes included):
+- floor: one process, no I/O: decompress, split, frame and compress exactly as the
+  daemon does (`pack_in_memory` per object, fragments joined into gzip bundles);
+- daemon, file source -> the LimaCharlie emulator over USP on loopback, acks on; and the
+  same on a quarter of the corpus, to show that memory does not follow the corpus size;
+- moto's own GetObject rate at the daemon's concurrency, and the daemon over S3 (moto);
+- the daemon on SQS notifications (moto), with the notification-to-ack latency;
+- naive: boto3, gzip, json, requests to the emulator's webhook (bench/naive.py).
+
+Every daemon, moto and the naive script run in their own processes; the emulator runs in
+this one. The machine has as many cores as it says: on 2 cores the daemon, its workers and
+the emulator share them, so the daemon rows are a lower bound of what it does alone.
 """
 
 from __future__ import annotations
@@ -13,113 +23,124 @@ import asyncio
 import os
 import platform
 import resource
-import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from cloudtrail_adapter.config import (
-    AwsOptions,
-    ClientOptions,
-    DeliveryOptions,
-    FileSourceOptions,
-    Identity,
-    SourceConfig,
+from bench.aws_rows import (
+    Totals,
+    moto_process,
+    naive_row,
+    s3_rows,
+    single_load_run,
+    sqs_row,
+    write_config,
 )
-from cloudtrail_adapter.daemon import serve
-from cloudtrail_adapter.decode import compress_bundle, decode_object
-from cloudtrail_adapter.emulator.corpus import CorpusFile, org_trail, write_directory
+from bench.corpus import bench_corpus
+from bench.table import Row, render
+from cloudtrail_adapter.bundles import Fragment, PackLimits, gzip_bundle
+from cloudtrail_adapter.config import DeliveryOptions
+from cloudtrail_adapter.emulator.corpus import CorpusFile, write_directory
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from cloudtrail_adapter.secret import Secret
+from cloudtrail_adapter.stream_decode import pack_in_memory
 from cloudtrail_adapter.telemetry import configure_logging
 
-
-@dataclass(frozen=True)
-class Row:
-    name: str
-    records: int
-    raw_bytes: int
-    seconds: float
-
-    def line(self) -> str:
-        rate = self.records / self.seconds
-        mbs = self.raw_bytes / self.seconds / 1e6
-        return f"{self.name:<34}{rate:>14,.0f}{mbs:>10.1f}{self.seconds:>9.2f}"
+LIBRARIES = ("msgspec", "isal", "aiohttp", "aiobotocore", "moto")
+PARALLEL_FETCH = 8
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def floor(files: list[CorpusFile], batch: int) -> Row:
-    records = raw = 0
+def floor(files: list[CorpusFile], totals: Totals) -> Row:
+    """The daemon's CPU work on one core: each object packed into fragments, the fragments
+    joined into bundles as the batcher joins them."""
+    delivery = DeliveryOptions()
+    limits = PackLimits(delivery.batch_max_records, delivery.batch_max_bytes)
+    bundle: list[Fragment] = []
+    records = size = 0
     started = time.perf_counter()
     for f in files:
-        decoded = decode_object(f.body)
-        for start in range(0, len(decoded.records), batch):
-            compress_bundle(decoded.records[start : start + batch])
-        records += len(decoded.records)
-        raw += decoded.raw_bytes
-    return Row("floor (decode+compress, no I/O)", records, raw, time.perf_counter() - started)
+        for part in pack_in_memory(f.body, limits).fragments:
+            full = records + part.records > limits.max_records
+            if bundle and (full or size + part.raw_bytes + 1 > limits.max_bytes):
+                gzip_bundle(bundle)
+                bundle, records, size = [], 0, 0
+            bundle.append(part)
+            records += part.records
+            size += part.raw_bytes + 1
+    gzip_bundle(bundle)
+    seconds = time.perf_counter() - started
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return Row("floor (pack + bundle, 1 core, no I/O)", totals.records, totals.raw_bytes,
+               seconds, note=f"this process: {rss:.0f} MB (holds the corpus)")  # fmt: skip
 
 
-async def daemon_file_source(root: Path, state: Path, records: int, raw: int) -> Row:
+async def file_row(files: list[CorpusFile], workdir: Path, label: str) -> Row:
+    """The CLI on a `file:` source over the corpus written to disk, single_load, to USP."""
+    totals = Totals.of(files)
+    root = workdir / f"corpus-{uuid.uuid4().hex[:8]}"
+    write_directory(files, root)
     async with LimaCharlieEmulator() as lc:
-        cfg = SourceConfig(
-            index=1,
-            kind="file",
-            source=FileSourceOptions(path=root, single_load=True),
-            aws=AwsOptions(),
-            client_options=ClientOptions(
-                identity=Identity(str(uuid.uuid4()), Secret(str(uuid.uuid4()))),
-                hostname="bench",
-                dest_url=lc.usp_url,
-            ),
-            webhook=None,
-            delivery=DeliveryOptions(),
-        )
-        started = time.perf_counter()
-        code = await serve([cfg], state)
-        seconds = time.perf_counter() - started
-        if code != 0 or len(lc.store.events) != records:
-            sys.exit(f"daemon run failed: exit {code}, {len(lc.store.events)}/{records} records")
-    return Row("daemon, file source -> USP emulator", records, raw, seconds)
+        client = {
+            "hostname": "bench-file",
+            "identity": {"installation_key": str(uuid.uuid4()), "oid": str(uuid.uuid4())},
+            "dest_url": lc.usp_url,
+        }
+        doc = {"file": {"path": str(root), "single_load": True, "client_options": client}}
+        config, state = write_config(workdir, "file", doc)
+        seconds, rss = await single_load_run(config, state, lc, totals, f"daemon {label}")
+    return Row(f"daemon, file source -> USP emulator{label}", totals.records,
+               totals.raw_bytes, seconds, peak_rss_mb=rss)  # fmt: skip
+
+
+async def measure(files: list[CorpusFile], workdir: Path) -> list[Row]:
+    totals = Totals.of(files)
+    rows = [floor(files, totals)]
+    rows.append(await file_row(files, workdir, ""))
+    quarter = files[::4]
+    rows.append(await file_row(quarter, workdir, " (1/4 corpus)"))
+    async with moto_process() as moto:
+        rows += await s3_rows(files, workdir, PARALLEL_FETCH, moto_url=moto)
+        pace = rows[-1].rate / 2
+        rows.append(await sqs_row(files, workdir, PARALLEL_FETCH, moto_url=moto, load=pace))
+        rows.append(await naive_row(files, workdir, moto))
+    return rows
+
+
+def ratios(rows: list[Row]) -> list[str]:
+    def row(prefix: str) -> Row:
+        return next(r for r in rows if r.name.startswith(prefix))
+
+    base, daemon, s3 = row("floor"), row("daemon, file"), row("daemon, S3")
+    moto, naive = row("moto raw"), row("naive")
+    peak = max(r.peak_rss_mb or 0.0 for r in rows if r.name.startswith("daemon"))
+    return [
+        f"daemon (file) / floor:      {daemon.rate / base.rate:6.2f}   (target >= 0.8)",
+        f"daemon (file) records/s:    {daemon.rate:,.0f}   (target >= 150,000)",
+        f"daemon (file) / naive:      {daemon.rate / naive.rate:6.1f}   (target >= 10)",
+        f"daemon (S3) / naive:        {s3.rate / naive.rate:6.1f}",
+        f"daemon (S3) / moto raw GET: {s3.rate / moto.rate:6.2f}   (target >= 0.8)",
+        f"peak RSS of a daemon row:   {peak:,.0f} MB   (target < 300)",
+    ]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="bench")
-    parser.add_argument("--files-per-day", type=int, default=4)
-    parser.add_argument("--max-records", type=int, default=5000)
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--scale", type=float, default=1.0, help="file counts x SCALE")
     args = parser.parse_args()
     configure_logging("warning")
-    files = org_trail(
-        42,
-        accounts=3,
-        regions=2,
-        days=2,
-        files_per_day=args.files_per_day,
-        records_per_file=(1, args.max_records),
-        digests=False,
-    )
-    base = floor(files, DeliveryOptions().batch_max_records)
+    files = bench_corpus(args.seed, args.scale)
     with tempfile.TemporaryDirectory(prefix="ct-bench-") as tmp:
-        root = Path(tmp) / "corpus"
-        write_directory(files, root)
-        daemon = asyncio.run(
-            daemon_file_source(root, Path(tmp) / "state", base.records, base.raw_bytes)
-        )
-    print(f"corpus: {len(files)} files, {base.records:,} records, {base.raw_bytes / 1e6:.1f} MB")
-    print(
-        f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"msgspec {version('msgspec')}, isal {version('isal')}, aiohttp {version('aiohttp')}"
-    )
-    print(f"{'row':<34}{'records/s':>14}{'MB/s':>10}{'seconds':>9}")
-    print(base.line())
-    print(daemon.line())
-    print(f"daemon / floor: {base.seconds / daemon.seconds:.2f}; peak RSS {peak_rss_mb():.0f} MB")
+        rows = asyncio.run(measure(files, Path(tmp)))
+    totals = Totals.of(files)
+    gz = sum(len(f.body) for f in files) / 1e6
+    libs = ", ".join(f"{name} {version(name)}" for name in LIBRARIES)
+    size = f"{totals.records:,} records, {totals.raw_bytes / 1e6:.0f} MB JSON, {gz:.0f} MB gzip"
+    print(f"corpus: seed {args.seed}, scale {args.scale:g}: {len(files)} files, {size}")
+    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {libs}")
+    print(render(rows))
+    print("\n".join(ratios(rows)))
 
 
 if __name__ == "__main__":

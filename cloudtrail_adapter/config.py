@@ -68,7 +68,7 @@ class DeliveryOptions:
     batch_max_records: int = 5000
     batch_max_bytes: int = 8 * 1024 * 1024
     batch_linger: float = 0.5
-    stream_threshold: int = 4 << 20
+    stream_threshold: int = 32 << 20
     max_buffered_bytes: int = 64 << 20
 
 
@@ -107,7 +107,7 @@ class SqsSourceOptions:
 @dataclass(frozen=True)
 class FileSourceOptions:
     path: Path
-    parallel_fetch: int = 4
+    parallel_fetch: int = 8
     single_load: bool = True
     poll_interval: float = 10.0
     quarantine_after: int = 5

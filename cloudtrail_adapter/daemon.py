@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,6 +36,7 @@ from cloudtrail_adapter.sources.files import FileSource
 from cloudtrail_adapter.sources.s3 import S3Source
 from cloudtrail_adapter.sources.sqs import QueueUnavailable, SqsSource
 from cloudtrail_adapter.state import StateError, StateStore
+from cloudtrail_adapter.workers import WorkerPool, tune_allocator
 
 log = structlog.get_logger("cloudtrail_adapter.daemon")
 
@@ -281,7 +281,9 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     log.info("daemon_started", sources=[s.name for s in sources], state_dir=str(state_dir))
-    executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
+    tune_allocator()
+    executor = WorkerPool()
+    executor.warm_up()
     try:
         async with aiohttp.ClientSession() as http, contextlib.AsyncExitStack() as stack:
             if http_address is not None:

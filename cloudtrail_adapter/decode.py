@@ -9,9 +9,14 @@ Decisions a reader would otherwise have to rediscover:
 - Concatenated gzip members are valid gzip (RFC 1952 §2.2) and are all decompressed; NUL
   padding after the last member is ignored (as gzip(1) does); any other trailing data is
   `corrupt_gzip`, because silently dropping it could drop records.
-- Records are never turned into Python objects: msgspec splits `Records` into `Raw` slices
-  and `msgspec.json.format(indent=-1)` compacts each one. JSON strings cannot hold a raw
-  newline (msgspec rejects one), so a compacted record is always exactly one line.
+- Records are never turned into Python objects: msgspec splits `Records` into `Raw` slices.
+  A record without a line break goes on byte for byte (CloudTrail writes compact JSON); one
+  with a line break is compacted by `msgspec.json.format(indent=-1)`. JSON strings cannot
+  hold a raw newline (msgspec rejects one), so a record is always exactly one line.
+- `pack_object` is the daemon's path: from the slices straight to deflate fragments
+  (bundles.py), without a bytes object per record, in a worker process (what it takes
+  and returns pickles small). A document that decompresses to more than
+  `PackLimits.whole_max_raw` raises `TooLargeForWhole`, for the caller to stream.
 - Zero-byte and whitespace-only objects are kind "empty"; `{"Records":[]}` is a "log" with
   no records; an object without `Records` that is a digest (by its keys, or by the key
   hint) is a "digest". Anything else without `Records` is an error, not an empty log: an
@@ -20,24 +25,29 @@ Decisions a reader would otherwise have to rediscover:
 
 from __future__ import annotations
 
+import codecs
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
 import msgspec
 from isal import isal_zlib
 
+from cloudtrail_adapter.bundles import Line, PackedObject, PackLimits, pack_lines
+
 __all__ = [
-    "BUNDLE_LEVEL",
     "OVERSIZED_RECORD",
     "DecodeError",
     "DecodeReason",
     "DecodedObject",
+    "TooLargeForWhole",
     "check_record",
     "check_utf8",
-    "compress_bundle",
     "decode_object",
     "is_digest_key",
     "json_type",
+    "one_line",
+    "pack_object",
 ]
 
 DecodeReason = Literal[
@@ -55,10 +65,10 @@ DecodeReason = Literal[
 #: CloudTrail's documented maximum record size; larger ones are delivered, and reported.
 OVERSIZED_RECORD: Final = 256 * 1024
 
-#: isa-l level for outgoing bundles: about as fast as level 0, and much smaller.
-BUNDLE_LEVEL: Final = 1
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
+_UTF8_CHUNK: Final = 1 << 16
+_LBRACE: Final = ord("{")
 _GZIP_WBITS: Final = 16 + isal_zlib.MAX_WBITS
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
 # The stub declares `error` as an instance; at runtime it is the exception class.
@@ -106,6 +116,10 @@ class DecodedObject:
     oversized: tuple[tuple[int, int], ...] = ()
 
 
+class TooLargeForWhole(Exception):
+    """The document decompresses to more than the whole-object limit: stream it instead."""
+
+
 class _Envelope(msgspec.Struct):
     """The top level of a CloudTrail file; every other key is skipped unparsed."""
 
@@ -128,15 +142,38 @@ def decode_object(data: bytes, key: str | None = None) -> DecodedObject:
     `key`, when given, only helps classify a Records-less object as a digest; it never
     decides whether the data is gzip. Raises DecodeError, and nothing else, for bad input.
     """
+    kind, lines, raw_bytes = _decode(data, key, max_raw=None)
+    records = [bytes(line) for line in lines]
+    return DecodedObject(kind, records, raw_bytes, _oversized(records))
+
+
+def pack_object(data: bytes, key: str | None, limits: PackLimits) -> PackedObject:
+    """Decode one object, as `decode_object` does, straight into batches (see `pack_lines`).
+
+    Raises DecodeError for bad input and TooLargeForWhole past `limits.whole_max_raw`.
+    """
+    kind, lines, raw_bytes = _decode(data, key, max_raw=limits.whole_max_raw)
+    del data
+    fragments = tuple(pack_lines(lines, limits))
+    return PackedObject(kind, len(lines), raw_bytes, fragments, _oversized(lines))
+
+
+def _decode(
+    data: bytes, key: str | None, *, max_raw: int | None
+) -> tuple[Literal["log", "digest", "empty"], Sequence[Line], int]:
     if data[:2] == _GZIP_MAGIC:
-        data = _gunzip(data)
+        data = _gunzip(data, max_raw)
+    elif max_raw is not None and len(data) > max_raw:
+        raise TooLargeForWhole(f"{len(data)} bytes of JSON")
     try:
         return _decode_json(data, key)
     except RecursionError:
         raise DecodeError("not_json", "JSON nested deeper than the decoder allows") from None
 
 
-def _decode_json(data: bytes, key: str | None) -> DecodedObject:
+def _decode_json(
+    data: bytes, key: str | None
+) -> tuple[Literal["log", "digest", "empty"], Sequence[Line], int]:
     raw_bytes = len(data)
     if data[:3] == _UTF8_BOM:
         data = data[3:]
@@ -146,36 +183,40 @@ def _decode_json(data: bytes, key: str | None) -> DecodedObject:
         raise _shape_error(data, exc) from None
     except msgspec.DecodeError as exc:
         if not data.strip(b" \t\r\n"):
-            return DecodedObject("empty", [], raw_bytes)
+            return "empty", [], raw_bytes
         raise DecodeError("not_json", f"not JSON: {exc}") from None
     check_utf8(data)
     if isinstance(envelope.Records, msgspec.UnsetType):
         if envelope.digestStartTime or envelope.digestS3Object or is_digest_key(key or ""):
-            return DecodedObject("digest", [], raw_bytes)
+            return "digest", [], raw_bytes
         raise _no_records(data)
-    records = _compact(envelope.Records)
-    return DecodedObject("log", records, raw_bytes, _oversized(records))
+    if b"\n" in data or b"\r" in data:
+        return "log", _compact(envelope.Records), raw_bytes
+    _check_objects(envelope.Records)
+    return "log", envelope.Records, raw_bytes
 
 
-def compress_bundle(lines: list[bytes]) -> tuple[bytes, int]:
-    """gzip of the newline-joined lines (one member, mtime 0), and the uncompressed length."""
-    joined = b"\n".join(lines)
-    return isal_zlib.compress(joined, level=BUNDLE_LEVEL, wbits=_GZIP_WBITS), len(joined)
+def _gunzip(data: bytes, max_raw: int | None = None) -> bytes:
+    """Every gzip member in `data`, concatenated; NUL padding after the last is ignored.
 
-
-def _gunzip(data: bytes) -> bytes:
-    """Every gzip member in `data`, concatenated; NUL padding after the last is ignored."""
+    Past `max_raw` decompressed bytes, TooLargeForWhole: a small object may hold a lot.
+    """
     members: list[bytes] = []
     rest = data
+    room = -1 if max_raw is None else max_raw + 1
     while True:
         inflater = isal_zlib.decompressobj(wbits=_GZIP_WBITS)
         offset = len(data) - len(rest)
         try:
-            members.append(inflater.decompress(rest))
+            members.append(inflater.decompress(rest, max(room, 0)))
         except _IsalError as exc:
             raise DecodeError(
                 "corrupt_gzip", f"corrupt gzip member at byte {offset}: {exc}"
             ) from None
+        if max_raw is not None:
+            room -= len(members[-1])
+            if room <= 0:
+                raise TooLargeForWhole(f"more than {max_raw} bytes decompressed")
         if not inflater.eof:
             raise DecodeError(
                 "truncated_gzip",
@@ -194,14 +235,30 @@ def _gunzip(data: bytes) -> bytes:
 
 
 def check_utf8(data: bytes, offset: int = 0) -> None:
-    """msgspec does not validate strings inside a Raw; records must be valid UTF-8 text."""
+    """msgspec does not validate strings inside a Raw; records must be valid UTF-8 text.
+
+    Only the chunks that are not plain ASCII are decoded (through one incremental decoder,
+    so a character split between chunks is still checked): text is mostly ASCII, and
+    decoding all of it would build a large str for nothing.
+    """
     if data.isascii():
         return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
     try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
+        for start in range(0, len(data), _UTF8_CHUNK):
+            chunk = view[start : start + _UTF8_CHUNK]
+            if decoder.getstate()[0] or not chunk.tobytes().isascii():
+                decoder.decode(chunk, final=False)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        try:  # the error path only: where exactly, from one plain decode
+            data.decode("utf-8")
+            at = len(data)
+        except UnicodeDecodeError as exc:
+            at = exc.start
         raise DecodeError(
-            "invalid_utf8", f"invalid UTF-8 at byte {offset + exc.start} of the decompressed data"
+            "invalid_utf8", f"invalid UTF-8 at byte {offset + at} of the decompressed data"
         ) from None
 
 
@@ -213,20 +270,35 @@ def check_record(line: bytes, index: int) -> None:
         )
 
 
-def _compact(raws: list[msgspec.Raw]) -> list[bytes]:
-    fmt = msgspec.json.format
-    lines: list[bytes] = []
-    append = lines.append
+def _check_objects(raws: list[msgspec.Raw]) -> None:
+    """Every record must be a JSON object: its first byte says so (a Raw is a valid value)."""
     for index, raw in enumerate(raws):
-        line: bytes = fmt(raw, indent=-1)
-        if line[:1] != b"{":
-            check_record(line, index)
-        append(line)
+        if memoryview(raw)[0] != _LBRACE:
+            check_record(bytes(raw), index)
+
+
+def _compact(raws: list[msgspec.Raw]) -> list[Line]:
+    """The slow path, for a document with line breaks: records holding one are compacted."""
+    lines: list[Line] = []
+    for index, raw in enumerate(raws):
+        line = one_line(bytes(raw))
+        check_record(line, index)
+        lines.append(line)
     return lines
 
 
-def _oversized(records: list[bytes]) -> tuple[tuple[int, int], ...]:
+def one_line(value: bytes) -> bytes:
+    """A valid JSON value on one line: as it is when it has no line break, else compacted."""
+    if b"\n" in value or b"\r" in value:
+        compact: bytes = msgspec.json.format(value, indent=-1)
+        return compact
+    return value
+
+
+def _oversized(records: Sequence[Line]) -> tuple[tuple[int, int], ...]:
     limit = OVERSIZED_RECORD
+    if not records or max(map(len, records)) <= limit:
+        return ()
     return tuple((i, len(line)) for i, line in enumerate(records) if len(line) > limit)
 
 

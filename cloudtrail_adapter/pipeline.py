@@ -1,7 +1,13 @@
 """The stages between a source and a sink: fetch+decode workers, the batcher, the committer.
 
-    source --WorkItem--> [work queue] --> workers (load, decode in a pool)
-           --(progress, records)--> [decoded queue] --> batcher --Batch--> sink.send()
+    source --WorkItem--> [work queue] --> workers (load; decode and pack in a process pool)
+           --(progress, packs)--> [decoded queue] --> batcher --Batch--> sink.send()
+
+CPU work (decompressing, splitting, compressing) happens in the executor, a process pool in
+the daemon: a worker hands it an object's bytes and gets back deflate fragments of at most
+a batch each (bundles.py). The batcher joins fragments, of one object or of many small
+ones, into gzip bundles by concatenation, so the event loop only moves bytes: it never
+looks at a record and never compresses.
 
 Every queue is bounded and `sink.send` waits while LimaCharlie's window is full, so a slow
 LimaCharlie slows decoding, which slows the source: memory is bounded by queue sizes times
@@ -12,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -20,18 +26,25 @@ import structlog
 
 from cloudtrail_adapter.acks import AckTracker, ItemProgress
 from cloudtrail_adapter.aio import ByteBudget
+from cloudtrail_adapter.bundles import Fragment, PackLimits, gzip_bundle, pack_lines
 from cloudtrail_adapter.config import DeliveryOptions
-from cloudtrail_adapter.decode import DecodeError, compress_bundle, decode_object
+from cloudtrail_adapter.decode import DecodeError
 from cloudtrail_adapter.model import Batch, WorkItem
-from cloudtrail_adapter.stream_decode import STEP_OUTPUT, StreamDecoder
+from cloudtrail_adapter.stream_decode import (
+    STEP_OUTPUT,
+    StreamDecoder,
+    fits_whole,
+    pack_in_memory,
+    pack_stream,
+)
 
 log = structlog.get_logger("cloudtrail_adapter.pipeline")
 
 SendBatch = Callable[[Batch], Awaitable[None]]
 STREAM_RANGE = 4 << 20  # compressed bytes per ranged read of a large object
-WHOLE_RATIO = (
-    10  # decoded bytes per compressed byte, to reserve before decoding (CloudTrail: ~6-10)
-)
+#: Bytes to reserve per compressed byte before packing an object: the input and its batches
+#: (gzip level 1 of CloudTrail is ~1.3x its level-6 input) are held here at once.
+WHOLE_RATIO = 3
 
 
 @dataclass
@@ -49,8 +62,8 @@ class PipelineStats:
 @dataclass(frozen=True)
 class Decoded:
     progress: ItemProgress
-    records: list[bytes]
-    size: int  # bytes of `records`, held in the buffer budget until batched
+    fragments: Sequence[Fragment]
+    size: int  # bytes of `fragments`, held in the buffer budget until batched
 
 
 class Pipeline:
@@ -69,12 +82,15 @@ class Pipeline:
         self.name = name
         self.stats = PipelineStats()
         self.work: asyncio.Queue[WorkItem] = asyncio.Queue(maxsize=workers * 2)
-        self._decoded: asyncio.Queue[Decoded] = asyncio.Queue(maxsize=2)
+        # None: the workers went idle.
+        self._decoded: asyncio.Queue[Decoded | None] = asyncio.Queue(maxsize=2)
         self._send = send
         self._tracker = tracker
         self._delivery = delivery
         self._workers = workers
         self._executor = executor
+        self._limits = PackLimits(delivery.batch_max_records, delivery.batch_max_bytes)
+        self._busy = 0  # workers with an item
         self._waiting = 0  # workers waiting for the budget or for room in the decoded queue
         # Decoded records not yet batched: with the sink's window and the bundle size, this
         # bounds memory however slow LimaCharlie is and however large the objects.
@@ -99,11 +115,15 @@ class Pipeline:
     async def _worker(self) -> None:
         while True:
             item = await self.work.get()
+            self._busy += 1
             try:
                 progress = self._tracker.open(item)
                 await self._read(item, progress)
             finally:
+                self._busy -= 1
                 self.work.task_done()
+            if not self._busy and self.work.empty():
+                await self._decoded.put(None)  # the batcher need not wait out its linger
 
     async def _read(self, item: WorkItem, progress: ItemProgress) -> None:
         """Whole for ordinary objects, streamed for large ones; a failure is logged and the
@@ -131,20 +151,26 @@ class Pipeline:
         reserved = await self._reserve(min(size * WHOLE_RATIO, self._budget.limit))
         try:
             data = await item.reader.read()
-            decoded = await loop.run_in_executor(self._executor, decode_object, data)
+            if fits_whole(len(data), self._limits):
+                packed = await loop.run_in_executor(
+                    self._executor, pack_in_memory, data, self._limits
+                )
+            else:
+                packed = await asyncio.to_thread(pack_stream, data, self._limits)
         except BaseException:
             self._budget.release(reserved)
             raise
         del data
-        reserved = self._budget.resize(reserved, sum(map(len, decoded.records)))
-        self._tracker.set_total(progress, len(decoded.records))
-        self._report_oversized(item, decoded.oversized)
-        await self._hand_on(Decoded(progress, decoded.records, reserved))
-        return decoded.kind, len(decoded.records)
+        reserved = self._budget.resize(reserved, _size(packed.fragments))
+        self._tracker.set_total(progress, packed.records)
+        self._report_oversized(item, packed.oversized)
+        await self._hand_on(Decoded(progress, packed.fragments, reserved))
+        return packed.kind, packed.records
 
     async def _stream(self, item: WorkItem, progress: ItemProgress, _size: int) -> tuple[str, int]:
         """Records go on as they are decoded; the total is known, and the item can commit,
-        only once the whole object was read."""
+        only once the whole object was read. The decoder keeps state between steps, so it
+        runs in a thread (its inflate and compress release the GIL), not in the pool."""
         decoder = StreamDecoder()
         total = 0
         async for chunk in item.reader.chunks(STREAM_RANGE):
@@ -157,16 +183,15 @@ class Pipeline:
         return summary.kind, total
 
     async def _step(self, decoder: StreamDecoder, progress: ItemProgress) -> int:
-        loop = asyncio.get_running_loop()
         reserved = await self._reserve(STEP_OUTPUT)
         try:
-            records = await loop.run_in_executor(self._executor, decoder.step)
+            fragments = await asyncio.to_thread(_step_packed, decoder, self._limits)
         except BaseException:
             self._budget.release(reserved)
             raise
-        reserved = self._budget.resize(reserved, sum(map(len, records)))
-        await self._hand_on(Decoded(progress, records, reserved))
-        return len(records)
+        reserved = self._budget.resize(reserved, _size(fragments))
+        await self._hand_on(Decoded(progress, fragments, reserved))
+        return sum(f.records for f in fragments)
 
     def _report_oversized(self, item: WorkItem, oversized: tuple[tuple[int, int], ...]) -> None:
         """Delivered all the same (an audit event is never dropped), but worth knowing."""
@@ -184,7 +209,7 @@ class Pipeline:
         )
 
     async def _hand_on(self, entry: Decoded) -> None:
-        if not entry.records:
+        if not entry.fragments:
             self._budget.release(entry.size)
             return
         if not self._decoded.full():
@@ -224,7 +249,7 @@ class Pipeline:
         )
 
     async def _batcher(self) -> None:
-        """Packs records of consecutive items into bundles bounded by count, bytes and linger."""
+        """Joins fragments into bundles bounded by count, bytes and linger."""
         loop = asyncio.get_running_loop()
         bundle = _Bundle()
         deadline = 0.0
@@ -236,24 +261,32 @@ class Pipeline:
             except TimeoutError:
                 await self._flush(bundle.take())
                 continue
-            if bundle.empty:
-                deadline = loop.time() + self._delivery.batch_linger
-            for record in entry.records:
-                if bundle.full(self._delivery, len(record)):
+            if entry is None:  # every worker is idle: lingering would only delay
+                if not bundle.empty:
                     await self._flush(bundle.take())
+                continue
+            for part in entry.fragments:
+                if bundle.full(self._limits, part):
+                    await self._flush(bundle.take())
+                if bundle.empty:
                     deadline = loop.time() + self._delivery.batch_linger
-                bundle.add(entry.progress, record)
+                bundle.add(entry.progress, part)
             self._budget.release(entry.size)  # the bundle's own bound takes over
 
     async def _flush(self, bundle: _Bundle) -> None:
-        loop = asyncio.get_running_loop()
-        payload, raw_bytes = await loop.run_in_executor(
-            self._executor, compress_bundle, bundle.lines
-        )
-        batch = Batch(payload, len(bundle.lines), raw_bytes, bundle.parts())
+        payload, raw_bytes = gzip_bundle(bundle.fragments)  # concatenation: no compressing
+        batch = Batch(payload, bundle.records, raw_bytes, bundle.parts())
         await self._send(batch)
         self.stats.batches_sent += 1
         self.stats.records_sent += batch.records
+
+
+def _step_packed(decoder: StreamDecoder, limits: PackLimits) -> list[Fragment]:
+    return pack_lines(decoder.step(), limits)
+
+
+def _size(fragments: Sequence[Fragment]) -> int:
+    return sum(len(f.deflate) for f in fragments)
 
 
 def _fetch_reason(exc: Exception) -> str:
@@ -263,38 +296,41 @@ def _fetch_reason(exc: Exception) -> str:
 
 
 class _Bundle:
-    """Lines being packed, and how many came from each item (in order)."""
+    """Fragments being joined, and how many records came from each item (in order)."""
 
     def __init__(self) -> None:
-        self.lines: list[bytes] = []
+        self.fragments: list[Fragment] = []
+        self.records = 0
         self.size = 0
         self._counts: list[tuple[ItemProgress, int]] = []
 
     @property
     def empty(self) -> bool:
-        return not self.lines
+        return not self.fragments
 
-    def full(self, delivery: DeliveryOptions, next_len: int) -> bool:
-        if not self.lines:
+    def full(self, limits: PackLimits, part: Fragment) -> bool:
+        if not self.fragments:
             return False
         return (
-            len(self.lines) >= delivery.batch_max_records
-            or self.size + next_len + 1 > delivery.batch_max_bytes
+            self.records + part.records > limits.max_records
+            or self.size + part.raw_bytes + 1 > limits.max_bytes
         )
 
-    def add(self, progress: ItemProgress, line: bytes) -> None:
-        self.lines.append(line)
-        self.size += len(line) + 1
+    def add(self, progress: ItemProgress, part: Fragment) -> None:
+        self.fragments.append(part)
+        self.records += part.records
+        self.size += part.raw_bytes + 1
         if self._counts and self._counts[-1][0] is progress:
-            self._counts[-1] = (progress, self._counts[-1][1] + 1)
+            self._counts[-1] = (progress, self._counts[-1][1] + part.records)
         else:
-            self._counts.append((progress, 1))
+            self._counts.append((progress, part.records))
 
     def parts(self) -> tuple[tuple[ItemProgress, int], ...]:
         return tuple(self._counts)
 
     def take(self) -> _Bundle:
         taken = _Bundle()
-        taken.lines, taken.size, taken._counts = self.lines, self.size, self._counts
-        self.lines, self.size, self._counts = [], 0, []
+        taken.fragments, taken.records, taken.size = self.fragments, self.records, self.size
+        taken._counts = self._counts
+        self.fragments, self.records, self.size, self._counts = [], 0, 0, []
         return taken

@@ -25,22 +25,36 @@ from typing import Final, Literal
 import msgspec
 from isal import isal_zlib
 
+from cloudtrail_adapter.bundles import Fragment, PackedObject, PackLimits, pack_lines
 from cloudtrail_adapter.decode import (
     OVERSIZED_RECORD,
     DecodeError,
     DecodeReason,
+    TooLargeForWhole,
     check_record,
     check_utf8,
     json_type,
+    one_line,
+    pack_object,
 )
 
-__all__ = ["DEFAULT_MAX_VALUE", "STEP_OUTPUT", "StreamDecoder", "StreamSummary"]
+__all__ = [
+    "DEFAULT_MAX_VALUE",
+    "STEP_OUTPUT",
+    "StreamDecoder",
+    "StreamSummary",
+    "fits_whole",
+    "pack_in_memory",
+    "pack_stream",
+]
 
 #: Decompressed bytes per `step`: bounds the memory and the records of one step.
 STEP_OUTPUT: Final = 4 << 20
 #: The largest single JSON value (a record) held while looking for its end.
 DEFAULT_MAX_VALUE: Final = 32 << 20
 
+#: Text bytes per compressed byte that CloudTrail's gzip usually gives (at least).
+_LIKELY_RATIO: Final = 6
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _GZIP_WBITS: Final = 16 + isal_zlib.MAX_WBITS
 _IsalError: Final[type[Exception]] = isal_zlib.error  # type: ignore[assignment]
@@ -68,6 +82,36 @@ class StreamSummary:
     oversized: tuple[tuple[int, int], ...] = ()
 
 
+def pack_in_memory(data: bytes, limits: PackLimits) -> PackedObject:
+    """The worker pool's entry point: an object held in memory, packed into batches; decoded
+    whole when its text fits `limits.whole_max_raw`, else a step at a time (then only its
+    batches are held, never all of its text)."""
+    if fits_whole(len(data), limits):
+        try:
+            return pack_object(data, None, limits)
+        except TooLargeForWhole:
+            pass
+    return pack_stream(data, limits)
+
+
+def fits_whole(size: int, limits: PackLimits) -> bool:
+    """Whether an object of `size` compressed bytes is likely to decode whole."""
+    return size * _LIKELY_RATIO <= limits.whole_max_raw
+
+
+def pack_stream(data: bytes, limits: PackLimits) -> PackedObject:
+    decoder = StreamDecoder()
+    decoder.feed(data)
+    del data
+    fragments: list[Fragment] = []
+    while not decoder.hungry:
+        fragments += pack_lines(decoder.step(), limits)
+    summary = decoder.finish()
+    return PackedObject(
+        summary.kind, summary.records, summary.raw_bytes, tuple(fragments), summary.oversized
+    )
+
+
 class StreamDecoder:
     """`feed` bytes, call `step` until `hungry`, repeat; then `finish`.
 
@@ -92,6 +136,7 @@ class StreamDecoder:
         self._records = 0
         self._array_empty = True
         self._oversized: list[tuple[int, int]] = []
+        self._bulk_failed = False  # no bulk split found in this step: one at a time until next
 
     @property
     def hungry(self) -> bool:
@@ -188,6 +233,7 @@ class StreamDecoder:
 
     def _split(self, *, final: bool) -> list[bytes]:
         records: list[bytes] = []
+        self._bulk_failed = False
         pos: int | None = 0
         while pos is not None:
             consumed = pos
@@ -240,6 +286,10 @@ class StreamDecoder:
                 if byte == _RBRACKET and self._array_empty:
                     self._phase = "next"
                     return pos + 1
+                if byte == _LBRACE and not self._bulk_failed:
+                    bulk = self._read_records_bulk(pos, records)
+                    if bulk is not None:
+                        return bulk
                 return self._read_record(pos, final, records)
             case "record_sep":
                 return self._separator(pos, byte, _RBRACKET, "record", "',' or ']' after a record")
@@ -280,6 +330,46 @@ class StreamDecoder:
         self._format(pos, end)
         self._phase = "next"
         return end
+
+    def _read_records_bulk(self, pos: int, records: list[bytes]) -> int | None:
+        """Many records at once, at msgspec's speed: guess where the last complete record in
+        the buffer ends, and let msgspec parse everything up to there as one JSON array.
+
+        A guess is right exactly when that parse succeeds: a cut inside a string leaves the
+        string open, and a cut inside a nested value leaves a bracket open, and either is
+        invalid JSON. So a wrong guess costs a parse, never a wrong record. After a few
+        wrong guesses the bracket scanner takes over until the next step.
+        """
+        text = self._text
+        end = len(text)
+        for _ in range(_BULK_TRIES):
+            cut = _last_boundary(text, pos, end)
+            if cut is None:
+                break
+            chunk = bytes(text[pos:cut])
+            try:
+                raws = _decode_array(b"[" + chunk + b"]")
+            except msgspec.DecodeError:
+                end = cut - 1
+                continue
+            check_utf8(chunk, self._base + pos)
+            multiline = b"\n" in chunk or b"\r" in chunk
+            for raw in raws:
+                if len(raw) > self._max_value:
+                    raise DecodeError(
+                        "record_too_large",
+                        f"Records[{self._records}] is larger than {self._max_value} bytes",
+                    )
+                line = one_line(bytes(raw)) if multiline else bytes(raw)
+                check_record(line, self._records)
+                if len(line) > OVERSIZED_RECORD:
+                    self._oversized.append((self._records, len(line)))
+                records.append(line)
+                self._records += 1
+            self._phase, self._array_empty = "record_sep", False
+            return cut
+        self._bulk_failed = True
+        return None
 
     def _read_record(self, pos: int, final: bool, records: list[bytes]) -> int | None:
         end = self._value_end(pos, final)
@@ -337,9 +427,11 @@ class StreamDecoder:
         return end
 
     def _format(self, pos: int, end: int) -> bytes:
-        """The value validated and compacted, as decode.py does it."""
+        """The value validated and made one line, as decode.py does it."""
+        value = bytes(self._text[pos:end])
         try:
-            line: bytes = msgspec.json.format(bytes(self._text[pos:end]), indent=-1)
+            _validate(value)
+            line = one_line(value)
         except msgspec.DecodeError as exc:
             raise DecodeError("not_json", f"not JSON at byte {self._base + pos}: {exc}") from None
         check_utf8(line, self._base + pos)
@@ -361,6 +453,23 @@ class StreamDecoder:
 
     def _syntax(self, pos: int, expected: str) -> DecodeError:
         return DecodeError("not_json", f"not JSON: expected {expected} at byte {self._base + pos}")
+
+
+_validate: Final = msgspec.json.Decoder(msgspec.Raw).decode
+_decode_array: Final = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_BULK_TRIES: Final = 4
+#: Where records usually meet: CloudTrail writes `eventVersion` first. Any `},{` will do
+#: when that is not found; a guess is always checked.
+_LIKELY_BOUNDARY: Final = b'},{"eventVersion"'
+_BOUNDARY: Final = b"},{"
+
+
+def _last_boundary(text: bytearray, start: int, end: int) -> int | None:
+    """The end of what may be the last complete record before `end` (just after its `}`)."""
+    found = text.rfind(_LIKELY_BOUNDARY, start, end)
+    if found < 0:
+        found = text.rfind(_BOUNDARY, start, end)
+    return None if found < 0 else found + 1
 
 
 def _container_end(text: bytearray, pos: int) -> int | None:

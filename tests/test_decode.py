@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cloudtrail_adapter.bundles import compress_bundle
 from cloudtrail_adapter.decode import (
     DecodedObject,
     DecodeError,
     DecodeReason,
-    compress_bundle,
     decode_object,
     is_digest_key,
 )

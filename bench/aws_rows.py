@@ -1,0 +1,587 @@
+"""The AWS rows of `make bench`: moto's own GetObject rate, the daemon over S3 and over SQS
+notifications, and the naive script, all against the same corpus.
+
+Every program measured runs in its own process, as in production: moto (so its request
+handling does not share a GIL with the LimaCharlie emulator, which runs in this process),
+the daemon (the real CLI, `DaemonProcess`) and the naive script (`bench/naive.py`). Peak
+RSS is the kernel's high-water mark (VmHWM) of the measured process plus any processes it
+started, sampled while it runs (the kernel keeps no figure once a process is reaped).
+
+`python -m bench.aws_rows` runs every row on a small corpus, as a smoke test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import orjson
+import yaml
+from isal import igzip
+
+from bench.table import Row, render
+from cloudtrail_adapter import aws
+from cloudtrail_adapter.config import AwsOptions
+from cloudtrail_adapter.emulator import messages
+from cloudtrail_adapter.emulator.corpus import CorpusFile, org_trail
+from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY
+from cloudtrail_adapter.emulator.process import DaemonProcess
+from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
+from cloudtrail_adapter.emulator.store import AcceptedEvent
+from cloudtrail_adapter.secret import Secret
+from cloudtrail_adapter.telemetry import configure_logging
+
+__all__ = ["moto_process", "naive_row", "s3_rows", "sqs_row"]
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parent.parent  # children import `bench` from here
+OID = "6c3f1d2a-9d55-4e1e-8f0a-3b2c1d0e9f8a"
+INSTALLATION_KEY = "0f4e7a52-1b2c-4d3e-9f8a-7b6c5d4e3f2a"
+HOOK = "cloudtrail-naive"
+WEBHOOK_SECRET = "bench-webhook-secret-3c9d"  # noqa: S105 (the emulator's, made up here)
+LOG_LEVEL = "info"  # quiet per object; DaemonProcess.stop() waits for its daemon_started line
+TIMEOUT = 600.0  # for any one run; the corpus decides how long a run really takes
+RSS_STEP = 0.05  # seconds between VmHWM samples
+UPLOAD_CONCURRENCY = 8
+SQS_BATCH = 10  # SendMessageBatch's limit
+# The daemon's long poll. A long poll answers as soon as a message arrives, so latency does
+# not depend on it, but a SIGTERM waits for the poll in progress (up to 20 s by default).
+SQS_WAIT = 2
+_gunzip: Callable[[bytes], bytes] = igzip.decompress  # isal's function is untyped
+
+# The moto child: serves until its stdin closes (so it also ends if the bench dies).
+_MOTO_CHILD = """
+import os, sys
+from cloudtrail_adapter.emulator.moto import moto_server
+with moto_server() as url:
+    print(url, flush=True)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nobody reads stdout any more
+    sys.stdin.read()
+"""
+
+
+# ---------------------------------------------------------------------------------------
+# Processes: moto, and peak memory of a process tree
+
+
+@contextlib.asynccontextmanager
+async def moto_process(start_timeout: float = 60.0) -> AsyncIterator[str]:
+    """Yields the endpoint URL of moto's ThreadedMotoServer running in a child process."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _MOTO_CHILD,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), start_timeout)
+        url = line.decode().strip()
+        if not url.startswith("http://"):
+            raise SystemExit(f"moto did not start (exit {proc.returncode}, said {line!r})")
+        yield url
+    finally:
+        proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:  # a request thread still long-polling holds the exit
+            proc.kill()
+            await proc.wait()
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    """The process's resident high-water mark; 0 once it is gone (or a zombie)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from each process's parent in /proc/*/stat (this kernel
+    has no /proc/*/task/*/children)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # comm may hold spaces and ')'
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+class PeakRss:
+    """`async with PeakRss(pid) as rss:` ... `rss.mb`: the largest sum of VmHWM over `pid`
+    and its descendants seen while inside (sampled: nothing announces memory growth).
+
+    VmHWM is itself a high-water mark, so for the main process only the growth of its
+    last `RSS_STEP` seconds can be missed. Pages a forked child shares with its parent
+    count in both, as RSS always does.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.kb = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def mb(self) -> float:
+        return self.kb / 1024
+
+    def sample(self) -> None:
+        pids = [self.pid, *_descendants(self.pid)]
+        self.kb = max(self.kb, sum(_vm_hwm_kb(p) for p in pids))
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(RSS_STEP)
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+# ---------------------------------------------------------------------------------------
+# The corpus, in a bucket
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What the log files of a corpus hold: records, eventIDs and uncompressed bytes."""
+
+    records: int
+    raw_bytes: int
+    event_ids: frozenset[str]
+
+    @classmethod
+    def of(cls, files: Iterable[CorpusFile]) -> Totals:
+        logs = [f for f in files if f.kind == "log"]
+        return cls(
+            records=sum(len(f.event_ids) for f in logs),
+            raw_bytes=sum(len(_gunzip(f.body)) for f in logs),
+            event_ids=frozenset(e for f in logs for e in f.event_ids),
+        )
+
+
+async def endpoint_of(stack: contextlib.AsyncExitStack, moto_url: str | None) -> str:
+    """`moto_url`, else a moto process of our own that lives as long as `stack`."""
+    if moto_url is not None:
+        return moto_url
+    url: str = await stack.enter_async_context(moto_process())
+    return url
+
+
+def aws_options(endpoint: str) -> AwsOptions:
+    return AwsOptions(ACCESS_KEY, Secret(SECRET_KEY), REGION, endpoint)
+
+
+async def each(items: Iterable[T], concurrency: int, work: Callable[[T], Awaitable[None]]) -> None:
+    """`work` on every item, `concurrency` at a time (workers sharing one iterator)."""
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:
+            await work(item)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(worker())
+
+
+async def upload(files: Sequence[CorpusFile], options: AwsOptions) -> str:
+    """A fresh bucket holding every file at its key; its name."""
+    bucket = f"bench-{uuid.uuid4().hex[:12]}"
+    async with aws.client("s3", options, pool=UPLOAD_CONCURRENCY) as s3:
+        await s3.create_bucket(Bucket=bucket)
+
+        async def put(f: CorpusFile) -> None:
+            await s3.put_object(Bucket=bucket, Key=f.key, Body=f.body)
+
+        await each(files, UPLOAD_CONCURRENCY, put)
+    return bucket
+
+
+# ---------------------------------------------------------------------------------------
+# Checks and the daemon's document
+
+
+def verify(events: Sequence[AcceptedEvent], totals: Totals, what: str, log: str = "") -> None:
+    """Every record accepted exactly once, or SystemExit saying what is wrong."""
+    got = [str(orjson.loads(e.raw).get("eventID")) for e in events]
+    missing = len(totals.event_ids - set(got))
+    if missing or len(got) != totals.records:
+        raise SystemExit(
+            f"{what}: the emulator holds {len(got)} records for {totals.records} in the corpus "
+            f"({missing} missing, {len(got) - len(set(got))} duplicates)\n{log}"
+        )
+
+
+def document(kind: str, lc: LimaCharlieEmulator, endpoint: str, **source: Any) -> dict[str, Any]:
+    """An `s3:`/`sqs:` YAML document to the emulator over USP; delivery options at defaults."""
+    client = {
+        "hostname": f"bench-{kind}",
+        "identity": {"installation_key": INSTALLATION_KEY, "oid": OID},
+        "platform": "aws",
+        "sensor_seed_key": f"bench-{kind}",
+        "dest_url": lc.usp_url,
+    }
+    aws_keys = {"access_key": ACCESS_KEY, "secret_key": SECRET_KEY, "region": REGION}
+    return {kind: {"client_options": client, "endpoint_url": endpoint} | aws_keys | source}
+
+
+def write_config(workdir: Path, name: str, doc: dict[str, Any]) -> tuple[Path, Path]:
+    """The config file and a fresh state directory (no checkpoint from an earlier run)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = f"{name}-{uuid.uuid4().hex[:8]}"
+    config = workdir / f"{run}.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    return config, workdir / f"state-{run}"
+
+
+async def single_load_run(
+    config: Path, state: Path, lc: LimaCharlieEmulator, totals: Totals, what: str
+) -> tuple[float, float]:
+    """The CLI on a single_load config: (seconds, peak RSS MB of its process tree).
+
+    Timed from its daemon_started line (interpreter start-up and imports, about a second,
+    are paid once per process and say nothing of throughput) until it exited 0 and the
+    emulator holds every record; any other outcome is a SystemExit saying what happened.
+    """
+    async with (
+        DaemonProcess(config, state, log_level=LOG_LEVEL) as daemon,
+        PeakRss(daemon.proc.pid) as rss,
+    ):
+        try:
+            await daemon.wait_event("daemon_started", timeout=TIMEOUT)
+            started = time.perf_counter()
+            code = await asyncio.wait_for(daemon.proc.wait(), TIMEOUT)
+            if code == 0:
+                await lc.store.wait_for(totals.records, TIMEOUT)
+        except TimeoutError as exc:
+            raise SystemExit(f"{what}: {exc}\n{daemon.tail()}") from None
+        seconds = time.perf_counter() - started
+    if code != 0:
+        raise SystemExit(f"{what} exited {code}:\n{daemon.tail()}")
+    verify(lc.store.events, totals, what, daemon.tail())
+    return seconds, rss.mb
+
+
+# ---------------------------------------------------------------------------------------
+# S3: moto's ceiling, then the daemon
+
+
+async def moto_get_row(
+    files: Sequence[CorpusFile], options: AwsOptions, bucket: str, totals: Totals, parallel: int
+) -> Row:
+    """GetObject of every log file, `parallel` at a time, each body read whole: what moto can
+    serve at the daemon's concurrency, the ceiling of any S3 row."""
+    logs = [f for f in files if f.kind == "log"]
+    async with aws.client("s3", options, pool=parallel) as s3:
+
+        async def get(f: CorpusFile) -> None:
+            answer = await s3.get_object(Bucket=bucket, Key=f.key)
+            async with answer["Body"] as body:
+                data = await body.read()
+            if len(data) != len(f.body):
+                raise SystemExit(f"moto served {len(data)} bytes of {f.key}, not {len(f.body)}")
+
+        started = time.perf_counter()
+        await each(logs, parallel, get)
+        seconds = time.perf_counter() - started
+    gzipped = sum(len(f.body) for f in logs) / 1e6
+    return Row(
+        f"moto raw GetObject ({parallel} parallel)",
+        totals.records,
+        totals.raw_bytes,
+        seconds,
+        note=f"{len(logs)} objects, {gzipped:.1f} MB gzip",
+    )
+
+
+async def s3_rows(
+    files: list[CorpusFile],
+    workdir: Path,
+    parallel_fetch: int = 8,
+    *,
+    moto_url: str | None = None,
+    timeout: float = TIMEOUT,
+) -> list[Row]:
+    """[moto raw GetObject, daemon S3 -> USP], on one bucket of one moto (its own process,
+    started here unless `moto_url` is given).
+
+    The daemon row is timed as `single_load_run` says.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        endpoint = await endpoint_of(stack, moto_url)
+        options = aws_options(endpoint)
+        totals = Totals.of(files)
+        bucket = await upload(files, options)
+        raw = await moto_get_row(files, options, bucket, totals, parallel_fetch)
+        lc = await stack.enter_async_context(LimaCharlieEmulator())
+        doc = document(
+            "s3", lc, endpoint, bucket_name=bucket, single_load=True, parallel_fetch=parallel_fetch
+        )
+        config, state = write_config(workdir, "s3", doc)
+        seconds, rss_mb = await single_load_run(config, state, lc, totals, "daemon S3 run")
+    daemon_row = Row(
+        "daemon, S3 (moto) -> USP emulator",
+        totals.records,
+        totals.raw_bytes,
+        seconds,
+        peak_rss_mb=rss_mb,
+        note=f"share of moto raw: {raw.seconds / seconds:.2f}",
+    )
+    return [raw, daemon_row]
+
+
+# ---------------------------------------------------------------------------------------
+# SQS: notifications at a steady pace, latency per object
+
+
+async def send_notifications(
+    options: AwsOptions,
+    queue: str,
+    bucket: str,
+    logs: Sequence[CorpusFile],
+    load: float | None,
+) -> dict[str, float]:
+    """One S3 event notification per object, SQS_BATCH per SendMessageBatch; batch n is due
+    when the records before it, at `load` records/s, have been offered (all at once when
+    None). Returns key -> monotonic time its message was visible (SendMessageBatch answered).
+    """
+    sent: dict[str, float] = {}
+    async with aws.client("sqs", options) as sqs:
+        started = time.monotonic()
+        offered = 0
+        for first in range(0, len(logs), SQS_BATCH):
+            batch = logs[first : first + SQS_BATCH]
+            if load is not None:
+                await asyncio.sleep(max(0.0, started + offered / load - time.monotonic()))
+            entries = [
+                {
+                    "Id": str(n),
+                    "MessageBody": messages.s3_event(bucket, [f.key], sizes=[len(f.body)]),
+                }
+                for n, f in enumerate(batch)
+            ]
+            answer = await sqs.send_message_batch(QueueUrl=queue, Entries=entries)
+            if answer.get("Failed"):
+                raise SystemExit(f"SendMessageBatch failed: {answer['Failed']}")
+            now = time.monotonic()
+            sent.update((f.key, now) for f in batch)
+            offered += sum(len(f.event_ids) for f in batch)
+    return sent
+
+
+async def drained(options: AwsOptions, queue: str, timeout: float) -> None:
+    """Until every message was deleted (none visible, none in flight)."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    async with aws.client("sqs", options) as sqs, asyncio.timeout(timeout):
+        while True:
+            answer = await sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=names)
+            if all(answer["Attributes"][name] == "0" for name in names):
+                return
+            await asyncio.sleep(0.1)  # SQS announces nothing: ask again
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest rank: the smallest value with at least `p` of them at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p * len(ordered)) - 1)]
+
+
+def latencies(
+    logs: Sequence[CorpusFile], sent: dict[str, float], events: Sequence[AcceptedEvent]
+) -> list[float]:
+    """Per object: from its message's send until its last record was (first) accepted."""
+    accepted: dict[str, float] = {}
+    for event in events:
+        accepted.setdefault(str(orjson.loads(event.raw)["eventID"]), event.at)
+    return [
+        max(accepted[e] for e in f.event_ids) - sent[f.key]
+        for f in logs
+        if f.event_ids  # an empty log file has no record to wait for
+    ]
+
+
+async def sqs_row(
+    files: list[CorpusFile],
+    workdir: Path,
+    parallel_fetch: int = 8,
+    *,
+    moto_url: str | None = None,
+    load: float | None = None,
+    timeout: float = TIMEOUT,
+) -> Row:
+    """The daemon on an `sqs:` source, fed one S3 event notification per object.
+
+    The objects sit in a moto bucket before the run; the daemon is up (its daemon_started
+    line) before the first message, so start-up is not counted. Messages are sent in
+    batches of 10 at a steady pace of `load` records/s (all at once when None). Under a
+    steady load below capacity (the bench passes half the S3 row's rate) the latency is
+    what a notification waits in the daemon, batch linger included; all at once, it would
+    mostly measure the backlog ahead of each message. Throughput is every record over the
+    time from the first send to the last acceptance: with a paced load it follows `load`
+    (more on a run of a few batches, since a batch of 10 goes at once), so it is a
+    capacity only when everything is sent at once. The note has p50/p99 of the per-object
+    latency: from the moment SQS answered the SendMessageBatch holding its notification
+    until the emulator accepted the last of its records (the emulator runs in this
+    process: one monotonic clock). Delivery options are the defaults (batch_linger 0.5 s
+    is in every latency); the long poll is SQS_WAIT seconds, so that the final SIGTERM
+    does not wait out a 20 s poll.
+    """
+    logs = [f for f in files if f.kind == "log"]
+    async with contextlib.AsyncExitStack() as stack:
+        endpoint = await endpoint_of(stack, moto_url)
+        options = aws_options(endpoint)
+        totals = Totals.of(files)
+        bucket = await upload(files, options)
+        async with aws.client("sqs", options) as sqs:
+            made = await sqs.create_queue(QueueName=f"bench-{uuid.uuid4().hex[:12]}")
+        queue = str(made["QueueUrl"])
+        lc = await stack.enter_async_context(LimaCharlieEmulator())
+        doc = document(
+            "sqs", lc, endpoint, queue_url=queue, parallel_fetch=parallel_fetch,
+            wait_time_seconds=SQS_WAIT,
+        )  # fmt: skip
+        config, state = write_config(workdir, "sqs", doc)
+        async with (
+            DaemonProcess(config, state, log_level=LOG_LEVEL) as daemon,
+            PeakRss(daemon.proc.pid) as rss,
+        ):
+            try:
+                await daemon.wait_event("daemon_started", timeout=timeout)
+                sent = await send_notifications(options, queue, bucket, logs, load)
+                await lc.store.wait_for(totals.records, timeout)
+                await drained(options, queue, timeout)
+            except TimeoutError as exc:
+                raise SystemExit(f"daemon SQS run: {exc}\n{daemon.tail()}") from None
+            code = await daemon.stop()
+        if code != 0:
+            raise SystemExit(f"daemon SQS run exited {code}:\n{daemon.tail()}")
+        events = list(lc.store.events)
+    verify(events, totals, "daemon SQS run", daemon.tail())
+    waits = latencies(logs, sent, events)
+    seconds = max(e.at for e in events) - min(sent.values())
+    p50, p99 = percentile(waits, 0.5) * 1e3, percentile(waits, 0.99) * 1e3
+    paced = "all at once" if load is None else f"paced at {load:,.0f} rec/s"
+    return Row(
+        "daemon, SQS notifications (moto) -> USP emulator",
+        totals.records,
+        totals.raw_bytes,
+        seconds,
+        peak_rss_mb=rss.mb,
+        note=f"p50 {p50:.0f} ms, p99 {p99:.0f} ms ({paced})",
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# The naive script
+
+
+async def naive_row(
+    files: list[CorpusFile],
+    workdir: Path,
+    moto_url: str,
+    *,
+    bucket: str | None = None,
+    timeout: float = TIMEOUT,
+) -> Row:
+    """`python -m bench.naive` (boto3 + json + requests, one thread) from a moto bucket to
+    the emulator's webhook; timed like the daemon rows, from launch until it exited (the
+    note gives the script's own time, start-up excluded). `workdir` is unused: the script
+    keeps no state."""
+    del workdir
+    options = aws_options(moto_url)
+    totals = Totals.of(files)
+    bucket = bucket or await upload(files, options)
+    async with LimaCharlieEmulator() as lc:
+        lc.webhook.register(OID, HOOK, WEBHOOK_SECRET)
+        env = os.environ | {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": REGION,
+            "LC_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        }
+        args = ["--endpoint", moto_url, "--bucket", bucket, "--webhook", lc.webhook_url(OID, HOOK)]
+        started = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.naive", *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT, env=env,
+        )  # fmt: skip
+        async with PeakRss(proc.pid) as rss:
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(), timeout)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                raise SystemExit(f"naive script still running after {timeout}s") from None
+            seconds = time.perf_counter() - started
+        log = err.decode(errors="replace")[-3000:]
+        if proc.returncode != 0:
+            raise SystemExit(f"naive script exited {proc.returncode}:\n{log}")
+        verify(lc.store.events, totals, "naive script", log)
+    said = orjson.loads(out.splitlines()[-1])
+    return Row(
+        "naive: boto3 + json + requests -> webhook",
+        totals.records,
+        totals.raw_bytes,
+        seconds,
+        peak_rss_mb=rss.mb,
+        note=f"in-script {said['seconds']:.2f} s",
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Smoke run
+
+
+async def main_smoke() -> None:
+    """Every row on a small corpus, one moto for all of them."""
+    configure_logging("warning")
+    files = org_trail(
+        42, accounts=1, regions=1, days=1, files_per_day=6, records_per_file=(1, 300), digests=False
+    )
+    with tempfile.TemporaryDirectory(prefix="ct-aws-rows-") as tmp:
+        workdir = Path(tmp)
+        async with moto_process() as endpoint:
+            rows = await s3_rows(files, workdir, moto_url=endpoint)
+            load = rows[1].rate / 2  # half the S3 capacity: latency, not backlog
+            rows.append(await sqs_row(files, workdir, moto_url=endpoint, load=load))
+            rows.append(await naive_row(files, workdir, endpoint))
+    print(render(rows))
+
+
+if __name__ == "__main__":
+    asyncio.run(main_smoke())

@@ -1,0 +1,123 @@
+"""Records -> deflate fragments -> one gzip bundle per batch.
+
+A worker process compresses an object's records into *fragments*: raw deflate streams that
+end on a sync flush (not final), each with the CRC-32 and length of its text. Fragments,
+from one object or many, join into a batch by concatenation: a gzip header, the fragments
+with a compressed newline between them, an empty final block, and a trailer whose CRC is
+combined from theirs (`crc32_combine`, as pigz does). The result is one ordinary gzip
+member, so the event loop builds a batch of any mix of objects without compressing
+anything, and small files still make full batches. Everything taken and returned pickles
+small, for the process pool.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal, TypeAlias
+
+import msgspec
+from isal import isal_zlib
+
+__all__ = [
+    "BUNDLE_LEVEL",
+    "Fragment",
+    "Line",
+    "PackLimits",
+    "PackedObject",
+    "compress_bundle",
+    "fragment",
+    "gzip_bundle",
+    "pack_lines",
+]
+
+#: isa-l level for outgoing bundles: about as fast as level 0, and much smaller.
+BUNDLE_LEVEL: Final = 1
+
+#: A record: a Raw slice of the document on the fast path, compacted bytes otherwise.
+Line: TypeAlias = "bytes | msgspec.Raw"
+
+# gzip header: magic, deflate, no flags, mtime 0, no extra flags, OS unknown (RFC 1952).
+_HEADER: Final = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+_FINAL_BLOCK: Final = b"\x03\x00"  # an empty final block with fixed Huffman codes
+_RAW_DEFLATE: Final = -isal_zlib.MAX_WBITS
+
+
+@dataclass(frozen=True, slots=True)
+class PackLimits:
+    """How records are packed into batches, and how large a document is decoded whole."""
+
+    max_records: int
+    max_bytes: int
+    whole_max_raw: int = 48 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """Newline-joined records as a non-final raw deflate stream; `raw_bytes` and `crc` are
+    the length and CRC-32 of that text."""
+
+    deflate: bytes
+    records: int
+    raw_bytes: int
+    crc: int
+
+
+@dataclass(frozen=True, slots=True)
+class PackedObject:
+    """One object's records as fragments, in file order."""
+
+    kind: Literal["log", "digest", "empty"]
+    records: int
+    raw_bytes: int
+    fragments: tuple[Fragment, ...]
+    #: (index, size) of records over CloudTrail's documented maximum record size
+    oversized: tuple[tuple[int, int], ...] = ()
+
+
+def fragment(lines: Sequence[Line]) -> Fragment:
+    text = b"\n".join(lines)
+    deflater = isal_zlib.compressobj(BUNDLE_LEVEL, isal_zlib.DEFLATED, _RAW_DEFLATE)
+    body = deflater.compress(text) + deflater.flush(isal_zlib.Z_SYNC_FLUSH)
+    return Fragment(body, len(lines), len(text), isal_zlib.crc32(text))
+
+
+_NEWLINE: Final = fragment([b"", b""])  # one "\n", to go between fragments
+
+
+def pack_lines(lines: Sequence[Line], limits: PackLimits) -> list[Fragment]:
+    """Greedy fragments of at most `max_records` lines and `max_bytes` (a line counts its
+    newline), so that a batch of one fragment is within the limits."""
+    fragments: list[Fragment] = []
+    start = size = 0
+    for index, line in enumerate(lines):
+        grown = size + len(line) + 1
+        if index > start and (index - start >= limits.max_records or grown > limits.max_bytes):
+            fragments.append(fragment(lines[start:index]))
+            start, grown = index, len(line) + 1
+        size = grown
+    if start < len(lines):
+        fragments.append(fragment(lines[start:]))
+    return fragments
+
+
+def gzip_bundle(fragments: Sequence[Fragment]) -> tuple[bytes, int]:
+    """One gzip member holding the fragments' texts joined by newlines, and its length."""
+    parts = [_HEADER]
+    crc = length = 0
+    for index, part in enumerate(fragments):
+        if index:
+            parts.append(_NEWLINE.deflate)
+            crc = isal_zlib.crc32_combine(crc, _NEWLINE.crc, 1)
+            length += 1
+        parts.append(part.deflate)
+        crc = isal_zlib.crc32_combine(crc, part.crc, part.raw_bytes)
+        length += part.raw_bytes
+    parts += [_FINAL_BLOCK, struct.pack("<II", crc, length & 0xFFFFFFFF)]
+    return b"".join(parts), length
+
+
+def compress_bundle(lines: Sequence[Line]) -> tuple[bytes, int]:
+    """gzip of the newline-joined lines (one member, mtime 0), and the uncompressed length."""
+    return gzip_bundle([fragment(lines)] if lines else [])
