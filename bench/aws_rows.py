@@ -6,8 +6,6 @@ handling does not share a GIL with the LimaCharlie emulator, which runs in this 
 the daemon (the real CLI, `DaemonProcess`) and the naive script (`bench/naive.py`). Peak
 RSS is the kernel's high-water mark (VmHWM) of the measured process plus any processes it
 started, sampled while it runs (the kernel keeps no figure once a process is reaped).
-
-`python -m bench.aws_rows` runs every row on a small corpus, as a smoke test.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import contextlib
 import math
 import os
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -30,17 +27,16 @@ import orjson
 import yaml
 from isal import igzip
 
-from bench.table import Row, render
+from bench.table import Row
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.emulator import messages
-from cloudtrail_adapter.emulator.corpus import CorpusFile, org_trail
+from cloudtrail_adapter.emulator.corpus import CorpusFile
 from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY
 from cloudtrail_adapter.emulator.process import DaemonProcess
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.emulator.store import AcceptedEvent
 from cloudtrail_adapter.secret import Secret
-from cloudtrail_adapter.telemetry import configure_logging
 
 __all__ = ["moto_process", "naive_row", "s3_rows", "sqs_row"]
 
@@ -561,27 +557,3 @@ async def naive_row(
         peak_rss_mb=rss.mb,
         note=f"in-script {said['seconds']:.2f} s",
     )
-
-
-# ---------------------------------------------------------------------------------------
-# Smoke run
-
-
-async def main_smoke() -> None:
-    """Every row on a small corpus, one moto for all of them."""
-    configure_logging("warning")
-    files = org_trail(
-        42, accounts=1, regions=1, days=1, files_per_day=6, records_per_file=(1, 300), digests=False
-    )
-    with tempfile.TemporaryDirectory(prefix="ct-aws-rows-") as tmp:
-        workdir = Path(tmp)
-        async with moto_process() as endpoint:
-            rows = await s3_rows(files, workdir, moto_url=endpoint)
-            load = rows[1].rate / 2  # half the S3 capacity: latency, not backlog
-            rows.append(await sqs_row(files, workdir, moto_url=endpoint, load=load))
-            rows.append(await naive_row(files, workdir, endpoint))
-    print(render(rows))
-
-
-if __name__ == "__main__":
-    asyncio.run(main_smoke())

@@ -1,0 +1,28 @@
+"""`make bench` on a tiny corpus: every row runs, checks its delivery, and the table prints.
+
+The numbers mean nothing at this size; this only keeps the bench from rotting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.__main__ import measure, ratios
+from bench.table import render
+from cloudtrail_adapter.emulator.corpus import org_trail
+
+
+async def test_every_row_of_the_bench_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
+    files = org_trail(
+        7, accounts=1, regions=1, days=1, files_per_day=8, records_per_file=(1, 300), digests=False
+    )
+    rows = await measure(files, tmp_path)  # each row exits with the reason if records are lost
+    records = sum(len(f.event_ids) for f in files)
+    names = [row.name.split(" ->")[0].split(" (")[0] for row in rows]
+    assert names == [
+        "floor", "daemon, file source", "daemon, file source", "moto raw GetObject",
+        "daemon, S3", "daemon, SQS notifications", "naive: boto3 + json + requests",
+    ]  # fmt: skip
+    assert all(row.records == records for row in rows if "1/4" not in row.name)
+    assert all(row.peak_rss_mb for row in rows if row.name.startswith("daemon"))
+    assert "records/s" in render(rows) and len(ratios(rows)) == 6
