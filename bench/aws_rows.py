@@ -20,8 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 import yaml
@@ -33,7 +32,7 @@ from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.emulator import messages
 from cloudtrail_adapter.emulator.corpus import CorpusFile
 from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY
-from cloudtrail_adapter.emulator.process import DaemonProcess
+from cloudtrail_adapter.emulator.process import DaemonProcess, PeakRss
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.emulator.store import AcceptedEvent
 from cloudtrail_adapter.secret import Secret
@@ -49,7 +48,6 @@ HOOK = "cloudtrail-naive"
 WEBHOOK_SECRET = "bench-webhook-secret-3c9d"  # noqa: S105 (the emulator's, made up here)
 LOG_LEVEL = "info"  # quiet per object; DaemonProcess.stop() waits for its daemon_started line
 TIMEOUT = 600.0  # for any one run; the corpus decides how long a run really takes
-RSS_STEP = 0.05  # seconds between VmHWM samples
 UPLOAD_CONCURRENCY = 8
 SQS_BATCH = 10  # SendMessageBatch's limit
 # The daemon's long poll. A long poll answers as soon as a message arrives, so latency does
@@ -93,79 +91,6 @@ async def moto_process(start_timeout: float = 60.0) -> AsyncIterator[str]:
         except TimeoutError:  # a request thread still long-polling holds the exit
             proc.kill()
             await proc.wait()
-
-
-def _vm_hwm_kb(pid: int) -> int:
-    """The process's resident high-water mark; 0 once it is gone (or a zombie)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from each process's parent in /proc/*/stat (this kernel
-    has no /proc/*/task/*/children)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # comm may hold spaces and ')'
-        parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found += children
-        todo += children
-    return found
-
-
-class PeakRss:
-    """`async with PeakRss(pid) as rss:` ... `rss.mb`: the largest sum of VmHWM over `pid`
-    and its descendants seen while inside (sampled: nothing announces memory growth).
-
-    VmHWM is itself a high-water mark, so for the main process only the growth of its
-    last `RSS_STEP` seconds can be missed. Pages a forked child shares with its parent
-    count in both, as RSS always does.
-    """
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.kb = 0
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def mb(self) -> float:
-        return self.kb / 1024
-
-    def sample(self) -> None:
-        pids = [self.pid, *_descendants(self.pid)]
-        self.kb = max(self.kb, sum(_vm_hwm_kb(p) for p in pids))
-
-    async def _run(self) -> None:
-        while True:
-            self.sample()
-            await asyncio.sleep(RSS_STEP)
-
-    async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
 
 
 # ---------------------------------------------------------------------------------------

@@ -13,23 +13,9 @@ import pytest
 import yaml
 
 from cloudtrail_adapter.emulator.corpus import org_trail, write_directory
-from cloudtrail_adapter.emulator.process import DaemonProcess
+from cloudtrail_adapter.emulator.process import DaemonProcess, descendants
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.workers import WorkerPool
-
-
-def children(pid: int) -> list[int]:
-    """Processes whose parent is `pid` (this kernel may lack /proc/PID/task/*/children)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def running(pid: int) -> bool:
@@ -95,7 +81,7 @@ async def test_kill_9_of_the_daemon_takes_its_workers_with_it(
     lc.usp_faults.hold_acks()  # the daemon stays busy with what it sent
     async with DaemonProcess(config, tmp_path / "state") as daemon:
         await daemon.wait_event("object_decoded")  # the pool has run a call: workers exist
-        workers = children(daemon.proc.pid)
+        workers = descendants(daemon.proc.pid)
         assert len(workers) >= 2, workers  # the pool (and multiprocessing's resource tracker)
         await daemon.kill()
         await asyncio.gather(*(exited(pid) for pid in workers))
