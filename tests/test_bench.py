@@ -16,7 +16,9 @@ async def test_every_row_of_the_bench_runs_on_a_tiny_corpus(tmp_path: Path) -> N
     files = org_trail(
         7, accounts=1, regions=1, days=1, files_per_day=8, records_per_file=(1, 300), digests=False
     )
-    rows = await measure(files, tmp_path)  # each row exits with the reason if records are lost
+    rows = await measure(
+        files, tmp_path, repeat=1
+    )  # each row exits with the reason if records are lost
     records = sum(len(f.event_ids) for f in files)
     names = [row.name.split(" ->")[0].split(" (")[0] for row in rows]
     assert names == [

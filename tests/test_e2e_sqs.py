@@ -271,25 +271,35 @@ async def test_no_message_is_deleted_before_acks_after_a_dropped_connection(
     assert set(lc.store.event_ids()) == set(ids([r for v in objects.values() for r in v]))
 
 
+@pytest.mark.parametrize(
+    ("in_work", "per_receive"), [(5, 10), (12, 3)], ids=["one-receiver", "four-receivers"]
+)
 async def test_a_stalled_limacharlie_bounds_the_messages_in_work(
-    aws_options: AwsOptions, bucket: str, queue: str, lc: LimaCharlieEmulator, state_dir: Path
+    aws_options: AwsOptions,
+    bucket: str,
+    queue: str,
+    lc: LimaCharlieEmulator,
+    state_dir: Path,
+    in_work: int,
+    per_receive: int,
 ) -> None:
+    """Several receive loops share the bound: none takes room another asked for."""
     objects = {f"{PREFIX}stall-{i:02}.json.gz": records(2, 90 + i) for i in range(30)}
     await put_objects(aws_options, bucket, {k: log_file(v) for k, v in objects.items()})
     await send(aws_options, queue, [messages.s3_event(bucket, [k]) for k in objects])
     cfg = sqs_config(
         aws_options, queue, lc, single_load=False, wait_time_seconds=1, visibility_timeout=2,
-        max_messages_in_work=5,
+        max_messages_in_work=in_work, max_messages=per_receive,
     )  # fmt: skip
     lc.usp_faults.hold_acks()
 
     with watch_logs() as logs:
         daemon = asyncio.create_task(serve([cfg], state_dir))
-        await logs.wait_for("sqs_message_received", count=5, timeout=30)
-        # Ten extensions of five messages: two full visibility timeouts of stalling.
-        await logs.wait_for("sqs_visibility_extended", count=20, timeout=30)
-        assert len(logs.named("sqs_message_received")) == 5
-        assert await depth(aws_options, queue) == (25, 5)
+        await logs.wait_for("sqs_message_received", count=in_work, timeout=30)
+        # Four extensions of each message: two full visibility timeouts of stalling.
+        await logs.wait_for("sqs_visibility_extended", count=4 * in_work, timeout=30)
+        assert len(logs.named("sqs_message_received")) == in_work
+        assert await depth(aws_options, queue) == (30 - in_work, in_work)
         lc.usp_faults.release_acks()
         await lc.store.wait_for(60)
 

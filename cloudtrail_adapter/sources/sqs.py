@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ DELETE_LINGER = 0.05
 DELETE_ATTEMPTS = 4
 RECEIVE_BACKOFF_MAX = 60.0
 RECEIVE_MARGIN = 5.0  # beyond the long-poll wait, for the answer to arrive
+MAX_RECEIVERS = 4  # receive loops per source (fewer when little may be in work)
 GONE_HANDLE_CODES = frozenset(
     {"ReceiptHandleIsInvalid", "AWS.SimpleQueueService.MessageNotInflight", "MessageNotInflight"}
 )
@@ -109,6 +110,7 @@ class SqsSource:
         self._buckets = buckets
         self._queue_name = options.queue_url.rstrip("/").rsplit("/", 1)[-1]
         self._left = asyncio.Event()  # set whenever a message stops being in work
+        self._reserved = 0  # room asked for by receives under way
         self._stop = asyncio.Event()
         self._messages: set[_Message] = set()  # in work: received, not deleted or given up
         self._unstarted: list[_Message] = []  # cut off by a stop before all of it was queued
@@ -157,7 +159,7 @@ class SqsSource:
         """Receives until stopped; in single-load mode, until the queue is empty. Then waits
         until every message in work was deleted or given up on."""
         deleter = asyncio.create_task(self._deleter())
-        self._receiving = asyncio.create_task(self._receive_loop(out))
+        self._receiving = asyncio.create_task(self._receivers(out))
         try:
             await self._receiving
             await self._in_work_below(1)
@@ -168,6 +170,18 @@ class SqsSource:
             with contextlib.suppress(asyncio.CancelledError):
                 await deleter
 
+    async def _receivers(self, out: asyncio.Queue[WorkItem]) -> None:
+        """Several receive loops: one long poll at a time caps a consumer at a few hundred
+        messages a second (each receive is a round trip); room in work is shared."""
+        options = self._options
+        count = min(MAX_RECEIVERS, -(-options.max_messages_in_work // options.max_messages))
+        try:
+            async with asyncio.TaskGroup() as loops:
+                for _ in range(count):
+                    loops.create_task(self._receive_loop(out))
+        except BaseExceptionGroup as group:  # the first failure is the source's failure
+            raise group.exceptions[0] from None
+
     async def _receive_loop(self, out: asyncio.Queue[WorkItem]) -> None:
         """Stopping interrupts every wait here but never a receive under way: its messages
         would be taken in SQS and lost to us until their visibility timeout."""
@@ -175,25 +189,45 @@ class SqsSource:
         try:
             while not self._stop.is_set():
                 room = await unless_stopped(self._stop, self._wait_for_room())
-                try:
-                    messages = await self._receive(min(room, self._options.max_messages))
-                    failures = 0
-                except (ClientError, BotoCoreError) as exc:
-                    failures += 1
-                    await unless_stopped(self._stop, self._receive_failed(exc, failures))
-                    continue
-                if self._stop.is_set():
-                    await self._give_back_unread(messages)
+                asked = min(room, self._options.max_messages)
+                with self._reserving(asked):
+                    try:
+                        messages = await self._receive(asked)
+                    except (ClientError, BotoCoreError) as exc:
+                        failures += 1
+                        error: Exception | None = exc
+                    else:
+                        failures, error = 0, None
+                        if not await self._accept_all(messages, out):
+                            return
+                if error is not None:
+                    await unless_stopped(self._stop, self._receive_failed(error, failures))
+                elif not messages and self._options.single_load:
                     return
-                if not messages and self._options.single_load:
-                    return
-                for index, message in enumerate(messages):
-                    if self._stop.is_set():
-                        await self._give_back_unread(messages[index:])
-                        return
-                    await self._accept(message, out)
         except Stopped:
             return
+
+    @contextlib.contextmanager
+    def _reserving(self, count: int) -> Iterator[None]:
+        """Room other loops must not take: asked for, then received and being accepted
+        (counted twice meanwhile, which only makes the others wait, never take too many)."""
+        self._reserved += count
+        try:
+            yield
+        finally:
+            self._reserved -= count
+            self._left.set()
+
+    async def _accept_all(
+        self, messages: list[dict[str, Any]], out: asyncio.Queue[WorkItem]
+    ) -> bool:
+        """False when a stop came (what was not accepted yet was given back)."""
+        for index, message in enumerate(messages):
+            if self._stop.is_set():
+                await self._give_back_unread(messages[index:])
+                return False
+            await self._accept(message, out)
+        return not self._stop.is_set()
 
     async def _give_back_unread(self, messages: list[dict[str, Any]]) -> None:
         """Received during a stop: not started, so visible again at once."""
@@ -205,8 +239,10 @@ class SqsSource:
 
     async def _wait_for_room(self) -> int:
         limit = self._options.max_messages_in_work
-        await self._in_work_below(limit)
-        return limit - self.stats.in_work
+        while self.stats.in_work + self._reserved >= limit:
+            self._left.clear()
+            await self._left.wait()
+        return limit - self.stats.in_work - self._reserved
 
     async def _in_work_below(self, limit: int) -> None:
         while self.stats.in_work >= limit:
