@@ -67,7 +67,7 @@ OVERSIZED_RECORD: Final = 256 * 1024
 
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
-_UTF8_CHUNK: Final = 1 << 16
+_UTF8_CHUNK: Final = 1 << 13
 _LBRACE: Final = ord("{")
 _GZIP_WBITS: Final = 16 + isal_zlib.MAX_WBITS
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
