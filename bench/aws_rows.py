@@ -26,6 +26,7 @@ import orjson
 import yaml
 from isal import igzip
 
+from bench.kill_harness import aws_options, drained
 from bench.table import Row
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
@@ -35,7 +36,6 @@ from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY
 from cloudtrail_adapter.emulator.process import DaemonProcess, PeakRss
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.emulator.store import AcceptedEvent
-from cloudtrail_adapter.secret import Secret
 
 __all__ = ["moto_process", "naive_row", "s3_rows", "sqs_row"]
 
@@ -121,10 +121,6 @@ async def endpoint_of(stack: contextlib.AsyncExitStack, moto_url: str | None) ->
         return moto_url
     url: str = await stack.enter_async_context(moto_process())
     return url
-
-
-def aws_options(endpoint: str) -> AwsOptions:
-    return AwsOptions(ACCESS_KEY, Secret(SECRET_KEY), REGION, endpoint)
 
 
 async def each(items: Iterable[T], concurrency: int, work: Callable[[T], Awaitable[None]]) -> None:
@@ -323,17 +319,6 @@ async def send_notifications(
             sent.update((f.key, now) for f in batch)
             offered += sum(len(f.event_ids) for f in batch)
     return sent
-
-
-async def drained(options: AwsOptions, queue: str, timeout: float) -> None:
-    """Until every message was deleted (none visible, none in flight)."""
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    async with aws.client("sqs", options) as sqs, asyncio.timeout(timeout):
-        while True:
-            answer = await sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=names)
-            if all(answer["Attributes"][name] == "0" for name in names):
-                return
-            await asyncio.sleep(0.1)  # SQS announces nothing: ask again
 
 
 def percentile(values: Sequence[float], p: float) -> float:

@@ -360,13 +360,7 @@ class StreamDecoder:
                         "record_too_large",
                         f"Records[{self._records}] is larger than {self._max_value} bytes",
                     )
-                line = one_line(bytes(raw)) if multiline else bytes(raw)
-                check_record(line, self._records)
-                if len(line) > OVERSIZED_RECORD:
-                    self._oversized.append((self._records, len(line)))
-                records.append(line)
-                self._records += 1
-            self._phase, self._array_empty = "record_sep", False
+                self._take(one_line(bytes(raw)) if multiline else bytes(raw), records)
             return cut
         self._bulk_failed = True
         return None
@@ -375,14 +369,16 @@ class StreamDecoder:
         end = self._value_end(pos, final)
         if end is None:
             return None
-        line = self._format(pos, end)
+        self._take(self._format(pos, end), records)
+        return end
+
+    def _take(self, line: bytes, records: list[bytes]) -> None:
         check_record(line, self._records)
         if len(line) > OVERSIZED_RECORD:
             self._oversized.append((self._records, len(line)))
         records.append(line)
         self._records += 1
         self._phase, self._array_empty = "record_sep", False
-        return end
 
     def _wrong_type(
         self, pos: int, final: bool, reason: DecodeReason, what: str, expected: str
