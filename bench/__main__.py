@@ -26,9 +26,10 @@ import resource
 import tempfile
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import asdict, replace
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from bench.aws_rows import (
     Totals,
@@ -45,6 +46,7 @@ from cloudtrail_adapter.bundles import Fragment, PackLimits, gzip_bundle
 from cloudtrail_adapter.config import DeliveryOptions
 from cloudtrail_adapter.emulator.corpus import CorpusFile, write_directory
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
+from cloudtrail_adapter.filters import RecordFilter
 from cloudtrail_adapter.stream_decode import pack_in_memory
 from cloudtrail_adapter.telemetry import configure_logging
 
@@ -76,9 +78,19 @@ def floor(files: list[CorpusFile], totals: Totals) -> Row:
                seconds, note=f"this process: {rss:.0f} MB (holds the corpus)")  # fmt: skip
 
 
-async def file_row(files: list[CorpusFile], workdir: Path, label: str) -> Row:
-    """The CLI on a `file:` source over the corpus written to disk, single_load, to USP."""
+#: What a user might drop: read-only noise and one chatty service.
+NOISE = RecordFilter(
+    exclude_event_names=("Describe*", "List*", "Get*"), exclude_event_sources=("kms.*",)
+)
+
+
+async def file_row(
+    files: list[CorpusFile], workdir: Path, label: str, keep: RecordFilter | None = None
+) -> Row:
+    """The CLI on a `file:` source over the corpus written to disk, single_load, to USP.
+    With `keep`, a `filter:`; its rate counts the records read, kept or not."""
     totals = Totals.of(files)
+    expected = totals if keep is None else Totals.kept(files, keep)
     root = workdir / f"corpus-{uuid.uuid4().hex[:8]}"
     write_directory(files, root)
     async with LimaCharlieEmulator() as lc:
@@ -87,11 +99,18 @@ async def file_row(files: list[CorpusFile], workdir: Path, label: str) -> Row:
             "identity": {"installation_key": str(uuid.uuid4()), "oid": str(uuid.uuid4())},
             "dest_url": lc.usp_url,
         }
-        doc = {"file": {"path": str(root), "single_load": True, "client_options": client}}
-        config, state = write_config(workdir, "file", doc)
-        seconds, rss = await single_load_run(config, state, lc, totals, f"daemon {label}")
+        source: dict[str, Any] = {"path": str(root), "single_load": True, "client_options": client}
+        if keep is not None:
+            source["filter"] = {
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in asdict(keep).items()
+                if v != getattr(RecordFilter(), k)
+            }
+        config, state = write_config(workdir, "file", {"file": source})
+        seconds, rss = await single_load_run(config, state, lc, expected, f"daemon {label}")
+    note = "" if keep is None else f"shipped {expected.records:,} of {totals.records:,}"
     return Row(f"daemon, file source -> USP emulator{label}", totals.records,
-               totals.raw_bytes, seconds, peak_rss_mb=rss)  # fmt: skip
+               totals.raw_bytes, seconds, peak_rss_mb=rss, note=note)  # fmt: skip
 
 
 def median(runs: list[Row]) -> Row:
@@ -109,6 +128,8 @@ async def measure(files: list[CorpusFile], workdir: Path, repeat: int = 3) -> li
     rows.append(median([await file_row(files, workdir, "") for _ in range(repeat)]))
     quarter = files[::4]
     rows.append(await file_row(quarter, workdir, " (1/4 corpus)"))
+    filtered = [await file_row(files, workdir, " (filtered)", NOISE) for _ in range(repeat)]
+    rows.append(median(filtered))
     async with moto_process() as moto:
         rows += await s3_rows(files, workdir, PARALLEL_FETCH, moto_url=moto)
         pace = rows[-1].rate / 2
@@ -122,6 +143,7 @@ def ratios(rows: list[Row]) -> list[str]:
         return next(r for r in rows if r.name.startswith(prefix))
 
     base, daemon, s3 = row("floor"), row("daemon, file"), row("daemon, S3")
+    filtered = row("daemon, file source -> USP emulator (filtered)")
     moto, naive = row("moto raw"), row("naive")
     peak = max(r.peak_rss_mb or 0.0 for r in rows if r.name.startswith("daemon"))
     return [
@@ -129,6 +151,7 @@ def ratios(rows: list[Row]) -> list[str]:
         f"daemon (file) records/s:    {daemon.rate:,.0f}   (target >= 150,000)",
         f"daemon (file) / naive:      {daemon.rate / naive.rate:6.1f}   (target >= 10)",
         f"daemon (S3) / naive:        {s3.rate / naive.rate:6.1f}",
+        f"filtered / unfiltered:      {filtered.rate / daemon.rate:6.2f}   (target >= 0.8)",
         f"daemon (S3) / moto raw GET: {s3.rate / moto.rate:6.2f}   (target >= 0.8)",
         f"peak RSS of a daemon row:   {peak:,.0f} MB   (target < 300)",
     ]

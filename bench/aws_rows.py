@@ -30,12 +30,14 @@ from bench.kill_harness import aws_options, drained
 from bench.table import Row
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
+from cloudtrail_adapter.decode import decode_object
 from cloudtrail_adapter.emulator import messages
 from cloudtrail_adapter.emulator.corpus import CorpusFile
 from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY
 from cloudtrail_adapter.emulator.process import DaemonProcess, PeakRss
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.emulator.store import AcceptedEvent
+from cloudtrail_adapter.filters import RecordFilter
 
 __all__ = ["moto_process", "naive_row", "s3_rows", "sqs_row"]
 
@@ -113,6 +115,19 @@ class Totals:
             raw_bytes=sum(len(_gunzip(f.body)) for f in logs),
             event_ids=frozenset(e for f in logs for e in f.event_ids),
         )
+
+    @classmethod
+    def kept(cls, files: Iterable[CorpusFile], keep: RecordFilter) -> Totals:
+        """What a filtered source ships of the corpus (read before any clock starts)."""
+        lines = [
+            line
+            for f in files
+            if f.kind == "log"
+            for line in decode_object(f.body).records
+            if keep.refuses(line) is None
+        ]
+        ids = frozenset(str(orjson.loads(line)["eventID"]) for line in lines)
+        return cls(len(lines), sum(map(len, lines)), ids)
 
 
 async def endpoint_of(stack: contextlib.AsyncExitStack, moto_url: str | None) -> str:

@@ -20,6 +20,8 @@ from typing import Final, Literal, TypeAlias
 import msgspec
 from isal import isal_zlib
 
+from cloudtrail_adapter.filters import RecordFilter
+
 __all__ = [
     "BUNDLE_LEVEL",
     "Fragment",
@@ -46,11 +48,13 @@ _RAW_DEFLATE: Final = -isal_zlib.MAX_WBITS
 
 @dataclass(frozen=True, slots=True)
 class PackLimits:
-    """How records are packed into batches, and how large a document is decoded whole."""
+    """How records are packed into batches, how large a document is decoded whole, and
+    which records are packed at all (`keep`; None keeps every one)."""
 
     max_records: int
     max_bytes: int
     whole_max_raw: int = 48 << 20
+    keep: RecordFilter | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,8 @@ class PackedObject:
     fragments: tuple[Fragment, ...]
     #: (index, size) of records over CloudTrail's documented maximum record size
     oversized: tuple[tuple[int, int], ...] = ()
+    #: (filter, records it dropped); `records` counts only what was kept
+    dropped: tuple[tuple[str, int], ...] = ()
 
 
 def fragment(lines: Sequence[Line]) -> Fragment:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
+from cloudtrail_adapter.filters import FILTERS, RecordFilter
 from cloudtrail_adapter.secret import Secret
 
 DEFAULT_API_URL = "https://api.limacharlie.io"
@@ -134,6 +135,7 @@ class SourceConfig:
     webhook: WebhookOptions | None
     delivery: DeliveryOptions = DeliveryOptions()
     healthcheck: int | None = None  # LimaCharlie's top-level `healthcheck: PORT`
+    record_filter: RecordFilter = field(default_factory=RecordFilter)  # `filter:`; keeps all
 
     @property
     def name(self) -> str:
@@ -578,6 +580,31 @@ class _Section:
         assert isinstance(plain, dict)
         return plain
 
+    def globs(self, name: str) -> tuple[str, ...] | None:
+        """A list of non-empty strings (a single string is a list of one)."""
+        item = self._take(name, required=False)
+        if item is None:
+            return None
+        value = [] if isinstance(item, _Map) else item.value
+        values = [value] if isinstance(value, str) else value
+        if isinstance(item, _Map) or not isinstance(values, list) or not values:
+            self.error(name, item.line, f"expected a list of strings, got {_describe(value)}")
+            return None
+        bad = [v for v in values if not isinstance(v, str) or not v.strip()]
+        if bad:
+            self.error(name, item.line, f"expected non-empty strings, got {_describe(bad[0])}")
+            return None
+        return tuple(v.strip() for v in values)
+
+    def choice(self, name: str, options: tuple[str, ...]) -> str | None:
+        text = self.string(name)
+        if text is not None and text not in options:
+            self.error(
+                name, self.line_of(name), f"expected one of {', '.join(options)}, got {text!r}"
+            )
+            return None
+        return text
+
     def passthrough_list(self, name: str) -> list[Any] | None:
         item = self._take(name, required=False)
         if item is None:
@@ -715,6 +742,22 @@ def _url_holds(url: str, secret: str) -> bool:
     parts = urllib.parse.urlsplit(url)
     values = [v for _, v in urllib.parse.parse_qsl(parts.query)]
     return secret in parts.path.split("/") or secret in values
+
+
+def _filter(sec: _Section) -> RecordFilter | None:
+    before = len(sec.doc.errors)
+    values: dict[str, Any] = {}
+    for name in FILTERS:
+        if name == "read_only":
+            values[name] = sec.boolean(name)
+        elif name == "errors":
+            values[name] = sec.choice(name, ("keep", "drop", "only"))
+        else:
+            values[name] = sec.globs(name)
+    sec.finish()
+    if len(sec.doc.errors) > before:
+        return None
+    return RecordFilter(**_kwargs(**values))
 
 
 def _delivery(sec: _Section) -> DeliveryOptions | None:
@@ -867,7 +910,9 @@ def _source(doc: _Doc, kind: SourceKind, sec: _Section) -> SourceConfig | None:
     client_section = sec.section("client_options")
     webhook_section = sec.section("webhook")
     delivery_section = sec.section("delivery")
+    filter_section = sec.section("filter")
     client = _client_options(client_section) if client_section else None
+    record_filter = _filter(filter_section) if filter_section else RecordFilter()
     webhook = _webhook(webhook_section) if webhook_section else None
     delivery = _delivery(delivery_section) if delivery_section else DeliveryOptions()
     if sec.has("client_options") and sec.has("webhook"):
@@ -884,7 +929,7 @@ def _source(doc: _Doc, kind: SourceKind, sec: _Section) -> SourceConfig | None:
             "required key is missing: set client_options (LimaCharlie USP) or webhook",
         )
     sec.finish()
-    if len(doc.errors) > before or source is None or delivery is None:
+    if len(doc.errors) > before or source is None or delivery is None or record_filter is None:
         return None
     return SourceConfig(
         index=doc.number or 1,
@@ -894,6 +939,7 @@ def _source(doc: _Doc, kind: SourceKind, sec: _Section) -> SourceConfig | None:
         client_options=client,
         webhook=webhook,
         delivery=delivery,
+        record_filter=record_filter,
     )
 
 
@@ -1011,7 +1057,7 @@ def known_keys(kind: SourceKind) -> set[str]:
     """Every dotted key a `kind` document accepts (relative to the source, with top-level
     keys as they are): read off the parser itself, so documentation can be checked
     against it. Sections that take any key (`client_options.mapping`) count as one."""
-    sections = ("client_options", "client_options.identity", "webhook", "delivery")
+    sections = ("client_options", "client_options.identity", "webhook", "delivery", "filter")
     tree = _Map({}, 1)
     for section in sections:
         parent = tree

@@ -167,6 +167,7 @@ async def run_source(
         delivery=cfg.delivery,
         workers=cfg.source.parallel_fetch,
         executor=executor,
+        keep=cfg.record_filter,
     )
     runtime.attach(pipeline, tracker, sink)
     try:
@@ -190,6 +191,7 @@ async def run_source(
         records=pipeline.stats.records_sent,
         batches=pipeline.stats.batches_sent,
         oversized=pipeline.stats.records_oversized,
+        filtered=pipeline.stats.records_filtered,
     )
     # A single-load run is a job: anything left undone fails it. A long-running source
     # reports failures as they happen; being stopped is its normal end.

@@ -34,6 +34,7 @@ import msgspec
 from isal import isal_zlib
 
 from cloudtrail_adapter.bundles import Line, PackedObject, PackLimits, pack_lines
+from cloudtrail_adapter.filters import apply_filter
 
 __all__ = [
     "OVERSIZED_RECORD",
@@ -154,8 +155,10 @@ def pack_object(data: bytes, key: str | None, limits: PackLimits) -> PackedObjec
     """
     kind, lines, raw_bytes = _decode(data, key, max_raw=limits.whole_max_raw)
     del data
-    fragments = tuple(pack_lines(lines, limits))
-    return PackedObject(kind, len(lines), raw_bytes, fragments, _oversized(lines))
+    kept, dropped = apply_filter(lines, limits.keep)
+    fragments = tuple(pack_lines(kept, limits))
+    oversized = _oversized(lines)
+    return PackedObject(kind, len(kept), raw_bytes, fragments, oversized, tuple(dropped.items()))
 
 
 def _decode(

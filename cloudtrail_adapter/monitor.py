@@ -200,13 +200,18 @@ class _Families:
         self.counter(
             "records_oversized", "records over CloudTrail's 256 KB", name, st.records_oversized
         )
+        for rule, count in sorted(st.records_filtered.items()):
+            self.counter(
+                "records_filtered", "records dropped by a filter, by filter", name, count,
+                filter=rule,
+            )  # fmt: skip
         for reason, count in sorted(st.failures_by_reason.items()):
             self.counter(
                 "objects_failed", "objects that failed, by reason", name, count, reason=reason
             )
         self.gauge("work_queue_depth", "items waiting for a worker", name, p.work.qsize())
         self.gauge(
-            "buffered_bytes", "decoded records waiting for the batcher", name, p.buffered_bytes
+            "buffered_bytes", "objects and compressed records in work", name, p.buffered_bytes
         )
 
     def _tracker(self, name: str, t: AckTracker) -> None:

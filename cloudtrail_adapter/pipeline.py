@@ -26,15 +26,17 @@ import structlog
 
 from cloudtrail_adapter.acks import AckTracker, ItemProgress
 from cloudtrail_adapter.aio import ByteBudget
-from cloudtrail_adapter.bundles import Fragment, PackLimits, gzip_bundle, pack_lines
+from cloudtrail_adapter.bundles import Fragment, PackLimits, gzip_bundle
 from cloudtrail_adapter.config import DeliveryOptions
 from cloudtrail_adapter.decode import DecodeError
+from cloudtrail_adapter.filters import RecordFilter, merge_counts
 from cloudtrail_adapter.model import Batch, WorkItem
 from cloudtrail_adapter.stream_decode import (
     STEP_OUTPUT,
     StreamDecoder,
     fits_whole,
     pack_in_memory,
+    pack_step,
     pack_stream,
 )
 
@@ -56,6 +58,7 @@ class PipelineStats:
     batches_sent: int = 0
     records_sent: int = 0
     records_oversized: int = 0
+    records_filtered: dict[str, int] = field(default_factory=dict)  # by filter
     failures_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -78,6 +81,7 @@ class Pipeline:
         delivery: DeliveryOptions,
         workers: int,
         executor: Executor | None = None,
+        keep: RecordFilter | None = None,
     ) -> None:
         self.name = name
         self.stats = PipelineStats()
@@ -89,7 +93,11 @@ class Pipeline:
         self._delivery = delivery
         self._workers = workers
         self._executor = executor
-        self._limits = PackLimits(delivery.batch_max_records, delivery.batch_max_bytes)
+        self._limits = PackLimits(
+            delivery.batch_max_records,
+            delivery.batch_max_bytes,
+            keep=keep if keep and keep.active else None,
+        )
         self._busy = 0  # workers with an item
         self._waiting = 0  # workers waiting for the budget or for room in the decoded queue
         # Decoded records not yet batched: with the sink's window and the bundle size, this
@@ -164,6 +172,7 @@ class Pipeline:
         reserved = self._budget.resize(reserved, _size(packed.fragments))
         self._tracker.set_total(progress, packed.records)
         self._report_oversized(item, packed.oversized)
+        merge_counts(self.stats.records_filtered, packed.dropped)
         await self._hand_on(Decoded(progress, packed.fragments, reserved))
         return packed.kind, packed.records
 
@@ -173,19 +182,23 @@ class Pipeline:
         runs in a thread (its inflate and compress release the GIL), not in the pool."""
         decoder = StreamDecoder()
         total = 0
+        dropped: dict[str, int] = {}  # filled by the decoding thread, read after it
         async for chunk in item.reader.chunks(STREAM_RANGE):
             decoder.feed(chunk)
             while not decoder.hungry:
-                total += await self._step(decoder, progress)
+                total += await self._step(decoder, progress, dropped)
         summary = decoder.finish()
         self._tracker.set_total(progress, total)
         self._report_oversized(item, summary.oversized)
+        merge_counts(self.stats.records_filtered, dropped.items())
         return summary.kind, total
 
-    async def _step(self, decoder: StreamDecoder, progress: ItemProgress) -> int:
+    async def _step(
+        self, decoder: StreamDecoder, progress: ItemProgress, dropped: dict[str, int]
+    ) -> int:
         reserved = await self._reserve(STEP_OUTPUT)
         try:
-            fragments = await asyncio.to_thread(_step_packed, decoder, self._limits)
+            fragments = await asyncio.to_thread(pack_step, decoder, self._limits, dropped)
         except BaseException:
             self._budget.release(reserved)
             raise
@@ -279,10 +292,6 @@ class Pipeline:
         await self._send(batch)
         self.stats.batches_sent += 1
         self.stats.records_sent += batch.records
-
-
-def _step_packed(decoder: StreamDecoder, limits: PackLimits) -> list[Fragment]:
-    return pack_lines(decoder.step(), limits)
 
 
 def _size(fragments: Sequence[Fragment]) -> int:

@@ -37,6 +37,7 @@ from cloudtrail_adapter.decode import (
     one_line,
     pack_object,
 )
+from cloudtrail_adapter.filters import apply_filter, merge_counts
 
 __all__ = [
     "DEFAULT_MAX_VALUE",
@@ -45,6 +46,7 @@ __all__ = [
     "StreamSummary",
     "fits_whole",
     "pack_in_memory",
+    "pack_step",
     "pack_stream",
 ]
 
@@ -104,12 +106,24 @@ def pack_stream(data: bytes, limits: PackLimits) -> PackedObject:
     decoder.feed(data)
     del data
     fragments: list[Fragment] = []
+    dropped: dict[str, int] = {}
     while not decoder.hungry:
-        fragments += pack_lines(decoder.step(), limits)
+        fragments += pack_step(decoder, limits, dropped)
     summary = decoder.finish()
+    kept = sum(f.records for f in fragments)
     return PackedObject(
-        summary.kind, summary.records, summary.raw_bytes, tuple(fragments), summary.oversized
-    )
+        summary.kind, kept, summary.raw_bytes, tuple(fragments), summary.oversized,
+        tuple(dropped.items()),
+    )  # fmt: skip
+
+
+def pack_step(
+    decoder: StreamDecoder, limits: PackLimits, dropped: dict[str, int]
+) -> list[Fragment]:
+    """One decoding step's records, filtered (drops counted into `dropped`) and packed."""
+    kept, refused = apply_filter(decoder.step(), limits.keep)
+    merge_counts(dropped, refused.items())
+    return pack_lines(kept, limits)
 
 
 class StreamDecoder:
