@@ -267,7 +267,6 @@ async def s3_rows(
     parallel_fetch: int = 8,
     *,
     moto_url: str | None = None,
-    timeout: float = TIMEOUT,
 ) -> list[Row]:
     """[moto raw GetObject, daemon S3 -> USP], on one bucket of one moto (its own process,
     started here unless `moto_url` is given).

@@ -46,11 +46,6 @@ class EventStore:
         self._batches.clear()
         return self._events
 
-    @property
-    def count(self) -> int:
-        """How many events were accepted (without looking at them)."""
-        return self._count
-
     async def add(self, transport: Transport, sensor: str, lines: list[bytes]) -> None:
         kept = [line for line in lines if line]
         self._batches.append((transport, sensor, kept, time.monotonic()))

@@ -162,7 +162,7 @@ class SqsSource:
         self._receiving = asyncio.create_task(self._receivers(out))
         try:
             await self._receiving
-            await self._in_work_below(1)
+            await self._taken_below(1)  # the receive loops are done: nothing is reserved
             if self._unstarted:
                 await self._make_visible(self._unstarted)
         finally:
@@ -221,13 +221,13 @@ class SqsSource:
     async def _accept_all(
         self, messages: list[dict[str, Any]], out: asyncio.Queue[WorkItem]
     ) -> bool:
-        """False when a stop came (what was not accepted yet was given back)."""
+        """False when a stop cut it short (what was not accepted yet was given back)."""
         for index, message in enumerate(messages):
             if self._stop.is_set():
                 await self._give_back_unread(messages[index:])
                 return False
             await self._accept(message, out)
-        return not self._stop.is_set()
+        return True
 
     async def _give_back_unread(self, messages: list[dict[str, Any]]) -> None:
         """Received during a stop: not started, so visible again at once."""
@@ -239,13 +239,16 @@ class SqsSource:
 
     async def _wait_for_room(self) -> int:
         limit = self._options.max_messages_in_work
-        while self.stats.in_work + self._reserved >= limit:
-            self._left.clear()
-            await self._left.wait()
-        return limit - self.stats.in_work - self._reserved
+        await self._taken_below(limit)
+        return limit - self._taken
 
-    async def _in_work_below(self, limit: int) -> None:
-        while self.stats.in_work >= limit:
+    @property
+    def _taken(self) -> int:
+        """Messages in work, and room other receive loops asked for."""
+        return self.stats.in_work + self._reserved
+
+    async def _taken_below(self, limit: int) -> None:
+        while self._taken >= limit:
             self._left.clear()
             await self._left.wait()
 
