@@ -20,6 +20,7 @@ from typing import Final, Literal, TypeAlias
 import msgspec
 from isal import isal_zlib
 
+from cloudtrail_adapter.dedup import record_keys
 from cloudtrail_adapter.filters import RecordFilter
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "PackLimits",
     "PackedObject",
     "compress_bundle",
+    "drop_lines",
     "fragment",
     "gzip_bundle",
     "pack_lines",
@@ -55,6 +57,7 @@ class PackLimits:
     max_bytes: int
     whole_max_raw: int = 48 << 20
     keep: RecordFilter | None = None
+    dedup: bool = False  # give each fragment its records' keys (dedup.record_keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,7 @@ class Fragment:
     records: int
     raw_bytes: int
     crc: int
+    keys: bytes = b""  # dedup.ENTRY bytes per record, when packed for de-duplication
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +86,20 @@ class PackedObject:
     dropped: tuple[tuple[str, int], ...] = ()
 
 
-def fragment(lines: Sequence[Line]) -> Fragment:
+def fragment(lines: Sequence[Line], *, keyed: bool = False) -> Fragment:
     text = b"\n".join(lines)
     deflater = isal_zlib.compressobj(BUNDLE_LEVEL, isal_zlib.DEFLATED, _RAW_DEFLATE)
     body = deflater.compress(text) + deflater.flush(isal_zlib.Z_SYNC_FLUSH)
-    return Fragment(body, len(lines), len(text), isal_zlib.crc32(text))
+    keys = record_keys(lines) if keyed else b""
+    return Fragment(body, len(lines), len(text), isal_zlib.crc32(text), keys)
+
+
+def drop_lines(part: Fragment, drop: Sequence[int]) -> Fragment:
+    """The fragment without the records at `drop` (duplicates), recompressed. Records are
+    single lines, so splitting the text on newlines gives them back exactly."""
+    text = isal_zlib.decompressobj(wbits=_RAW_DEFLATE).decompress(part.deflate)
+    skip = set(drop)
+    return fragment([line for i, line in enumerate(text.split(b"\n")) if i not in skip])
 
 
 _NEWLINE: Final = fragment([b"", b""])  # one "\n", to go between fragments
@@ -100,11 +113,11 @@ def pack_lines(lines: Sequence[Line], limits: PackLimits) -> list[Fragment]:
     for index, line in enumerate(lines):
         grown = size + len(line) + 1
         if index > start and (index - start >= limits.max_records or grown > limits.max_bytes):
-            fragments.append(fragment(lines[start:index]))
+            fragments.append(fragment(lines[start:index], keyed=limits.dedup))
             start, grown = index, len(line) + 1
         size = grown
     if start < len(lines):
-        fragments.append(fragment(lines[start:]))
+        fragments.append(fragment(lines[start:], keyed=limits.dedup))
     return fragments
 
 

@@ -74,6 +74,16 @@ class DeliveryOptions:
 
 
 @dataclass(frozen=True)
+class DedupOptions:
+    """eventID de-duplication (dedup.py): on unless switched off; `window` in seconds of
+    event time."""
+
+    enabled: bool = True
+    window: float = 3600.0
+    max_keys: int = 1_000_000
+
+
+@dataclass(frozen=True)
 class AwsOptions:
     access_key: str | None = None
     secret_key: Secret | None = None
@@ -136,6 +146,7 @@ class SourceConfig:
     delivery: DeliveryOptions = DeliveryOptions()
     healthcheck: int | None = None  # LimaCharlie's top-level `healthcheck: PORT`
     record_filter: RecordFilter = field(default_factory=RecordFilter)  # `filter:`; keeps all
+    dedup: DedupOptions = DedupOptions()
 
     @property
     def name(self) -> str:
@@ -662,6 +673,7 @@ _HTTP = ("http", "https")
 _WS = ("ws", "wss")
 MAX_PARALLEL_FETCH = 256
 MAX_INTERVAL = 86400.0
+MAX_DEDUP_WINDOW = 7 * 86400.0
 _INSTALLATION_KEY_HINT = (
     "not a UUID: adapters authenticate with the installation key's ID (a UUID, shown in the "
     "web app's 'Adapter Key' column), not the full installation key; LimaCharlie will likely "
@@ -758,6 +770,17 @@ def _filter(sec: _Section) -> RecordFilter | None:
     if len(sec.doc.errors) > before:
         return None
     return RecordFilter(**_kwargs(**values))
+
+
+def _dedup(sec: _Section) -> DedupOptions | None:
+    before = len(sec.doc.errors)
+    values = _kwargs(
+        enabled=sec.boolean("enabled"),
+        window=sec.number("window", minimum=60, maximum=MAX_DEDUP_WINDOW, minimum_allowed=True),
+        max_keys=sec.integer("max_keys", 1000, 100_000_000),
+    )
+    sec.finish()
+    return None if len(sec.doc.errors) > before else DedupOptions(**values)
 
 
 def _delivery(sec: _Section) -> DeliveryOptions | None:
@@ -911,8 +934,10 @@ def _source(doc: _Doc, kind: SourceKind, sec: _Section) -> SourceConfig | None:
     webhook_section = sec.section("webhook")
     delivery_section = sec.section("delivery")
     filter_section = sec.section("filter")
+    dedup_section = sec.section("dedup")
     client = _client_options(client_section) if client_section else None
     record_filter = _filter(filter_section) if filter_section else RecordFilter()
+    dedup = _dedup(dedup_section) if dedup_section else DedupOptions()
     webhook = _webhook(webhook_section) if webhook_section else None
     delivery = _delivery(delivery_section) if delivery_section else DeliveryOptions()
     if sec.has("client_options") and sec.has("webhook"):
@@ -929,7 +954,13 @@ def _source(doc: _Doc, kind: SourceKind, sec: _Section) -> SourceConfig | None:
             "required key is missing: set client_options (LimaCharlie USP) or webhook",
         )
     sec.finish()
-    if len(doc.errors) > before or source is None or delivery is None or record_filter is None:
+    if (
+        len(doc.errors) > before
+        or source is None
+        or delivery is None
+        or record_filter is None
+        or dedup is None
+    ):
         return None
     return SourceConfig(
         index=doc.number or 1,
@@ -940,6 +971,7 @@ def _source(doc: _Doc, kind: SourceKind, sec: _Section) -> SourceConfig | None:
         webhook=webhook,
         delivery=delivery,
         record_filter=record_filter,
+        dedup=dedup,
     )
 
 
@@ -1057,7 +1089,14 @@ def known_keys(kind: SourceKind) -> set[str]:
     """Every dotted key a `kind` document accepts (relative to the source, with top-level
     keys as they are): read off the parser itself, so documentation can be checked
     against it. Sections that take any key (`client_options.mapping`) count as one."""
-    sections = ("client_options", "client_options.identity", "webhook", "delivery", "filter")
+    sections = (
+        "client_options",
+        "client_options.identity",
+        "webhook",
+        "delivery",
+        "filter",
+        "dedup",
+    )
     tree = _Map({}, 1)
     for section in sections:
         parent = tree

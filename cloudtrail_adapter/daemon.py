@@ -24,6 +24,7 @@ from cloudtrail_adapter.config import (
     S3SourceOptions,
     SourceConfig,
 )
+from cloudtrail_adapter.dedup import Deduplicator
 from cloudtrail_adapter.model import AckCallback, FatalSinkError, Sink, Source
 from cloudtrail_adapter.monitor import Monitor, SourceRuntime, log_progress
 from cloudtrail_adapter.notify import SystemdNotifier
@@ -86,6 +87,20 @@ async def open_source(cfg: SourceConfig, state: StateStore) -> AsyncIterator[Sou
             sqs = await stack.enter_async_context(aws.client("sqs", cfg.aws))
             buckets = aws.BucketClients(cfg.aws, stack, pool=src.parallel_fetch)
             yield SqsSource(cfg.name, src, sqs=sqs, buckets=buckets)
+
+
+def open_dedup(cfg: SourceConfig, state: StateStore) -> Deduplicator | None:
+    """The source's de-duplication, with the keys delivered within its window read back."""
+    if not cfg.dedup.enabled:
+        return None
+    started = time.monotonic()
+    dedup = Deduplicator(cfg.name, checkpoint_scope(cfg), state, cfg.dedup)
+    loaded = dedup.load()
+    log.info(
+        "dedup_loaded", source=cfg.name, keys=loaded,
+        seconds=round(time.monotonic() - started, 3),
+    )  # fmt: skip
+    return dedup
 
 
 DEFAULT_SHUTDOWN_GRACE = 30.0
@@ -160,6 +175,7 @@ async def run_source(
     runtime = runtime or SourceRuntime(cfg.name, cfg.kind)
     tracker = AckTracker(cfg.name, on_latency=runtime.observe_latency)
     sink = make_sink(cfg, tracker.on_batch_acked, http)
+    dedup = open_dedup(cfg, state)
     pipeline = Pipeline(
         cfg.name,
         send=sink.send,
@@ -168,6 +184,7 @@ async def run_source(
         workers=cfg.source.parallel_fetch,
         executor=executor,
         keep=cfg.record_filter,
+        dedup=dedup,
     )
     runtime.attach(pipeline, tracker, sink)
     try:
@@ -192,6 +209,7 @@ async def run_source(
         batches=pipeline.stats.batches_sent,
         oversized=pipeline.stats.records_oversized,
         filtered=pipeline.stats.records_filtered,
+        duplicates=dedup.stats.duplicates if dedup else None,
     )
     # A single-load run is a job: anything left undone fails it. A long-running source
     # reports failures as they happen; being stopped is its normal end.

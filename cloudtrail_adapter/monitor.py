@@ -205,6 +205,16 @@ class _Families:
                 "records_filtered", "records dropped by a filter, by filter", name, count,
                 filter=rule,
             )  # fmt: skip
+        if p.dedup is not None:
+            d = p.dedup.stats
+            self.counter("records_duplicate", "records dropped as duplicates", name, d.duplicates)
+            self.gauge("dedup_keys", "delivered eventIDs remembered", name, d.keys_held)
+            self.counter(
+                "dedup_keys_forgotten_early",
+                "keys forgotten before their window ran out (dedup.max_keys)",
+                name,
+                d.forgotten_early,
+            )
         for reason, count in sorted(st.failures_by_reason.items()):
             self.counter(
                 "objects_failed", "objects that failed, by reason", name, count, reason=reason

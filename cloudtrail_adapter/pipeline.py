@@ -26,11 +26,12 @@ import structlog
 
 from cloudtrail_adapter.acks import AckTracker, ItemProgress
 from cloudtrail_adapter.aio import ByteBudget
-from cloudtrail_adapter.bundles import Fragment, PackLimits, gzip_bundle
+from cloudtrail_adapter.bundles import Fragment, PackLimits, drop_lines, gzip_bundle
 from cloudtrail_adapter.config import DeliveryOptions
 from cloudtrail_adapter.decode import DecodeError
+from cloudtrail_adapter.dedup import BatchFlights, Deduplicator, Flight
 from cloudtrail_adapter.filters import RecordFilter, merge_counts
-from cloudtrail_adapter.model import Batch, WorkItem
+from cloudtrail_adapter.model import AckToken, Batch, WorkItem
 from cloudtrail_adapter.stream_decode import (
     STEP_OUTPUT,
     StreamDecoder,
@@ -67,6 +68,7 @@ class Decoded:
     progress: ItemProgress
     fragments: Sequence[Fragment]
     size: int  # bytes of `fragments`, held in the buffer budget until batched
+    flights: Sequence[Flight | None]  # the keys each fragment claimed (de-duplication)
 
 
 class Pipeline:
@@ -82,6 +84,7 @@ class Pipeline:
         workers: int,
         executor: Executor | None = None,
         keep: RecordFilter | None = None,
+        dedup: Deduplicator | None = None,
     ) -> None:
         self.name = name
         self.stats = PipelineStats()
@@ -93,10 +96,12 @@ class Pipeline:
         self._delivery = delivery
         self._workers = workers
         self._executor = executor
+        self.dedup = dedup
         self._limits = PackLimits(
             delivery.batch_max_records,
             delivery.batch_max_bytes,
             keep=keep if keep and keep.active else None,
+            dedup=dedup is not None,
         )
         self._busy = 0  # workers with an item
         self._waiting = 0  # workers waiting for the budget or for room in the decoded queue
@@ -173,7 +178,7 @@ class Pipeline:
         self._tracker.set_total(progress, packed.records)
         self._report_oversized(item, packed.oversized)
         merge_counts(self.stats.records_filtered, packed.dropped)
-        await self._hand_on(Decoded(progress, packed.fragments, reserved))
+        await self._hand_on(progress, packed.fragments, reserved)
         return packed.kind, packed.records
 
     async def _stream(self, item: WorkItem, progress: ItemProgress, _size: int) -> tuple[str, int]:
@@ -203,7 +208,7 @@ class Pipeline:
             self._budget.release(reserved)
             raise
         reserved = self._budget.resize(reserved, _size(fragments))
-        await self._hand_on(Decoded(progress, fragments, reserved))
+        await self._hand_on(progress, fragments, reserved)
         return sum(f.records for f in fragments)
 
     def _report_oversized(self, item: WorkItem, oversized: tuple[tuple[int, int], ...]) -> None:
@@ -221,15 +226,60 @@ class Pipeline:
             **item.log_fields,
         )
 
-    async def _hand_on(self, entry: Decoded) -> None:
-        if not entry.fragments:
-            self._budget.release(entry.size)
-            return
-        if not self._decoded.full():
-            self._decoded.put_nowait(entry)
-            return
-        with self._waiting_for("queue"):
-            await self._decoded.put(entry)
+    async def _hand_on(
+        self, progress: ItemProgress, fragments: Sequence[Fragment], reserved: int
+    ) -> None:
+        """To the batcher, once duplicates are screened out. Keys claimed here are given
+        back if the fragments never reach the batcher."""
+        flights: Sequence[Flight | None] = (None,) * len(fragments)
+        try:
+            if self.dedup is not None:
+                fragments, flights = await self._screen(progress, fragments)
+            if not fragments:
+                self._budget.release(reserved)
+                return
+            entry = Decoded(progress, fragments, reserved, flights)
+            if not self._decoded.full():
+                self._decoded.put_nowait(entry)
+                return
+            with self._waiting_for("queue"):
+                await self._decoded.put(entry)
+        except BaseException:
+            self._abandon([f for f in flights if f is not None])
+            raise
+
+    async def _screen(
+        self, progress: ItemProgress, fragments: Sequence[Fragment]
+    ) -> tuple[list[Fragment], list[Flight | None]]:
+        """Drops the records whose eventID was delivered or is in flight (dedup.py); a
+        fragment that loses some is recompressed in the executor, one that loses all is
+        left out."""
+        assert self.dedup is not None
+        loop = asyncio.get_running_loop()
+        kept: list[Fragment] = []
+        flights: list[Flight | None] = []
+        try:
+            for part in fragments:
+                flight, drop = self.dedup.screen(progress, part)
+                if len(drop) == part.records:
+                    continue  # claimed nothing, so nothing can wait on it
+                flights.append(flight)
+                if drop:
+                    part = await loop.run_in_executor(self._executor, drop_lines, part, drop)
+                kept.append(part)
+        except BaseException:
+            self._abandon([f for f in flights if f is not None])
+            raise
+        return kept, flights
+
+    def _abandon(self, flights: Sequence[Flight]) -> None:
+        assert self.dedup is not None
+        for progress in self.dedup.abandon(flights):
+            self._tracker.fail(
+                progress,
+                "duplicate_not_sent",
+                "a record it shares with another object was not sent; read again",
+            )
 
     async def _reserve(self, amount: int) -> int:
         if self._budget.fits(amount):
@@ -278,17 +328,21 @@ class Pipeline:
                 if not bundle.empty:
                     await self._flush(bundle.take())
                 continue
-            for part in entry.fragments:
+            for part, flight in zip(entry.fragments, entry.flights, strict=True):
                 if bundle.full(self._limits, part):
                     await self._flush(bundle.take())
                 if bundle.empty:
                     deadline = loop.time() + self._delivery.batch_linger
-                bundle.add(entry.progress, part)
+                bundle.add(entry.progress, part, flight)
             self._budget.release(entry.size)  # the bundle's own bound takes over
 
     async def _flush(self, bundle: _Bundle) -> None:
         payload, raw_bytes = gzip_bundle(bundle.fragments)  # concatenation: no compressing
-        batch = Batch(payload, bundle.records, raw_bytes, bundle.parts())
+        parts = bundle.parts()
+        if bundle.flights:  # first: keys are stored before any item is credited
+            assert self.dedup is not None
+            parts = ((BatchFlights(self.dedup, bundle.flights), 0), *parts)
+        batch = Batch(payload, bundle.records, raw_bytes, parts)
         await self._send(batch)
         self.stats.batches_sent += 1
         self.stats.records_sent += batch.records
@@ -309,6 +363,7 @@ class _Bundle:
 
     def __init__(self) -> None:
         self.fragments: list[Fragment] = []
+        self.flights: list[Flight] = []
         self.records = 0
         self.size = 0
         self._counts: list[tuple[ItemProgress, int]] = []
@@ -325,8 +380,10 @@ class _Bundle:
             or self.size + part.raw_bytes + 1 > limits.max_bytes
         )
 
-    def add(self, progress: ItemProgress, part: Fragment) -> None:
+    def add(self, progress: ItemProgress, part: Fragment, flight: Flight | None) -> None:
         self.fragments.append(part)
+        if flight is not None and not flight.empty:
+            self.flights.append(flight)
         self.records += part.records
         self.size += part.raw_bytes + 1
         if self._counts and self._counts[-1][0] is progress:
@@ -334,12 +391,13 @@ class _Bundle:
         else:
             self._counts.append((progress, part.records))
 
-    def parts(self) -> tuple[tuple[ItemProgress, int], ...]:
+    def parts(self) -> tuple[tuple[AckToken, int], ...]:
         return tuple(self._counts)
 
     def take(self) -> _Bundle:
         taken = _Bundle()
         taken.fragments, taken.records, taken.size = self.fragments, self.records, self.size
-        taken._counts = self._counts
+        taken._counts, taken.flights = self._counts, self.flights
         self.fragments, self.records, self.size, self._counts = [], 0, 0, []
+        self.flights = []
         return taken

@@ -1,4 +1,5 @@
-"""The state database: which objects LimaCharlie fully acknowledged, per source scope.
+"""The state database: which objects LimaCharlie fully acknowledged, per source scope, and
+the eventIDs it acknowledged within the de-duplication window (dedup.py).
 
 SQLite in WAL mode, one transaction per commit. `synchronous=NORMAL` survives a process
 kill (the WAL is in the OS's hands once a commit returns); at worst a power loss forgets
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,12 @@ CREATE TABLE IF NOT EXISTS failures (
     quarantined  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (scope, bucket, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS delivered_keys (
+    scope        TEXT    NOT NULL,
+    newest       INTEGER NOT NULL,
+    entries      BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS delivered_keys_by_age ON delivered_keys (scope, newest);
 """
 MAX_BACKOFF = 3600.0
 
@@ -161,6 +168,27 @@ class StateStore:
             cursor = self._db.execute("DELETE FROM failures WHERE quarantined=1 AND key=?", (key,))
             released += cursor.rowcount
         return released
+
+    def save_delivered_keys(self, scope: str, newest: int, entries: bytes) -> None:
+        """One acknowledged batch's de-duplication keys (dedup.py); `newest` is its latest
+        event minute, by which the row is pruned."""
+        self._db.execute("INSERT INTO delivered_keys VALUES (?,?,?)", (scope, newest, entries))
+
+    def delivered_keys(self, scope: str, window: int) -> tuple[int, Iterator[bytes]]:
+        """The newest event minute stored, and the rows within `window` minutes of it,
+        newest first."""
+        row = self._db.execute(
+            "SELECT MAX(newest) FROM delivered_keys WHERE scope=?", (scope,)
+        ).fetchone()
+        newest = int(row[0] or 0)
+        rows = self._db.execute(
+            "SELECT entries FROM delivered_keys WHERE scope=? AND newest>=? ORDER BY newest DESC",
+            (scope, newest - window),
+        )
+        return newest, (bytes(r[0]) for r in rows)
+
+    def prune_delivered_keys(self, scope: str, before: int) -> None:
+        self._db.execute("DELETE FROM delivered_keys WHERE scope=? AND newest<?", (scope, before))
 
     def count_committed(self, scope: str) -> int:
         row = self._db.execute("SELECT COUNT(*) FROM s3_checkpoints WHERE scope=?", (scope,))
