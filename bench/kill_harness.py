@@ -6,6 +6,14 @@ acknowledgement. Kill moments are drawn from a seeded generator as amounts of pr
 many more events accepted since the last restart), so they spread over the whole run
 whatever the machine's speed; the property checked does not depend on when they land.
 
+With de-duplication on (the default), it also accounts for every kill: the eventIDs
+LimaCharlie accepted before the kill, and those the daemon had recorded as acknowledged (its
+state database, read once the process is dead). An eventID recorded before a kill must never
+arrive again after it (`resent`); every duplicate must have been in flight, accepted but not
+yet recorded, at some kill (`unexplained` counts those that were not); and every eventID
+of an object checkpointed at a kill must have been recorded (`unrecorded` counts those that
+were not: the keys are stored before anything is committed).
+
 Used by tests/test_kill.py (short form, in `make test`) and bench/soak.py (`make soak`).
 """
 
@@ -15,6 +23,7 @@ import asyncio
 import contextlib
 import gzip
 import random
+import sqlite3
 import time
 import uuid
 from collections import Counter
@@ -29,6 +38,7 @@ import yaml
 
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
+from cloudtrail_adapter.dedup import ENTRY, KEY_BYTES, event_key
 from cloudtrail_adapter.emulator import messages
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY
@@ -39,9 +49,13 @@ from cloudtrail_adapter.secret import Secret
 Mode = Literal["s3", "sqs"]
 OID = "6c3f1d2a-9d55-4e1e-8f0a-3b2c1d0e9f8a"
 INSTALLATION_KEY = "0f4e7a52-1b2c-4d3e-9f8a-7b6c5d4e3f2a"
-PREFIX = "AWSLogs/111122223333/CloudTrail/us-east-1/2026/11/24/"
+ACCOUNT = "111122223333"
+PREFIX = f"AWSLogs/{ACCOUNT}/CloudTrail/us-east-1/2026/11/24/"
 PARALLEL_FETCH = 4
 VISIBILITY_TIMEOUT = 2
+#: Seconds of event time the input spans: within the default de-duplication window (1 h),
+#: so that every eventID stays remembered for the whole run.
+EVENT_SPAN = 1800
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,7 @@ class KillPlan:
     seed: int = 7
     ack_delay: float = 0.02  # the emulator's delay before each ack: kills land mid-flight
     finish_timeout: float = 120.0
+    dedup: bool = True
 
 
 @dataclass
@@ -63,6 +78,10 @@ class KillReport:
     accepted: int = 0  # distinct eventIDs
     lost: int = 0
     duplicated: int = 0  # deliveries beyond the first
+    in_flight: int = 0  # the most eventIDs accepted but not yet recorded at one kill
+    resent: int = 0  # deliveries of an eventID recorded as acknowledged before a kill
+    unexplained: int = 0  # duplicated eventIDs that were not in flight at any kill
+    unrecorded: int = 0  # eventIDs of objects checkpointed at a kill but not recorded
     seconds: float = 0.0
     exits: list[int] = field(default_factory=list)  # return codes of the killed processes
     log_tail: str = field(default="", repr=False)  # the last run's log, for failures
@@ -70,13 +89,15 @@ class KillReport:
     def line(self) -> str:
         return (
             f"{self.mode:<5}{self.kills:>7}{self.seeded:>10}{self.accepted:>10}"
-            f"{self.lost:>7}{self.duplicated:>12}{self.seconds:>10.1f}"
+            f"{self.lost:>7}{self.duplicated:>12}{self.in_flight:>11}{self.resent:>8}"
+            f"{self.unexplained:>13}{self.unrecorded:>12}{self.seconds:>10.1f}"
         )
 
     @staticmethod
     def header() -> str:
         names = f"{'kills':>7}{'seeded':>10}{'accepted':>10}{'lost':>7}{'duplicated':>12}"
-        return f"{'mode':<5}{names}{'seconds':>10}"
+        more = f"{'in_flight':>11}{'resent':>8}{'unexplained':>13}{'unrecorded':>12}"
+        return f"{'mode':<5}{names}{more}{'seconds':>10}"
 
 
 @dataclass(frozen=True)
@@ -97,12 +118,13 @@ class Input:
 def make_objects(plan: KillPlan) -> dict[str, bytes]:
     rng = random.Random(plan.seed)
     when = datetime(2026, 11, 24, tzinfo=UTC)
+    spacing = timedelta(seconds=EVENT_SPAN / plan.objects)
     objects: dict[str, bytes] = {}
     for n in range(plan.objects):
         count = rng.randint(*plan.records_per_object)
-        stamp = when + timedelta(minutes=5 * n)
+        stamp = when + spacing * n
         records = [
-            cloudtrail_record(rng, account="111122223333", region="us-east-1", when=stamp)
+            cloudtrail_record(rng, account=ACCOUNT, region="us-east-1", when=stamp)
             for _ in range(count)
         ]
         objects[f"{PREFIX}kill_{n:05}.json.gz"] = log_file(records)
@@ -157,7 +179,8 @@ def config(
         "region": REGION,
         "endpoint_url": endpoint,
         "parallel_fetch": PARALLEL_FETCH,
-        "delivery": {"batch_max_records": 100, "batch_linger": 0.02},
+        "delivery": {"batch_max_records": 10, "batch_linger": 0.02},  # objects span batches
+        "dedup": {"enabled": plan.dedup},
     }
     if plan.mode == "s3":
         return {"s3": common | {"bucket_name": bucket, "poll_interval": 0.5}}
@@ -168,17 +191,21 @@ def config(
 
 
 class Accepted:
-    """The distinct eventIDs the emulator accepted, read incrementally as events arrive."""
+    """The eventIDs the emulator accepted, in order, read incrementally as events arrive."""
 
     def __init__(self, lc: LimaCharlieEmulator) -> None:
         self._lc = lc
         self._seen = 0
         self.ids: Counter[str] = Counter()
+        self.order: list[tuple[str, bytes]] = []  # (eventID, de-duplication key)
 
     def refresh(self) -> None:
         events = self._lc.store.events
         for event in events[self._seen :]:
-            self.ids[str(event.json().get("eventID"))] += 1
+            body = event.json()
+            event_id = str(body.get("eventID"))
+            self.ids[event_id] += 1
+            self.order.append((event_id, event_key(event_id, body["recipientAccountId"])))
         self._seen = len(events)
 
     @property
@@ -221,6 +248,7 @@ async def run_plan(
     report = KillReport(plan.mode, seeded=len(data.event_ids))
     rng = random.Random(plan.seed)
     accepted = Accepted(lc)
+    kills: list[Kill] = []
     lc.usp_faults.ack_delay = plan.ack_delay
     step = max(1, len(data.event_ids) // (plan.kills + 2))
     for _ in range(plan.kills):
@@ -233,6 +261,8 @@ async def run_plan(
             assert daemon.running, f"the daemon exited by itself:\n{daemon.tail()}"
             report.exits.append(await daemon.kill())
             report.kills += 1
+            accepted.refresh()
+            kills.append(Kill.read(len(accepted.order), state / "state.db"))
     async with DaemonProcess(path, state, log_level="info") as daemon:
         with contextlib.suppress(TimeoutError):  # what never arrived is counted as lost
             await accepted.wait_covering(data.event_ids, plan.finish_timeout)
@@ -245,8 +275,57 @@ async def run_plan(
     report.accepted = len(data.event_ids & set(accepted.ids))
     report.lost = len(data.event_ids - set(accepted.ids))
     report.duplicated = sum(accepted.ids.values()) - len(accepted.ids)
+    if plan.dedup:
+        account_for_kills(report, accepted.order, kills, data)
     report.seconds = time.monotonic() - started
     return report
+
+
+@dataclass(frozen=True)
+class Kill:
+    """At one kill: how many events LimaCharlie had accepted, and the keys the daemon had
+    recorded as acknowledged."""
+
+    accepted: int
+    recorded: frozenset[bytes]
+    committed: frozenset[str]  # object keys checkpointed (s3)
+
+    @classmethod
+    def read(cls, accepted: int, db: Path) -> Kill:
+        """The keys and checkpoints in a dead daemon's state database."""
+        if not db.exists():
+            return cls(accepted, frozenset(), frozenset())
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            rows = conn.execute("SELECT entries FROM delivered_keys").fetchall()
+            committed = conn.execute("SELECT key FROM s3_checkpoints").fetchall()
+        recorded = (blob[i : i + KEY_BYTES] for (blob,) in rows for i in range(0, len(blob), ENTRY))
+        return cls(accepted, frozenset(recorded), frozenset(key for (key,) in committed))
+
+
+def account_for_kills(
+    report: KillReport, order: list[tuple[str, bytes]], kills: list[Kill], data: Input
+) -> None:
+    """Fills `in_flight`, `resent` and `unexplained` (see the module docstring)."""
+    in_flight: set[str] = set()
+    start = 0
+    for kill in kills:
+        run = order[start : kill.accepted]  # accepted during the run this kill ended
+        unrecorded = {event_id for event_id, key in run if key not in kill.recorded}
+        report.in_flight = max(report.in_flight, len(unrecorded))
+        in_flight |= unrecorded
+        report.resent += sum(1 for _, key in order[kill.accepted :] if key in kill.recorded)
+        report.unrecorded += sum(
+            1
+            for name in kill.committed
+            for event_id in data.objects[name]
+            if event_key(event_id, ACCOUNT) not in kill.recorded
+        )
+        start = kill.accepted
+    seen: set[str] = set()
+    for event_id, _ in order:
+        if event_id in seen and event_id not in in_flight:
+            report.unexplained += 1
+        seen.add(event_id)
 
 
 async def drained(options: AwsOptions, queue: str, timeout: float) -> None:

@@ -38,13 +38,21 @@ if TYPE_CHECKING:
     from cloudtrail_adapter.config import DedupOptions
     from cloudtrail_adapter.state import StateStore
 
-__all__ = ["ENTRY", "BatchFlights", "Deduplicator", "Flight", "event_key", "record_keys"]
+__all__ = [
+    "ENTRY",
+    "KEY_BYTES",
+    "BatchFlights",
+    "Deduplicator",
+    "Flight",
+    "event_key",
+    "record_keys",
+]
 
 log = structlog.get_logger("cloudtrail_adapter.dedup")
 
 #: Bytes per record in `Fragment.keys`: a 96-bit key, then the event minute (uint32 LE).
 ENTRY: Final = 16
-_KEY_BYTES: Final = 12
+KEY_BYTES: Final = 12
 _NO_KEY: Final = bytes(ENTRY)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -60,7 +68,7 @@ _decode_identity: Final = msgspec.json.Decoder(_Identity).decode
 
 def event_key(event_id: str, account: str) -> bytes:
     """The 96-bit key of an event (2^-48 collision odds for a million keys held)."""
-    digest = hashlib.blake2b(f"{event_id}\0{account}".encode(), digest_size=_KEY_BYTES).digest()
+    digest = hashlib.blake2b(f"{event_id}\0{account}".encode(), digest_size=KEY_BYTES).digest()
     return digest if any(digest) else b"\1" + digest[1:]  # all zero means "no key"
 
 
@@ -262,6 +270,4 @@ class Deduplicator:
 
 
 def _split(entry: bytes) -> tuple[int, int]:
-    return int.from_bytes(entry[:_KEY_BYTES], "little"), int.from_bytes(
-        entry[_KEY_BYTES:], "little"
-    )
+    return int.from_bytes(entry[:KEY_BYTES], "little"), int.from_bytes(entry[KEY_BYTES:], "little")

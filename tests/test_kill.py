@@ -1,5 +1,7 @@
 """kill -9 at any instant loses nothing: at least 20 kills per mode, then every eventID of
-the input must have reached LimaCharlie (duplicates only within what was in flight)."""
+the input must have reached LimaCharlie. With de-duplication on (the default), nothing the
+daemon recorded as acknowledged before a kill arrives again, and every duplicate was in flight
+(accepted, its acknowledgement not yet recorded) at a kill."""
 
 from __future__ import annotations
 
@@ -32,3 +34,7 @@ async def test_kill_9_at_random_moments_loses_nothing(
     assert report.lost == 0, context
     assert report.accepted == report.seeded, context
     assert report.duplicated <= KILLS * in_flight_bound(plan), context
+    assert report.resent == 0, context
+    assert report.unexplained == 0, context
+    assert report.unrecorded == 0, context
+    assert report.in_flight <= in_flight_bound(plan), context  # acks are recorded as they come
