@@ -6,7 +6,8 @@ processes included):
 - floor: one process, no I/O: decompress, split, frame and compress exactly as the
   daemon does (`pack_in_memory` per object, fragments joined into gzip bundles);
 - daemon, file source -> the LimaCharlie emulator over USP on loopback, acks on; and the
-  same on a quarter of the corpus, to show that memory does not follow the corpus size;
+  same on a quarter of the corpus, to show that memory does not follow the corpus size,
+  with a filter, and with eventID de-duplication (on by default) switched off;
 - moto's own GetObject rate at the daemon's concurrency, and the daemon over S3 (moto);
 - the daemon on SQS notifications (moto), with the notification-to-ack latency;
 - naive: boto3, gzip, json, requests to the emulator's webhook (bench/naive.py).
@@ -85,10 +86,16 @@ NOISE = RecordFilter(
 
 
 async def file_row(
-    files: list[CorpusFile], workdir: Path, label: str, keep: RecordFilter | None = None
+    files: list[CorpusFile],
+    workdir: Path,
+    label: str,
+    keep: RecordFilter | None = None,
+    *,
+    dedup: bool = True,
 ) -> Row:
     """The CLI on a `file:` source over the corpus written to disk, single_load, to USP.
-    With `keep`, a `filter:`; its rate counts the records read, kept or not."""
+    With `keep`, a `filter:`; its rate counts the records read, kept or not. `dedup=False`
+    switches eventID de-duplication off (it is on by default)."""
     totals = Totals.of(files)
     expected = totals if keep is None else Totals.kept(files, keep)
     root = workdir / f"corpus-{uuid.uuid4().hex[:8]}"
@@ -100,6 +107,8 @@ async def file_row(
             "dest_url": lc.usp_url,
         }
         source: dict[str, Any] = {"path": str(root), "single_load": True, "client_options": client}
+        if not dedup:
+            source["dedup"] = {"enabled": False}
         if keep is not None:
             source["filter"] = {
                 k: list(v) if isinstance(v, tuple) else v
@@ -130,6 +139,8 @@ async def measure(files: list[CorpusFile], workdir: Path, repeat: int = 3) -> li
     rows.append(await file_row(quarter, workdir, " (1/4 corpus)"))
     filtered = [await file_row(files, workdir, " (filtered)", NOISE) for _ in range(repeat)]
     rows.append(median(filtered))
+    plain = [await file_row(files, workdir, " (dedup off)", dedup=False) for _ in range(repeat)]
+    rows.append(median(plain))
     async with moto_process() as moto:
         rows += await s3_rows(files, workdir, PARALLEL_FETCH, moto_url=moto)
         pace = rows[-1].rate / 2
@@ -144,6 +155,7 @@ def ratios(rows: list[Row]) -> list[str]:
 
     base, daemon, s3 = row("floor"), row("daemon, file"), row("daemon, S3")
     filtered = row("daemon, file source -> USP emulator (filtered)")
+    plain = row("daemon, file source -> USP emulator (dedup off)")
     moto, naive = row("moto raw"), row("naive")
     peak = max(r.peak_rss_mb or 0.0 for r in rows if r.name.startswith("daemon"))
     return [
@@ -152,6 +164,7 @@ def ratios(rows: list[Row]) -> list[str]:
         f"daemon (file) / naive:      {daemon.rate / naive.rate:6.1f}   (target >= 10)",
         f"daemon (S3) / naive:        {s3.rate / naive.rate:6.1f}",
         f"filtered / unfiltered:      {filtered.rate / daemon.rate:6.2f}   (target >= 0.8)",
+        f"dedup on / off:             {daemon.rate / plain.rate:6.2f}",
         f"daemon (S3) / moto raw GET: {s3.rate / moto.rate:6.2f}   (target >= 0.8)",
         f"peak RSS of a daemon row:   {peak:,.0f} MB   (target < 300)",
     ]

@@ -21,6 +21,7 @@ A record without an eventID or an eventTime is always shipped.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import heapq
@@ -53,6 +54,7 @@ log = structlog.get_logger("cloudtrail_adapter.dedup")
 #: Bytes per record in `Fragment.keys`: a 96-bit key, then the event minute (uint32 LE).
 ENTRY: Final = 16
 KEY_BYTES: Final = 12
+_MINUTE_SHIFT: Final = 8 * KEY_BYTES
 _NO_KEY: Final = bytes(ENTRY)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -108,12 +110,11 @@ class Flight:
     """The keys one fragment claimed, from screening until their batch is acknowledged, and
     the items waiting on them (records they dropped as duplicates of these)."""
 
-    __slots__ = ("entries", "keys", "minutes", "waiters")
+    __slots__ = ("blob", "keys", "waiters")
 
-    def __init__(self) -> None:
-        self.keys: list[int] = []
-        self.minutes: list[int] = []
-        self.entries: list[bytes] = []
+    def __init__(self, keys: list[int], blob: bytes) -> None:
+        self.keys = keys
+        self.blob = blob  # the keys as stored: `ENTRY` bytes each
         self.waiters: dict[ItemProgress, int] = {}
 
     @property
@@ -144,7 +145,14 @@ class DedupStats:
 
 
 class Deduplicator:
-    """One source's keys: pending (in flight) and delivered (acknowledged, within the window)."""
+    """One source's keys: pending (in flight) and delivered (acknowledged, within the window).
+
+    A key is the 128-bit integer of a record's entry: the event minute is its top 32 bits,
+    so the newest minute of many keys is their maximum, and every loop over records is a
+    C loop (set and dict operations) unless a fragment holds duplicates. Delivered keys are
+    held in groups by the newest minute of each acknowledged fragment, and a group is
+    forgotten when that minute leaves the window.
+    """
 
     def __init__(self, source: str, scope: str, store: StateStore, options: DedupOptions):
         self.source = source
@@ -155,8 +163,8 @@ class Deduplicator:
         self._max_keys = options.max_keys
         self._pending: dict[int, Flight] = {}
         self._delivered: set[int] = set()
-        self._minutes: dict[int, list[int]] = {}  # event minute -> keys delivered in it
-        self._heap: list[int] = []  # the minutes in `_minutes`, oldest first
+        self._groups: dict[int, list[int]] = {}  # newest event minute -> keys
+        self._heap: list[int] = []  # the minutes of `_groups`, oldest first
         self._newest = 0
         self._pruned_before = 0
         self._warned = False
@@ -170,25 +178,36 @@ class Deduplicator:
         newest, blobs = self._store.delivered_keys(self._scope, self._window)
         self._newest = newest
         for blob in blobs:
-            for offset in range(0, len(blob), ENTRY):
-                if self.stats.keys_held >= self._max_keys:
-                    break
-                self._remember(*_split(blob[offset : offset + ENTRY]))
+            if self.stats.keys_held >= self._max_keys:
+                break
+            keys = [k for k in _keys(blob) if k not in self._delivered]
+            self._remember(keys[: self._max_keys - self.stats.keys_held])
         self.stats.loaded = self.stats.keys_held
         return self.stats.loaded
 
     def screen(self, progress: ItemProgress, part: Fragment) -> tuple[Flight, list[int]]:
         """Claims the fragment's new keys; returns them, and the indexes of its duplicates
         (already credited to `progress`, or left for it to wait on)."""
-        flight = Flight()
+        keys = _keys(part.keys)
+        distinct = set(keys)
+        distinct.discard(0)
+        if (
+            len(distinct) == len(keys)
+            and distinct.isdisjoint(self._pending)
+            and distinct.isdisjoint(self._delivered)
+        ):
+            flight = Flight(keys, part.keys)  # the usual case: all new
+            self._pending.update(dict.fromkeys(keys, flight))
+            return flight, []
+        return self._screen_each(progress, keys)
+
+    def _screen_each(self, progress: ItemProgress, keys: list[int]) -> tuple[Flight, list[int]]:
+        flight = Flight([], b"")
         drop: list[int] = []
         credited = 0
-        blob = part.keys
-        for index, offset in enumerate(range(0, len(blob), ENTRY)):
-            entry = blob[offset : offset + ENTRY]
-            key, minute = _split(entry)
+        for index, key in enumerate(keys):
             if not key:
-                continue
+                continue  # no identity: shipped, not remembered
             owner = self._pending.get(key)
             if owner is not None:
                 owner.waiters[progress] = owner.waiters.get(progress, 0) + 1
@@ -197,10 +216,9 @@ class Deduplicator:
             else:
                 self._pending[key] = flight
                 flight.keys.append(key)
-                flight.minutes.append(minute)
-                flight.entries.append(entry)
                 continue
             drop.append(index)
+        flight.blob = b"".join(k.to_bytes(ENTRY, "little") for k in flight.keys)
         self.stats.duplicates += len(drop)
         if credited:
             progress.acknowledged(credited)
@@ -208,14 +226,13 @@ class Deduplicator:
 
     def delivered(self, flights: Sequence[Flight]) -> None:
         """Their batch was acknowledged: store the keys, then credit whoever waited on them."""
-        entries = b"".join(e for f in flights for e in f.entries)
-        if entries:
-            newest = max(max(f.minutes) for f in flights if f.minutes)
-            self._store.save_delivered_keys(self._scope, newest, entries)
-        for flight in flights:
-            for key, minute in zip(flight.keys, flight.minutes, strict=True):
-                del self._pending[key]
-                self._remember(key, minute)
+        claimed = [f for f in flights if f.keys]
+        if claimed:
+            newest = max(max(f.keys) for f in claimed) >> _MINUTE_SHIFT
+            self._store.save_delivered_keys(self._scope, newest, b"".join(f.blob for f in claimed))
+        for flight in claimed:
+            collections.deque(map(self._pending.__delitem__, flight.keys), maxlen=0)
+            self._remember(flight.keys)
         self._forget_old()
         for flight in flights:
             for progress, count in flight.waiters.items():
@@ -233,21 +250,26 @@ class Deduplicator:
             flight.waiters = {}
         return waiting
 
-    def _remember(self, key: int, minute: int) -> None:
+    def _remember(self, keys: list[int]) -> None:
+        """Delivered keys not yet held (none is: a held key is never claimed again)."""
+        keys = [k for k in keys if k]
+        if not keys:
+            return
+        minute = max(keys) >> _MINUTE_SHIFT
         self._newest = max(self._newest, minute)
-        if minute < self._cutoff or key in self._delivered:
+        if minute < self._cutoff:
             return  # older than the window: not worth memory
-        keys = self._minutes.get(minute)
-        if keys is None:
-            keys = self._minutes[minute] = []
+        group = self._groups.get(minute)
+        if group is None:
+            group = self._groups[minute] = []
             heapq.heappush(self._heap, minute)
-        keys.append(key)
-        self._delivered.add(key)
-        self.stats.keys_held += 1
+        group += keys
+        self._delivered.update(keys)
+        self.stats.keys_held += len(keys)
 
     def _forget_old(self) -> None:
         while self._heap and self._heap[0] < self._cutoff:
-            self._forget_minute()
+            self._forget_group()
         if self._cutoff > self._pruned_before:
             self._store.prune_delivered_keys(self._scope, self._cutoff)
             self._pruned_before = self._cutoff
@@ -260,14 +282,16 @@ class Deduplicator:
                 window_minutes=self._window,
             )  # fmt: skip
         while self.stats.keys_held > self._max_keys and self._heap:
-            self.stats.forgotten_early += self._forget_minute()
+            self.stats.forgotten_early += self._forget_group()
 
-    def _forget_minute(self) -> int:
-        keys = self._minutes.pop(heapq.heappop(self._heap))
+    def _forget_group(self) -> int:
+        keys = self._groups.pop(heapq.heappop(self._heap))
         self._delivered.difference_update(keys)
         self.stats.keys_held -= len(keys)
         return len(keys)
 
 
-def _split(entry: bytes) -> tuple[int, int]:
-    return int.from_bytes(entry[:KEY_BYTES], "little"), int.from_bytes(entry[KEY_BYTES:], "little")
+def _keys(blob: bytes) -> list[int]:
+    """The entries of a keys blob as integers (0 for a record without identity)."""
+    from_bytes = int.from_bytes
+    return [from_bytes(blob[i : i + ENTRY], "little") for i in range(0, len(blob), ENTRY)]

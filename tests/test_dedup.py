@@ -250,7 +250,8 @@ def test_max_keys_forgets_the_oldest_minutes_early_and_says_so(store: StateStore
             dedup.delivered([flight])
     assert dedup.stats.keys_held == 800 and dedup.stats.forgotten_early == 400
     assert len(logs.named("dedup_window_shortened")) == 1
-    _, drop = dedup.screen(item, keyed([record(0), record(1000)]))
+    later = START + timedelta(minutes=1)
+    _, drop = dedup.screen(item, keyed([record(0), record(1000, when=later)]))
     assert drop == [1]
 
     assert dedup_of(store, max_keys=1000).load() == 1000  # the bound holds on reload too
