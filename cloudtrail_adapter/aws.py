@@ -1,15 +1,26 @@
-"""aiobotocore clients for a source: credentials, endpoint, retries, the bucket's region."""
+"""aiobotocore clients for a source: credentials, endpoint, retries, the bucket's region.
+
+Each source has one session (`source_session`), so its clients share credentials. With
+`role_arn`, the session's credentials are the role's, assumed through STS with the
+source's own credentials (static keys, else the standard chain) and refreshed before they
+expire: early enough that a request never carries expired ones, late enough that a short
+session is not re-assumed on every request.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Final
 
 import structlog
 from aiobotocore.config import AioConfig
+from aiobotocore.credentials import AioRefreshableCredentials
 from aiobotocore.session import AioSession, get_session
+from botocore.credentials import CredentialProvider
 from botocore.exceptions import ClientError
 
 from cloudtrail_adapter.config import AwsOptions
@@ -17,10 +28,65 @@ from cloudtrail_adapter.config import AwsOptions
 log = structlog.get_logger("cloudtrail_adapter.aws")
 
 DEFAULT_REGION = "us-east-1"
+#: Refresh role credentials this many seconds before they expire (botocore's own margins),
+#: or a quarter (an eighth, when it must) of a shorter session, as long as STS gave it.
+ADVISORY_REFRESH: Final = 15 * 60
+MANDATORY_REFRESH: Final = 10 * 60
 
 
-def _session() -> AioSession:
-    return get_session()
+def source_session(aws: AwsOptions) -> AioSession:
+    made = get_session()
+    if aws.role_arn:
+        resolver = made.get_component("credential_provider")
+        resolver.insert_before("env", _RoleProvider(aws))
+    return made
+
+
+class _RoleProvider(CredentialProvider):  # type: ignore[misc]
+    """Assumes `aws.role_arn`; botocore calls `load` once, then the credentials refresh."""
+
+    METHOD = "assume-role"
+    CANONICAL_NAME = "cloudtrail-adapter-role"
+
+    def __init__(self, aws: AwsOptions) -> None:
+        super().__init__()
+        self._aws = aws
+
+    async def load(self) -> AioRefreshableCredentials:
+        first = await self._assume()
+        lasts = (datetime.fromisoformat(first["expiry_time"]) - datetime.now(UTC)).total_seconds()
+        return AioRefreshableCredentials.create_from_metadata(
+            first,
+            refresh_using=self._assume,
+            method=self.METHOD,
+            advisory_timeout=min(ADVISORY_REFRESH, lasts / 4),
+            mandatory_timeout=min(MANDATORY_REFRESH, lasts / 8),
+        )
+
+    async def _assume(self) -> dict[str, str]:
+        aws = self._aws
+        params: dict[str, Any] = {
+            "RoleArn": aws.role_arn,
+            "RoleSessionName": aws.role_session_name,
+            "DurationSeconds": aws.role_session_duration,
+        }
+        if aws.external_id is not None:
+            params["ExternalId"] = aws.external_id.reveal()
+        kwargs = _client_kwargs(dataclasses.replace(aws, role_arn=None), _region(aws), 10)
+        async with get_session().create_client("sts", **kwargs) as sts:
+            answer = (await sts.assume_role(**params))["Credentials"]
+        expiry: datetime = answer["Expiration"]
+        log.info("role_assumed", role_arn=aws.role_arn, expires=expiry.isoformat())
+        return {
+            "access_key": answer["AccessKeyId"],
+            "secret_key": answer["SecretAccessKey"],
+            "token": answer["SessionToken"],
+            "expiry_time": expiry.isoformat(),
+        }
+
+
+def _region(aws: AwsOptions) -> str:
+    return aws.region or DEFAULT_REGION
 
 
 def _client_kwargs(aws: AwsOptions, region: str, pool: int) -> dict[str, Any]:
@@ -35,7 +101,7 @@ def _client_kwargs(aws: AwsOptions, region: str, pool: int) -> dict[str, Any]:
     }
     if aws.endpoint_url:
         kwargs["endpoint_url"] = aws.endpoint_url
-    if aws.access_key and aws.secret_key:
+    if aws.access_key and aws.secret_key and not aws.role_arn:  # else the session's
         kwargs["aws_access_key_id"] = aws.access_key
         kwargs["aws_secret_access_key"] = aws.secret_key.reveal()
     return kwargs
@@ -43,19 +109,25 @@ def _client_kwargs(aws: AwsOptions, region: str, pool: int) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def client(
-    service: str, aws: AwsOptions, *, region: str | None = None, pool: int = 10
+    service: str,
+    aws: AwsOptions,
+    *,
+    region: str | None = None,
+    pool: int = 10,
+    session: AioSession | None = None,
 ) -> AsyncIterator[Any]:
-    """A client with static keys when configured, else the standard AWS credential chain."""
-    kwargs = _client_kwargs(aws, region or aws.region or DEFAULT_REGION, pool)
-    async with _session().create_client(service, **kwargs) as made:
+    """A client of `session` (by default a new one for `aws`): static keys when configured,
+    else the standard AWS credential chain; the role's credentials with `role_arn`."""
+    kwargs = _client_kwargs(aws, region or _region(aws), pool)
+    async with (session or source_session(aws)).create_client(service, **kwargs) as made:
         yield made
 
 
-async def bucket_region(aws: AwsOptions, bucket: str) -> str:
+async def bucket_region(aws: AwsOptions, bucket: str, session: AioSession | None = None) -> str:
     """The configured region, else the one S3 reports for the bucket."""
     if aws.region:
         return aws.region
-    async with client("s3", aws) as s3:
+    async with client("s3", aws, session=session) as s3:
         return await _head_bucket_region(s3, bucket)
 
 
@@ -81,8 +153,15 @@ class BucketClients:
     whatever the queue's region is.
     """
 
-    def __init__(self, aws: AwsOptions, stack: contextlib.AsyncExitStack, pool: int) -> None:
+    def __init__(
+        self,
+        aws: AwsOptions,
+        stack: contextlib.AsyncExitStack,
+        pool: int,
+        session: AioSession | None = None,
+    ) -> None:
         self._aws = aws
+        self._session = session or source_session(aws)
         self._stack = stack
         self._pool = pool
         self._regions: dict[str, str] = {}
@@ -99,6 +178,6 @@ class BucketClients:
 
     async def _client(self, region: str) -> Any:
         if region not in self._clients:
-            made = client("s3", self._aws, region=region, pool=self._pool)
+            made = client("s3", self._aws, region=region, pool=self._pool, session=self._session)
             self._clients[region] = await self._stack.enter_async_context(made)
         return self._clients[region]

@@ -89,6 +89,10 @@ class AwsOptions:
     secret_key: Secret | None = None
     region: str | None = None
     endpoint_url: str | None = None
+    role_arn: str | None = None  # assumed on top of the keys or the chain
+    external_id: Secret | None = None
+    role_session_name: str = "cloudtrail-adapter"
+    role_session_duration: int = 3600  # seconds
 
 
 @dataclass(frozen=True)
@@ -827,7 +831,41 @@ def _aws(sec: _Section) -> AwsOptions:
         secret_key=secret_key,
         region=region,
         endpoint_url=endpoint_url,
+        **_role(sec),
     )
+
+
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}")
+
+
+def _role(sec: _Section) -> dict[str, Any]:
+    """`role_arn` and what goes with it; the others without `role_arn` are an error."""
+    role_arn = sec.string("role_arn")
+    if role_arn is not None and not _ROLE_ARN.fullmatch(role_arn):
+        sec.error(
+            "role_arn",
+            sec.line_of("role_arn"),
+            "expected an IAM role ARN like arn:aws:iam::123456789012:role/NAME",
+        )
+    name = sec.string("role_session_name")
+    if name is not None and not _SESSION_NAME.fullmatch(name):
+        sec.error(
+            "role_session_name",
+            sec.line_of("role_session_name"),
+            "expected 2 to 64 letters, digits or +=,.@_-",
+        )
+    duration = sec.integer("role_session_duration", 900, 43200)  # what STS allows
+    values = _kwargs(
+        role_arn=role_arn,
+        external_id=sec.secret("external_id"),
+        role_session_name=name,
+        role_session_duration=duration,
+    )
+    for name in ("external_id", "role_session_name", "role_session_duration"):
+        if name in values and role_arn is None and sec.has(name):
+            sec.error(name, sec.line_of(name), "is only used with role_arn, which is not set")
+    return values
 
 
 def _s3(sec: _Section) -> S3SourceOptions | None:

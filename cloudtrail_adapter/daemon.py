@@ -77,15 +77,20 @@ async def open_source(cfg: SourceConfig, state: StateStore) -> AsyncIterator[Sou
     scope = checkpoint_scope(cfg)
     src = cfg.source
     if isinstance(src, S3SourceOptions):
-        region = await aws.bucket_region(cfg.aws, src.bucket_name)
-        async with aws.client("s3", cfg.aws, region=region, pool=src.parallel_fetch) as s3:
+        session = aws.source_session(cfg.aws)
+        region = await aws.bucket_region(cfg.aws, src.bucket_name, session)
+        s3_client = aws.client(
+            "s3", cfg.aws, region=region, pool=src.parallel_fetch, session=session
+        )
+        async with s3_client as s3:
             yield S3Source(cfg.name, src, s3=s3, state=state, scope=scope)
     elif isinstance(src, FileSourceOptions):
         yield FileSource(cfg.name, src, state=state, scope=scope)
     else:
         async with contextlib.AsyncExitStack() as stack:
-            sqs = await stack.enter_async_context(aws.client("sqs", cfg.aws))
-            buckets = aws.BucketClients(cfg.aws, stack, pool=src.parallel_fetch)
+            session = aws.source_session(cfg.aws)
+            sqs = await stack.enter_async_context(aws.client("sqs", cfg.aws, session=session))
+            buckets = aws.BucketClients(cfg.aws, stack, pool=src.parallel_fetch, session=session)
             yield SqsSource(cfg.name, src, sqs=sqs, buckets=buckets)
 
 

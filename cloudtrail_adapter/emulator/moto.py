@@ -8,10 +8,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+from moto.core.exceptions import _RESTError
+from moto.core.responses import BaseResponse
+from moto.core.utils import utcnow
 from moto.server import ThreadedMotoServer
 from moto.sqs.models import SQSBackend
+from moto.sts.models import AssumedRole, STSBackend, sts_backends
 
 # moto accepts any credentials; these only have to be well-formed.
 ACCESS_KEY = "AKIAMOTOEXAMPLE00000"
@@ -50,12 +56,66 @@ def _atomic_receive(receive: Callable[..., list[Any]]) -> Callable[..., list[Any
     return receive_message
 
 
+@dataclass
+class StandIn:
+    """Knobs of the stand-in (it runs in the test process): `role_session_seconds` cuts
+    every role session STS hands out to that length (AWS's shortest is 900 s, too long
+    to wait out in a test)."""
+
+    role_session_seconds: float | None = None
+
+
+STAND_IN = StandIn()
+
+
+def _short_sessions(assume_role: Callable[..., AssumedRole]) -> Callable[..., AssumedRole]:
+    @functools.wraps(assume_role)
+    def assume(self: STSBackend, **kwargs: Any) -> AssumedRole:
+        role = assume_role(self, **kwargs)
+        if STAND_IN.role_session_seconds is not None:
+            role.expiration = utcnow() + timedelta(seconds=STAND_IN.role_session_seconds)
+        return role
+
+    return assume
+
+
+class ExpiredToken(_RESTError):
+    code = 400
+
+    def __init__(self) -> None:
+        super().__init__("ExpiredToken", "The security token included in the request is expired")
+
+
+def _refusing_expired(current_account: Callable[[BaseResponse], str]) -> Callable[..., str]:
+    """moto accepts an assumed role's keys forever; AWS refuses them once the session
+    expired (ExpiredToken). The stand-in does too, so a daemon that fails to refresh its
+    role's credentials fails against it as it would against AWS."""
+
+    @functools.wraps(current_account)
+    def get_current_account(self: BaseResponse) -> str:
+        key = self.get_access_key()
+        if key.startswith("ASIA"):
+            now = utcnow()
+            for by_partition in sts_backends.values():
+                for backend in by_partition.values():
+                    role = backend.get_assumed_role_from_access_key(key)
+                    if role is not None and role.expiration <= now:
+                        raise ExpiredToken()
+        return current_account(self)
+
+    return get_current_account
+
+
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     """Yields the endpoint URL of a fresh moto server on a free loopback port."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     if not hasattr(SQSBackend.receive_message, "__wrapped__"):
         SQSBackend.receive_message = _atomic_receive(SQSBackend.receive_message)  # type: ignore[method-assign]
+    if not hasattr(STSBackend.assume_role, "__wrapped__"):
+        STSBackend.assume_role = _short_sessions(STSBackend.assume_role)  # type: ignore[method-assign]
+    if not hasattr(BaseResponse.get_current_account, "__wrapped__"):
+        BaseResponse.get_current_account = _refusing_expired(BaseResponse.get_current_account)  # type: ignore[method-assign]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
