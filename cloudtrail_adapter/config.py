@@ -16,6 +16,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,6 +107,17 @@ class S3SourceOptions:
     quarantine_after: int = 5
     retry_backoff: float = 60.0
     max_object_size: int = 1 << 30
+    layout: Literal["auto", "flat"] = "auto"  # auto: by day when the CloudTrail layout is there
+    accounts: tuple[str, ...] = ()  # CloudTrail layout: only these accounts (all when empty)
+    regions: tuple[str, ...] = ()  # ... and regions (globs)
+    start_time: datetime | None = None  # ... and files of this window only
+    end_time: datetime | None = None
+    lookback: float = 86400.0  # seconds of day prefixes listed again for late files
+
+    @property
+    def by_layout(self) -> bool:
+        """Whether a key only the CloudTrail layout can honour is set."""
+        return bool(self.accounts or self.regions or self.start_time or self.end_time)
 
 
 @dataclass(frozen=True)
@@ -839,22 +851,19 @@ _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 _SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}")
 
 
+def _matching(sec: _Section, name: str, pattern: re.Pattern[str], what: str) -> str | None:
+    text = sec.string(name)
+    if text is not None and not pattern.fullmatch(text):
+        sec.error(name, sec.line_of(name), f"expected {what}")
+    return text
+
+
 def _role(sec: _Section) -> dict[str, Any]:
     """`role_arn` and what goes with it; the others without `role_arn` are an error."""
-    role_arn = sec.string("role_arn")
-    if role_arn is not None and not _ROLE_ARN.fullmatch(role_arn):
-        sec.error(
-            "role_arn",
-            sec.line_of("role_arn"),
-            "expected an IAM role ARN like arn:aws:iam::123456789012:role/NAME",
-        )
-    name = sec.string("role_session_name")
-    if name is not None and not _SESSION_NAME.fullmatch(name):
-        sec.error(
-            "role_session_name",
-            sec.line_of("role_session_name"),
-            "expected 2 to 64 letters, digits or +=,.@_-",
-        )
+    role_arn = _matching(
+        sec, "role_arn", _ROLE_ARN, "an IAM role ARN like arn:aws:iam::123456789012:role/NAME"
+    )
+    name = _matching(sec, "role_session_name", _SESSION_NAME, "2 to 64 letters, digits or +=,.@_-")
     duration = sec.integer("role_session_duration", 900, 43200)  # what STS allows
     values = _kwargs(
         role_arn=role_arn,
@@ -883,9 +892,71 @@ def _s3(sec: _Section) -> S3SourceOptions | None:
         single_load=sec.boolean("single_load"),
         poll_interval=_interval(sec, "poll_interval"),
         delete_after_ack=sec.boolean("delete_after_ack"),
+        layout=sec.choice("layout", ("auto", "flat")),
+        accounts=_accounts(sec),
+        regions=sec.globs("regions"),
+        start_time=_time(sec, "start_time"),
+        end_time=_time(sec, "end_time"),
+        lookback=sec.number("lookback", minimum=0, maximum=90 * 86400, minimum_allowed=True),
         **_failure_keys(sec),
     )
+    start, end = values.get("start_time"), values.get("end_time")
+    if start is not None and end is not None and end <= start:
+        sec.error("end_time", sec.line_of("end_time"), "must be later than start_time")
+    if values.get("layout") == "flat":
+        for name in ("accounts", "regions", "start_time", "end_time"):
+            if name in values:
+                sec.error(name, sec.line_of(name), "needs layout: auto (the CloudTrail layout)")
     return None if bucket is None else S3SourceOptions(bucket_name=bucket, **values)
+
+
+def _accounts(sec: _Section) -> tuple[str, ...] | None:
+    """12-digit account IDs; YAML reads an unquoted one as a number, which is fine unless
+    it starts with 0 (then it must be quoted)."""
+    values = sec.passthrough_list("accounts")
+    if values is None:
+        return None
+    accounts = [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in values]
+    bad = [
+        given
+        for given, v in zip(values, accounts, strict=True)
+        if not (isinstance(v, str) and re.fullmatch(r"\d{12}", v))
+    ]
+    if bad or not accounts:
+        got = _describe(bad[0]) if bad else "an empty list"
+        sec.error(
+            "accounts",
+            sec.line_of("accounts"),
+            f"expected 12-digit account IDs (quote one that starts with 0), got {got}",
+        )
+        return None
+    return tuple(accounts)
+
+
+_RELATIVE = re.compile(r"(\d+)\s*([dhm])")
+_UNIT = {"d": 86400, "h": 3600, "m": 60}
+
+
+def _time(sec: _Section, name: str) -> datetime | None:
+    """An ISO 8601 date or time (UTC unless it says), or `90d` / `36h` / `30m` before now."""
+    text = sec.string(name)
+    if text is None:
+        return None
+    relative = _RELATIVE.fullmatch(text)
+    if relative:
+        ago = int(relative[1]) * _UNIT[relative[2]]
+        return datetime.now(UTC) - timedelta(seconds=ago)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        sec.error(
+            name,
+            sec.line_of(name),
+            f"expected an ISO 8601 date or time (2026-09-01, 2026-09-01T12:00:00Z) or an age "
+            f"(90d, 36h, 30m), got {text!r}",
+        )
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 _SQS_HOST = re.compile(

@@ -37,6 +37,13 @@ CREATE TABLE IF NOT EXISTS failures (
     quarantined  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (scope, bucket, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trail_cursors (
+    scope        TEXT    NOT NULL,
+    bucket       TEXT    NOT NULL,
+    stream       TEXT    NOT NULL,
+    day          TEXT    NOT NULL,
+    PRIMARY KEY (scope, bucket, stream)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS delivered_keys (
     scope        TEXT    NOT NULL,
     newest       INTEGER NOT NULL,
@@ -168,6 +175,28 @@ class StateStore:
             cursor = self._db.execute("DELETE FROM failures WHERE quarantined=1 AND key=?", (key,))
             released += cursor.rowcount
         return released
+
+    def cursor(self, scope: str, bucket: str, stream: str) -> str | None:
+        """The first day (YYYY-MM-DD) of a CloudTrail stream with anything not committed."""
+        row = self._db.execute(
+            "SELECT day FROM trail_cursors WHERE scope=? AND bucket=? AND stream=?",
+            (scope, bucket, stream),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def move_cursor(self, scope: str, bucket: str, stream: str, day: str, prune_below: str) -> None:
+        """The stream's cursor, and the end of its checkpoints for keys below `prune_below`:
+        they are never listed again."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO trail_cursors VALUES (?,?,?,?)",
+                (scope, bucket, stream, day),
+            )
+            self._db.execute(
+                "DELETE FROM s3_checkpoints WHERE scope=? AND bucket=? AND key>=? AND key<?",
+                (scope, bucket, stream, prune_below),
+            )
 
     def save_delivered_keys(self, scope: str, newest: int, entries: bytes) -> None:
         """One acknowledged batch's de-duplication keys (dedup.py); `newest` is its latest

@@ -27,7 +27,8 @@ async def test_polling_picks_up_new_objects_and_sigterm_stops_cleanly(
 ) -> None:
     first, second = records(30, 21), records(40, 22)
     await put_objects(aws_options, bucket, {f"{PREFIX}a.json.gz": log_file(first)})
-    cfg = s3_config(aws_options, bucket, lc, single_load=False, poll_interval=0.2)
+    # flat: the new object lands in a days-old folder, which the day listing would skip
+    cfg = s3_config(aws_options, bucket, lc, single_load=False, poll_interval=0.2, layout="flat")
 
     daemon = asyncio.create_task(serve([cfg], state_dir))
     await lc.store.wait_for(30, timeout=30)

@@ -60,9 +60,11 @@ def _atomic_receive(receive: Callable[..., list[Any]]) -> Callable[..., list[Any
 class StandIn:
     """Knobs of the stand-in (it runs in the test process): `role_session_seconds` cuts
     every role session STS hands out to that length (AWS's shortest is 900 s, too long
-    to wait out in a test)."""
+    to wait out in a test); `requests` records what was asked of it."""
 
     role_session_seconds: float | None = None
+    #: When a list, every request is appended to it: (method, URL), in arrival order.
+    requests: list[tuple[str, str]] | None = None
 
 
 STAND_IN = StandIn()
@@ -93,6 +95,8 @@ def _refusing_expired(current_account: Callable[[BaseResponse], str]) -> Callabl
 
     @functools.wraps(current_account)
     def get_current_account(self: BaseResponse) -> str:
+        if STAND_IN.requests is not None:
+            STAND_IN.requests.append((self.method, self.uri))
         key = self.get_access_key()
         if key.startswith("ASIA"):
             now = utcnow()
