@@ -215,7 +215,10 @@ async def test_start_and_end_time_and_regions_deliver_exactly_the_files_of_the_w
             if low <= when < high:
                 inside.append(key)
     await put_objects(aws_options, bucket, trail.files)
-    cfg = s3_config(aws_options, bucket, lc, start_time=low, end_time=high, regions=("us-*",))
+    cfg = s3_config(
+        aws_options, bucket, lc, start_time=low, end_time=high, regions=("us-*",),
+        prefix=f"AWSLogs/{ORG}/",  # a prefix inside the layout still lists by day
+    )  # fmt: skip
 
     assert await serve([cfg], state_dir) == 0
 
@@ -227,10 +230,12 @@ async def test_start_and_end_time_and_regions_deliver_exactly_the_files_of_the_w
 
 
 def test_layout_helpers() -> None:
-    assert logs_root("") == "AWSLogs/"
-    assert logs_root("trails") == "trails/AWSLogs/"
-    assert logs_root("trails/") == "trails/AWSLogs/"
-    assert logs_root("trails/AWSLogs/") == "trails/AWSLogs/"
+    assert logs_root("") == ("AWSLogs/", "")
+    assert logs_root("trails") == ("trails/AWSLogs/", "")
+    assert logs_root("trails/") == ("trails/AWSLogs/", "")
+    assert logs_root("trails/AWSLogs/") == ("trails/AWSLogs/", "trails/AWSLogs/")
+    inside = "AWSLogs/o-a1b2c3d4e5/111122223333/"
+    assert logs_root(inside) == ("AWSLogs/", inside)
     folder = "AWSLogs/111122223333/CloudTrail/us-east-1/2026/11/24/"
     key = f"{folder}111122223333_CloudTrail_us-east-1_20261124T0105Z_AbC.json.gz"
     assert file_time(key) == datetime(2026, 11, 24, 1, 5, tzinfo=UTC)

@@ -109,29 +109,37 @@ class S3Source(PollingSource):
         return names
 
     async def _streams(self) -> list[Stream] | None:
-        """Every account/kind/region under the logs root that the filters want; None when
-        there is no CloudTrail layout."""
-        root = logs_root(self._options.prefix)
+        """Every account/kind/region under the logs root that the prefix and the filters
+        want; None when there is no CloudTrail layout, or the prefix is inside one stream
+        (`.../us-east-1/2026/`), which is then listed flat."""
+        root, inside = logs_root(self._options.prefix)
+
+        def fits(folder: str) -> bool:  # on the way to the prefix, or under it
+            return folder.startswith(inside) or inside.startswith(folder)
+
         top = await self._dirs(root)
         if not top:
             return None
         accounts: list[tuple[str, str]] = []  # (folder, account)
         for name in top:
-            if is_org(name):
+            if is_org(name) and fits(f"{root}{name}/"):
                 accounts += [(f"{root}{name}/{a}/", a) for a in await self._dirs(f"{root}{name}/")]
             elif is_account(name):
                 accounts.append((f"{root}{name}/", name))
         wanted = self._options.accounts
         streams: list[Stream] = []
         for folder, account in accounts:
-            if not is_account(account) or (wanted and account not in wanted):
+            if not is_account(account) or (wanted and account not in wanted) or not fits(folder):
                 continue
             for kind in await self._dirs(folder):
                 if not kind.startswith("CloudTrail") or kind == DIGEST_KIND:
                     continue
                 for region in await self._dirs(f"{folder}{kind}/"):
-                    if self._region_wanted(region):
-                        streams.append(Stream(f"{folder}{kind}/{region}/", account, kind, region))
+                    stream = Stream(f"{folder}{kind}/{region}/", account, kind, region)
+                    if self._region_wanted(region) and fits(stream.prefix):
+                        streams.append(stream)
+        if any(len(inside) > len(s.prefix) for s in streams):
+            return None
         return streams
 
     def _region_wanted(self, region: str) -> bool:

@@ -43,12 +43,15 @@ class Stream:
     region: str
 
 
-def logs_root(prefix: str) -> str:
-    """Where CloudTrail writes under the configured prefix: CloudTrail's own "S3 key prefix"
-    setting is a folder name without a slash."""
-    if prefix.endswith(LOGS):
-        return prefix
-    return f"{prefix}/{LOGS}" if prefix and not prefix.endswith("/") else f"{prefix}{LOGS}"
+def logs_root(prefix: str) -> tuple[str, str]:
+    """Where CloudTrail writes, given the configured prefix, and the part of the prefix
+    inside it ("" when the prefix stops above it). CloudTrail's own "S3 key prefix" setting
+    is a folder name without a slash."""
+    at = prefix.find(LOGS)
+    if at >= 0 and (at == 0 or prefix[at - 1] == "/"):
+        return prefix[: at + len(LOGS)], prefix
+    root = f"{prefix}/{LOGS}" if prefix and not prefix.endswith("/") else f"{prefix}{LOGS}"
+    return root, ""
 
 
 def is_account(name: str) -> bool:
