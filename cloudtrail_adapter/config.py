@@ -871,9 +871,9 @@ def _role(sec: _Section) -> dict[str, Any]:
         role_session_name=name,
         role_session_duration=duration,
     )
-    for name in ("external_id", "role_session_name", "role_session_duration"):
-        if name in values and role_arn is None and sec.has(name):
-            sec.error(name, sec.line_of(name), "is only used with role_arn, which is not set")
+    for key in ("external_id", "role_session_name", "role_session_duration"):
+        if key in values and role_arn is None:
+            sec.error(key, sec.line_of(key), "is only used with role_arn, which is not set")
     return values
 
 

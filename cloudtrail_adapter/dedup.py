@@ -251,8 +251,8 @@ class Deduplicator:
         return waiting
 
     def _remember(self, keys: list[int]) -> None:
-        """Delivered keys not yet held (none is: a held key is never claimed again)."""
-        keys = [k for k in keys if k]
+        """Delivered keys not yet held (none is: a held key is never claimed again). None
+        is 0: a record without identity claims no key, so none is stored or loaded."""
         if not keys:
             return
         minute = max(keys) >> _MINUTE_SHIFT

@@ -149,10 +149,10 @@ class S3Source(PollingSource):
     async def _list_stream(self, stream: Stream) -> AsyncIterator[list[Listed]]:
         """The stream's day prefixes from its first wanted day to today; then its cursor
         moves to the first day that had anything not committed."""
-        first = await self._first_day(stream)
+        now = self._clock()  # one "now" for the days listed, the lookback and the pruning
+        first = await self._first_day(stream, now)
         if first is None:
             return
-        now = self._clock()
         last = (
             now.date()
             if self._options.end_time is None
@@ -169,12 +169,12 @@ class S3Source(PollingSource):
                 yield page
         self._move_cursor(stream, cursor or last + timedelta(days=1), now)
 
-    async def _first_day(self, stream: Stream) -> date | None:
+    async def _first_day(self, stream: Stream, now: datetime) -> date | None:
         start = self._options.start_time
         saved = self._state.cursor(self._scope, self._options.bucket_name, stream.prefix)
         if saved is None:
             return start.date() if start else await self._earliest_day(stream)
-        first = min(date.fromisoformat(saved), self._lookback_day(self._clock()))
+        first = min(date.fromisoformat(saved), self._lookback_day(now))
         return max(first, start.date()) if start else first
 
     async def _earliest_day(self, stream: Stream) -> date | None:
