@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -28,6 +28,70 @@ async def unless_stopped(stop: asyncio.Event, work: Awaitable[T]) -> T:
     if task.cancelled():
         raise Stopped
     return task.result()
+
+
+async def gather_limited(calls: Iterable[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
+    """Every call's result in order, at most `limit` running at once; the first error
+    cancels the rest and is raised as it is."""
+    room = asyncio.Semaphore(limit)
+
+    async def one(call: Callable[[], Awaitable[T]]) -> T:
+        async with room:
+            return await call()
+
+    tasks = [asyncio.ensure_future(one(call)) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        await _cancelled(tasks)
+
+
+async def merge_limited(
+    sources: Iterable[Callable[[], AsyncIterator[T]]], limit: int
+) -> AsyncIterator[T]:
+    """The items of every source as they come, at most `limit` sources read at once and
+    at most `limit` items waiting for the consumer (backpressure). The first error cancels
+    the rest and is raised as it is; so does closing the iterator early."""
+    ready: asyncio.Queue[T] = asyncio.Queue(limit)
+    todo = iter(sources)
+
+    async def drain() -> None:
+        for source in todo:
+            async for item in source():
+                await ready.put(item)
+
+    async def run() -> None:
+        readers = [asyncio.create_task(drain()) for _ in range(limit)]
+        try:
+            for reader in asyncio.as_completed(readers):
+                await reader
+        finally:
+            await _cancelled(readers)
+
+    runner = asyncio.create_task(run())
+    getter: asyncio.Future[T] | None = None
+    try:
+        while True:
+            getter = asyncio.ensure_future(ready.get())
+            await asyncio.wait({getter, runner}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():  # the readers are done: take what is left without waiting
+                getter.cancel()
+                await asyncio.gather(getter, return_exceptions=True)
+            if not getter.cancelled():
+                yield getter.result()
+                continue
+            runner.result()  # raise a reader's error, if any
+            while not ready.empty():
+                yield ready.get_nowait()
+            return
+    finally:
+        await _cancelled([runner] + ([getter] if getter else []))
+
+
+async def _cancelled(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class ByteBudget:

@@ -113,6 +113,8 @@ class S3SourceOptions:
     start_time: datetime | None = None  # ... and files of this window only
     end_time: datetime | None = None
     lookback: float = 86400.0  # seconds of day prefixes listed again for late files
+    discovery_interval: float = 900.0  # seconds between finding accounts, kinds and regions
+    parallel_list: int = 8  # streams listed at once
 
     @property
     def by_layout(self) -> bool:
@@ -898,13 +900,17 @@ def _s3(sec: _Section) -> S3SourceOptions | None:
         start_time=_time(sec, "start_time"),
         end_time=_time(sec, "end_time"),
         lookback=sec.number("lookback", minimum=0, maximum=90 * 86400, minimum_allowed=True),
+        discovery_interval=sec.number(
+            "discovery_interval", minimum=0, maximum=MAX_INTERVAL, minimum_allowed=True
+        ),
+        parallel_list=sec.integer("parallel_list", 1, MAX_PARALLEL_FETCH),
         **_failure_keys(sec),
     )
     start, end = values.get("start_time"), values.get("end_time")
     if start is not None and end is not None and end <= start:
         sec.error("end_time", sec.line_of("end_time"), "must be later than start_time")
     if values.get("layout") == "flat":
-        for name in ("accounts", "regions", "start_time", "end_time"):
+        for name in ("accounts", "regions", "start_time", "end_time", "discovery_interval"):
             if name in values:
                 sec.error(name, sec.line_of(name), "needs layout: auto (the CloudTrail layout)")
     return None if bucket is None else S3SourceOptions(bucket_name=bucket, **values)

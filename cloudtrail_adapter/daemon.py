@@ -80,8 +80,9 @@ async def open_source(cfg: SourceConfig, state: StateStore) -> AsyncIterator[Sou
         session = aws.source_session(cfg.aws)
         region = await aws.bucket_region(cfg.aws, src.bucket_name, session)
         s3_client = aws.client(
-            "s3", cfg.aws, region=region, pool=src.parallel_fetch, session=session
-        )
+            "s3", cfg.aws, region=region, pool=src.parallel_fetch + src.parallel_list,
+            session=session,
+        )  # fmt: skip
         async with s3_client as s3:
             yield S3Source(cfg.name, src, s3=s3, state=state, scope=scope)
     elif isinstance(src, FileSourceOptions):

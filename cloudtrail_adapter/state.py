@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS delivered_keys (
 CREATE INDEX IF NOT EXISTS delivered_keys_by_age ON delivered_keys (scope, newest);
 """
 MAX_BACKOFF = 3600.0
+#: A key in a day folder, below its stream: `YYYY/MM/DD/...`.
+DAY_FOLDER_GLOB = "[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]/*"
 
 
 @dataclass(frozen=True)
@@ -185,8 +187,9 @@ class StateStore:
         return None if row is None else str(row[0])
 
     def move_cursor(self, scope: str, bucket: str, stream: str, day: str, prune_below: str) -> None:
-        """The stream's cursor, and the end of its checkpoints for keys below `prune_below`:
-        they are never listed again."""
+        """The stream's cursor, and the end of its checkpoints in day folders below
+        `prune_below`: they are never listed again. Keys off the layout (`stream/2024/1/`)
+        keep theirs: a walk of the stream may list them again."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
@@ -194,8 +197,9 @@ class StateStore:
                 (scope, bucket, stream, day),
             )
             self._db.execute(
-                "DELETE FROM s3_checkpoints WHERE scope=? AND bucket=? AND key>=? AND key<?",
-                (scope, bucket, stream, prune_below),
+                "DELETE FROM s3_checkpoints WHERE scope=? AND bucket=? AND key>=? AND key<? "
+                "AND substr(key, ?) GLOB ?",
+                (scope, bucket, stream, prune_below, len(stream) + 1, DAY_FOLDER_GLOB),
             )
 
     def save_delivered_keys(self, scope: str, newest: int, entries: bytes) -> None:

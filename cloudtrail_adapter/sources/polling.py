@@ -38,6 +38,9 @@ class PassStats:
     skipped_in_work: int = 0
     skipped_failing: int = 0
     too_large: int = 0
+    outside_window: int = 0  # listed, but outside start_time/end_time
+    off_layout: int = 0  # listed from places off the CloudTrail layout (and offered)
+    list_calls: int = 0  # ListObjectsV2 requests
     listing_done: bool = False  # `offered` is final
 
 
@@ -105,6 +108,8 @@ class PollingSource(ABC):
                     offered=stats.offered, already_done=stats.skipped_done,
                     digests=stats.skipped_digest, in_work=stats.skipped_in_work,
                     failing=stats.skipped_failing, too_large=stats.too_large,
+                    outside_window=stats.outside_window, off_layout=stats.off_layout,
+                    list_calls=stats.list_calls,
                 )  # fmt: skip
                 if self._single_load:
                     return

@@ -1,42 +1,49 @@
 """The S3 polling source: listing, concurrent GETs, checkpoints.
 
-Where the bucket has CloudTrail's layout (trail_layout.py) under `prefix`, a pass finds the
-accounts, kinds and regions with delimiter listings and lists only day prefixes: from the
-stream's cursor (the first day that still had an object not committed when it was last
-listed), or from `lookback` ago if that is earlier, so that late files are found, up to
-today; within `start_time`/`end_time` when set. Checkpoints of days before that are never
-needed again and are pruned with each cursor move. Without the layout, the whole prefix is
-listed every pass.
+Where the bucket has CloudTrail's layout under `prefix`, the streams are found
+(trail_listing.discover) once every `discovery_interval`, and each pass lists only day
+folders of each stream (trail_listing.plan_stream): from the stream's cursor (the first day
+that still had an object not committed when it was last listed), or from `lookback` ago if
+that is earlier, so that late files are found, up to today; within `start_time`/`end_time`
+when set; from the stream's first existing day when it has no cursor yet. Up to
+`parallel_list` streams are listed at once. Checkpoints of day folders before the cursor and
+the lookback are never needed again and are pruned with each cursor move. What does not fit
+the layout is listed whole every pass. Without the layout, the whole prefix is.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
+import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
 
+from cloudtrail_adapter.aio import gather_limited, merge_limited
 from cloudtrail_adapter.config import S3SourceOptions
 from cloudtrail_adapter.decode import is_digest_key
 from cloudtrail_adapter.readers import Reader, S3Reader
 from cloudtrail_adapter.sources.polling import Listed, PollingSource
-from cloudtrail_adapter.sources.trail_layout import (
-    DIGEST_KIND,
-    Stream,
-    day_prefix,
-    days,
-    file_time,
-    is_account,
-    is_org,
-    logs_root,
+from cloudtrail_adapter.sources.trail_layout import Stream, day_prefix, file_time
+from cloudtrail_adapter.sources.trail_listing import (
+    Layout,
+    Level,
+    OffLayout,
+    StreamPlan,
+    discover,
+    plan_stream,
 )
 from cloudtrail_adapter.state import StateStore
 
 log = structlog.get_logger("cloudtrail_adapter.sources")
 
 Clock = Callable[[], datetime]
+EXAMPLES = 10  # folders or keys named in one log line
 
 
 class LayoutMissing(Exception):
@@ -74,10 +81,14 @@ class S3Source(PollingSource):
         self._options = options
         self._s3 = s3
         self._clock = clock
+        self._layout: Layout | None = None
+        self._discovered_at: float | None = None  # monotonic; None: never
+        self._reported: set[str] = set()  # folders and keys already named in a log line
+        self._calendar_days = math.ceil(options.lookback / 86400) + 2
 
     async def list_pages(self) -> AsyncIterator[list[Listed]]:
-        streams = await self._streams() if self._options.layout == "auto" else None
-        if streams is None:
+        layout = await self._current_layout() if self._options.layout == "auto" else None
+        if layout is None:
             if self._options.by_layout:
                 raise LayoutMissing(
                     f"no CloudTrail layout (AWSLogs/...) under "
@@ -87,120 +98,165 @@ class S3Source(PollingSource):
             async for page in self._list(self._options.prefix):
                 yield page
             return
-        for stream in streams:
-            async for page in self._list_stream(stream):
-                yield page
+        now = self._clock()  # one "now" for the days listed, the lookback and the pruning
+        limit = self._options.parallel_list
+        plans = await gather_limited([partial(self._plan, s, now) for s in layout.streams], limit)
+        self._announce(plans, layout)
+        jobs: list[Callable[[], AsyncIterator[list[Listed] | _CursorMove]]]
+        jobs = [partial(self._list_plan, p, now) for p in plans]
+        jobs.append(partial(self._off_pages, layout.off))
+        async for item in merge_limited(jobs, limit):
+            if isinstance(item, _CursorMove):
+                self._move_cursor(item.stream, item.day, now)
+            else:
+                yield item
+
+    async def _current_layout(self) -> Layout | None:
+        """Discovery, again once `discovery_interval` has passed since the last."""
+        at = time.monotonic()
+        if self._discovered_at is None or at - self._discovered_at >= (
+            self._options.discovery_interval
+        ):
+            self._layout = await discover(
+                self._level, self._options.prefix, self._account_wanted, self._region_wanted
+            )
+            self._discovered_at = at
+            if self._layout is not None:
+                self._report_discovery(self._layout)
+        return self._layout
+
+    def _report_discovery(self, layout: Layout) -> None:
+        log.info(
+            "layout_discovered", source=self.name, bucket=self._options.bucket_name,
+            streams=len(layout.streams), off_layout=len(layout.off.where()),
+            passed_over={reason: len(f) for reason, f in layout.passed_over.items()},
+        )  # fmt: skip
+        for reason, folders in layout.passed_over.items():
+            new = self._unreported(folders)
+            if new:
+                log.info(
+                    "folders_passed_over", source=self.name, reason=reason,
+                    count=len(new), examples=new[:EXAMPLES],
+                )  # fmt: skip
+        self._report_off_layout(layout.off, None)
+
+    def _report_off_layout(self, off: OffLayout, stream: Stream | None) -> None:
+        new = self._unreported(off.where())
+        if new:
+            log.warning(
+                "off_layout_found", source=self.name, bucket=self._options.bucket_name,
+                stream=stream.prefix if stream else None, count=len(new),
+                examples=new[:EXAMPLES], action="listed whole and shipped every pass",
+            )  # fmt: skip
+
+    def _unreported(self, where: list[str]) -> list[str]:
+        new = [w for w in where if w not in self._reported]
+        self._reported.update(new)
+        return new
+
+    def _announce(self, plans: list[StreamPlan], layout: Layout) -> None:
+        """A first start on a bucket says what it is about to list."""
+        if not plans or any(p.resumed for p in plans):
+            return
+        found = [d for p in plans for d in p.days]
+        log.info(
+            "backfill_starting", source=self.name, bucket=self._options.bucket_name,
+            streams=len(plans), day_folders=len(found),
+            first_day=min(found).isoformat() if found else None,
+            last_day=max(found).isoformat() if found else None,
+            off_layout=len(layout.off.where()) + sum(len(p.off.where()) for p in plans),
+            start_time=self._options.start_time.isoformat() if self._options.start_time else None,
+        )  # fmt: skip
 
     async def _list(self, prefix: str) -> AsyncIterator[list[Listed]]:
         paginator = self._s3.get_paginator("list_objects_v2")
         async for page in paginator.paginate(Bucket=self._options.bucket_name, Prefix=prefix):
-            yield [
-                Listed(obj["Key"], int(obj.get("Size", 0)), str(obj.get("ETag", "")).strip('"'))
-                for obj in page.get("Contents", ())
-            ]
+            self.current_pass.list_calls += 1
+            yield _listed(page)
 
-    async def _dirs(self, prefix: str) -> list[str]:
-        """The names of the "folders" right under `prefix` (a delimiter listing)."""
+    async def _level(self, prefix: str) -> Level:
+        """The folders and keys right under `prefix` (a delimiter listing)."""
         paginator = self._s3.get_paginator("list_objects_v2")
         pages = paginator.paginate(Bucket=self._options.bucket_name, Prefix=prefix, Delimiter="/")
-        names: list[str] = []
+        found = Level([], [])
         async for page in pages:
-            names += [p["Prefix"][len(prefix) : -1] for p in page.get("CommonPrefixes", ())]
-        return names
+            self.current_pass.list_calls += 1
+            found.folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", ()))
+            found.keys.extend(_listed(page))
+        return found
 
-    async def _streams(self) -> list[Stream] | None:
-        """Every account/kind/region under the logs root that the prefix and the filters
-        want; None when there is no CloudTrail layout, or the prefix is inside one stream
-        (`.../us-east-1/2026/`), which is then listed flat."""
-        root, inside = logs_root(self._options.prefix)
-
-        def fits(folder: str) -> bool:  # on the way to the prefix, or under it
-            return folder.startswith(inside) or inside.startswith(folder)
-
-        top = await self._dirs(root)
-        if not top:
-            return None
-        accounts: list[tuple[str, str]] = []  # (folder, account)
-        for name in top:
-            if is_org(name) and fits(f"{root}{name}/"):
-                accounts += [(f"{root}{name}/{a}/", a) for a in await self._dirs(f"{root}{name}/")]
-            elif is_account(name):
-                accounts.append((f"{root}{name}/", name))
-        wanted = self._options.accounts
-        streams: list[Stream] = []
-        for folder, account in accounts:
-            if not is_account(account) or (wanted and account not in wanted) or not fits(folder):
-                continue
-            for kind in await self._dirs(folder):
-                if not kind.startswith("CloudTrail") or kind == DIGEST_KIND:
-                    continue
-                for region in await self._dirs(f"{folder}{kind}/"):
-                    stream = Stream(f"{folder}{kind}/{region}/", account, kind, region)
-                    if self._region_wanted(region) and fits(stream.prefix):
-                        streams.append(stream)
-        if any(len(inside) > len(s.prefix) for s in streams):
-            return None
-        return streams
+    def _account_wanted(self, account: str) -> bool:
+        return not self._options.accounts or account in self._options.accounts
 
     def _region_wanted(self, region: str) -> bool:
         globs = self._options.regions
         return not globs or any(fnmatch.fnmatchcase(region, g) for g in globs)
 
-    async def _list_stream(self, stream: Stream) -> AsyncIterator[list[Listed]]:
-        """The stream's day prefixes from its first wanted day to today; then its cursor
-        moves to the first day that had anything not committed."""
-        now = self._clock()  # one "now" for the days listed, the lookback and the pruning
-        first = await self._first_day(stream, now)
-        if first is None:
-            return
-        last = (
-            now.date()
-            if self._options.end_time is None
-            else min(now.date(), self._options.end_time.date())
-        )
+    async def _plan(self, stream: Stream, now: datetime) -> StreamPlan:
+        saved = self._state.cursor(self._scope, self._options.bucket_name, stream.prefix)
+        start = self._options.start_time.date() if self._options.start_time else None
+        first = None if saved is None else min(date.fromisoformat(saved), self._lookback_day(now))
+        if start is not None:
+            first = start if first is None else max(first, start)
+        plan = await plan_stream(
+            self._level, stream, first, self._last_day(now),
+            calendar_days=self._calendar_days, resumed=saved is not None,
+        )  # fmt: skip
+        self._report_off_layout(plan.off, stream)
+        return plan
+
+    def _last_day(self, now: datetime) -> date:
+        end = self._options.end_time
+        return now.date() if end is None else min(now.date(), end.date())
+
+    async def _list_plan(
+        self, plan: StreamPlan, now: datetime
+    ) -> AsyncIterator[list[Listed] | _CursorMove]:
+        """The plan's day folders, then what in the stream is off the layout; then the
+        cursor's move to the first day that had anything not committed, which comes to
+        list_pages after the stream's pages were taken, so that no checkpoint is pruned
+        before the pass read it. Something off the layout not committed keeps the cursor
+        where it was, so the next pass walks to it again."""
         cursor: date | None = None
-        for day in days(first, last):
+        for day in plan.days:
             page: list[Listed] = []
-            async for listed in self._list(day_prefix(stream, day)):
-                page += [item for item in listed if self._in_window(item.key)]
+            async for listed in self._list(day_prefix(plan.stream, day)):
+                page += self._in_window(listed)
             if cursor is None and not self._complete(page):
                 cursor = day
             if page:
                 yield page
-        self._move_cursor(stream, cursor or last + timedelta(days=1), now)
+        off_done = True
+        async for page in self._off_pages(plan.off):
+            off_done = off_done and self._complete(page)
+            yield page
+        if off_done:
+            after = self._last_day(now) + timedelta(days=1)
+            yield _CursorMove(plan.stream, cursor or after)
 
-    async def _first_day(self, stream: Stream, now: datetime) -> date | None:
-        start = self._options.start_time
-        saved = self._state.cursor(self._scope, self._options.bucket_name, stream.prefix)
-        if saved is None:
-            return start.date() if start else await self._earliest_day(stream)
-        first = min(date.fromisoformat(saved), self._lookback_day(now))
-        return max(first, start.date()) if start else first
-
-    async def _earliest_day(self, stream: Stream) -> date | None:
-        """The stream's first day folder (three delimiter listings)."""
-        found = stream.prefix
-        for width in (4, 2, 2):
-            names = sorted(n for n in await self._dirs(found) if len(n) == width and n.isdigit())
-            if not names:
-                return None
-            found += names[0] + "/"
-        try:
-            return date(*map(int, found[len(stream.prefix) : -1].split("/")))
-        except ValueError:
-            return None
+    async def _off_pages(self, off: OffLayout) -> AsyncIterator[list[Listed]]:
+        """Folders off the layout listed whole, and keys off it as found."""
+        pages: list[list[Listed]] = [off.keys] if off.keys else []
+        for page in pages:
+            self.current_pass.off_layout += len(page)
+            yield self._in_window(page)
+        for folder in off.folders:
+            async for listed in self._list(folder):
+                self.current_pass.off_layout += len(listed)
+                yield self._in_window(listed)
 
     def _lookback_day(self, now: datetime) -> date:
         return (now - timedelta(seconds=self._options.lookback)).date()
 
-    def _in_window(self, key: str) -> bool:
+    def _in_window(self, page: list[Listed]) -> list[Listed]:
+        """The page's objects within start_time/end_time (all of them without a window);
+        the others are counted as passed over."""
         start, end = self._options.start_time, self._options.end_time
         if start is None and end is None:
-            return True
-        when = file_time(key)
-        if when is None:
-            return True  # not named by CloudTrail: its day folder is in the window
-        return (start is None or when >= start) and (end is None or when < end)
+            return page
+        kept = [item for item in page if _within(file_time(item.key), start, end)]
+        self.current_pass.outside_window += len(page) - len(kept)
+        return kept
 
     def _complete(self, page: list[Listed]) -> bool:
         """Whether every object of a day was committed (digests never are, nor need be)."""
@@ -230,3 +286,22 @@ class S3Source(PollingSource):
     async def after_commit(self, listed: Listed) -> None:
         if self._options.delete_after_ack:
             await self._s3.delete_object(Bucket=self._options.bucket_name, Key=listed.key)
+
+
+@dataclass(frozen=True, slots=True)
+class _CursorMove:
+    stream: Stream
+    day: date
+
+
+def _listed(page: dict[str, Any]) -> list[Listed]:
+    return [
+        Listed(obj["Key"], int(obj.get("Size", 0)), str(obj.get("ETag", "")).strip('"'))
+        for obj in page.get("Contents", ())
+    ]
+
+
+def _within(when: datetime | None, start: datetime | None, end: datetime | None) -> bool:
+    if when is None:
+        return True  # not named by CloudTrail: its folder is in the window
+    return (start is None or when >= start) and (end is None or when < end)

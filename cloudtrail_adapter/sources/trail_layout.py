@@ -18,6 +18,7 @@ from typing import Final
 
 __all__ = [
     "Stream",
+    "day_of",
     "day_prefix",
     "days",
     "file_time",
@@ -64,6 +65,22 @@ def is_org(name: str) -> bool:
 
 def day_prefix(stream: Stream, day: date) -> str:
     return f"{stream.prefix}{day:%Y/%m/%d}/"
+
+
+def day_of(parts: tuple[str, ...]) -> date | None:
+    """The date a `YYYY`, `MM`, `DD` folder path names (a prefix of it: the first day of
+    that year or month), or None where a part is not a date folder as CloudTrail writes
+    it (`2024/1/` or `2024/13/` or `backup/` are off the layout)."""
+    widths = (4, 2, 2)
+    if not 1 <= len(parts) <= 3:
+        return None
+    if any(len(p) != w or not p.isdigit() for p, w in zip(parts, widths, strict=False)):
+        return None
+    numbers = [int(p) for p in parts] + [1] * (3 - len(parts))
+    try:
+        return date(numbers[0], numbers[1], numbers[2])
+    except ValueError:
+        return None
 
 
 def file_time(key: str) -> datetime | None:
