@@ -10,7 +10,9 @@ processes included):
   with a filter, and with eventID de-duplication (on by default) switched off;
 - moto's own GetObject rate at the daemon's concurrency, and the daemon over S3 (moto);
 - the daemon on SQS notifications (moto), with the notification-to-ack latency;
-- naive: boto3, gzip, json, requests to the emulator's webhook (bench/naive.py).
+- naive: boto3, gzip, json, requests to the emulator's webhook (bench/naive.py);
+- listing (bench/listing.py): ListObjectsV2 calls and seconds of a first and a steady-state
+  pass over a sparse ten-year bucket and an organisation's, next to `layout: flat`.
 
 Every daemon, moto and the naive script run in their own processes; the emulator runs in
 this one. The machine has as many cores as it says: on 2 cores the daemon, its workers and
@@ -42,6 +44,7 @@ from bench.aws_rows import (
     write_config,
 )
 from bench.corpus import bench_corpus
+from bench.listing import ORG_ACCOUNTS, ListingRow, listing_rows, render_listing
 from bench.table import Row, render
 from cloudtrail_adapter.bundles import Fragment, PackLimits, gzip_bundle
 from cloudtrail_adapter.config import DeliveryOptions
@@ -149,6 +152,12 @@ async def measure(files: list[CorpusFile], workdir: Path, repeat: int = 3) -> li
     return rows
 
 
+async def measure_listing(org_accounts: int) -> list[ListingRow]:
+    """The listing rows, against a moto of their own (a fresh one, with no bucket)."""
+    async with moto_process() as moto:
+        return await listing_rows(moto, org_accounts=org_accounts)
+
+
 def ratios(rows: list[Row]) -> list[str]:
     def row(prefix: str) -> Row:
         return next(r for r in rows if r.name.startswith(prefix))
@@ -180,6 +189,7 @@ def main() -> None:
     files = bench_corpus(args.seed, args.scale)
     with tempfile.TemporaryDirectory(prefix="ct-bench-") as tmp:
         rows = asyncio.run(measure(files, Path(tmp), args.repeat))
+    listing = asyncio.run(measure_listing(max(2, round(ORG_ACCOUNTS * args.scale))))
     totals = Totals.of(files)
     gz = sum(len(f.body) for f in files) / 1e6
     libs = ", ".join(f"{name} {version(name)}" for name in LIBRARIES)
@@ -188,6 +198,8 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {libs}")
     print(render(rows))
     print("\n".join(ratios(rows)))
+    print()
+    print(render_listing(listing))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from cloudtrail_adapter.model import Sink, Source
 from cloudtrail_adapter.pipeline import Pipeline
 from cloudtrail_adapter.sinks.usp import UspSink
 from cloudtrail_adapter.sinks.webhook import WebhookSink, WebhookStats
+from cloudtrail_adapter.sources.polling import PollingSource
 from cloudtrail_adapter.sources.sqs import SqsSource, SqsStats
 
 log = structlog.get_logger("cloudtrail_adapter.monitor")
@@ -180,6 +181,8 @@ class _Families:
             self._tracker(name, rt.tracker)
         if isinstance(rt.source, SqsSource):
             self._sqs(name, rt.source.stats)
+        elif isinstance(rt.source, PollingSource):
+            self._listing(name, rt.source.listing_counts())
         if isinstance(rt.sink, UspSink):
             self._usp(name, rt.sink)
         elif isinstance(rt.sink, WebhookSink):
@@ -258,6 +261,20 @@ class _Families:
         self.counter(
             "webhook_retries", "POSTs retried after 429, 5xx or a network error", name, st.retries
         )
+
+    def _listing(self, name: str, counts: dict[str, int]) -> None:
+        self.counter("list_calls", "ListObjectsV2 requests (S3)", name, counts["list_calls"])
+        self.counter(
+            "objects_off_layout", "objects listed from places off the CloudTrail layout "
+            "(shipped)", name, counts["off_layout"],
+        )  # fmt: skip
+        for reason, count in (
+            ("digest", counts["skipped_digest"]), ("outside_window", counts["outside_window"])
+        ):  # fmt: skip
+            self.counter(
+                "objects_passed_over", "objects listed and not shipped, by reason", name,
+                count, reason=reason,
+            )  # fmt: skip
 
     def _sqs(self, name: str, st: SqsStats) -> None:
         self.counter("sqs_messages_received", "messages received", name, st.received)

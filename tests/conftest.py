@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +26,7 @@ from cloudtrail_adapter.config import (
     SqsSourceOptions,
     WebhookOptions,
 )
-from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY, moto_server
+from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY, STAND_IN, moto_server
 from cloudtrail_adapter.emulator.process import DaemonProcess
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.model import Batch
@@ -223,3 +225,36 @@ def watch_logs() -> Iterator[LogWatch]:
         yield watch
     finally:
         structlog.configure(processors=previous)
+
+
+@pytest.fixture
+def requests() -> Iterator[list[tuple[str, str]]]:
+    """What the stand-in was asked, from now on."""
+    STAND_IN.requests = []
+    try:
+        yield STAND_IN.requests
+    finally:
+        STAND_IN.requests = None
+
+
+def listings(requests: list[tuple[str, str]], bucket: str) -> list[dict[str, str]]:
+    """The ListObjectsV2 calls on the bucket, as their query parameters."""
+    found = []
+    for method, url in requests:
+        parts = urllib.parse.urlsplit(url)
+        query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+        if method == "GET" and parts.path.strip("/") == bucket and query.get("list-type") == "2":
+            found.append(query)
+    return found
+
+
+async def passes_done(logs: LogWatch, configs: list[SourceConfig], more: int) -> None:
+    """Until every source finished `more` listing passes after now."""
+    counts = {c.name: len([e for e in logs.named("source_pass_done") if e["source"] == c.name])
+              for c in configs}  # fmt: skip
+    async with asyncio.timeout(30):
+        while True:
+            done = Counter(e["source"] for e in logs.named("source_pass_done"))
+            if all(done[name] >= count + more for name, count in counts.items()):
+                return
+            await logs.wait_for("source_pass_done", len(logs.named("source_pass_done")) + 1, 30)

@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.__main__ import measure, ratios
+from bench.listing import listing_rows, render_listing
 from bench.table import render
+from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.emulator.corpus import org_trail
 
 
@@ -29,3 +31,16 @@ async def test_every_row_of_the_bench_runs_on_a_tiny_corpus(tmp_path: Path) -> N
     assert all(row.records == records for row in rows if "1/4" not in row.name)
     assert all(row.peak_rss_mb for row in rows if row.name.startswith("daemon"))
     assert "records/s" in render(rows) and len(ratios(rows)) == 8
+
+
+async def test_the_listing_rows_run_and_the_layout_lists_less_once_steady(
+    aws_options: AwsOptions,
+) -> None:
+    assert aws_options.endpoint_url is not None
+    rows = await listing_rows(aws_options.endpoint_url, org_accounts=2, regions=3)
+    sparse, sparse_flat, org, _ = rows
+    assert [r.layout for r in rows] == ["auto", "flat", "auto", "flat"]
+    assert sparse.steady_calls == 40 * 2 and org.steady_calls == 2 * 3 * 2
+    assert sparse.first_calls < 1000  # a walk of what exists; the calendar would be ~146,000
+    assert sparse_flat.first_calls == sparse_flat.steady_calls == 1
+    assert "steady pass" in render_listing(rows)

@@ -14,13 +14,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cloudtrail_adapter.config import AwsOptions
+import pytest
+
+from cloudtrail_adapter.config import AwsOptions, ConfigError, S3SourceOptions, parse_documents
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.sources.trail_layout import day_of
-from tests.conftest import put_objects, s3_config, watch_logs
-from tests.test_org_trail import listings, passes_done, requests  # noqa: F401 (fixture)
+from tests.conftest import listings, passes_done, put_objects, s3_config, watch_logs
 
 ACCOUNTS = ("111111111111", "222222222222", "333333333333", "444444444444")
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "eu-central-1", "ap-northeast-1")
@@ -94,7 +95,7 @@ async def test_a_sparse_ten_year_bucket_costs_what_it_holds_and_then_what_today_
     bucket: str,
     lc: LimaCharlieEmulator,
     state_dir: Path,
-    requests: list[tuple[str, str]],  # noqa: F811 (fixture)
+    requests: list[tuple[str, str]],
 ) -> None:
     trail, streams, years, months, days = sparse_bucket()
     assert 90 <= days <= 130 and streams == 40
@@ -261,3 +262,23 @@ def test_date_folders_are_read_as_cloudtrail_writes_them() -> None:
     for odd in (("2024", "2"), ("2024", "13"), ("2023", "02", "29"), ("24",), ("0000",),
                 ("backup",), ("2024", "01", "01", "x"), ()):  # fmt: skip
         assert day_of(odd) is None, odd
+
+
+def test_listing_keys_parse_and_mistakes_are_named() -> None:
+    doc = (
+        "s3:\n  bucket_name: trail\n  client_options:\n"
+        "    identity: {oid: 6c3f1d2a-9d55-4e1e-8f0a-3b2c1d0e9f8a, installation_key: k}\n"
+    )
+    (cfg,) = parse_documents(doc + "  discovery_interval: 0\n  parallel_list: 32\n", {}, "c.yaml")
+    assert isinstance(cfg.source, S3SourceOptions)
+    assert cfg.source.discovery_interval == 0 and cfg.source.parallel_list == 32
+    (plain,) = parse_documents(doc, {}, "c.yaml")
+    assert isinstance(plain.source, S3SourceOptions)
+    assert plain.source.discovery_interval == 900 and plain.source.parallel_list == 8
+    with pytest.raises(ConfigError) as caught:
+        parse_documents(doc + "  discovery_interval: -5\n  parallel_list: 0\n", {}, "c.yaml")
+    text = str(caught.value)
+    assert "s3.discovery_interval" in text and "s3.parallel_list" in text
+    with pytest.raises(ConfigError) as caught:
+        parse_documents(doc + "  layout: flat\n  discovery_interval: 60\n", {}, "c.yaml")
+    assert "s3.discovery_interval: needs layout: auto" in str(caught.value)

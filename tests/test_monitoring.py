@@ -104,6 +104,13 @@ async def test_metrics_add_up_to_what_limacharlie_received(
     assert metric("ack_latency_seconds_count") == metric("batches_sent_total") > 0
     assert metric("usp_window") == lc.usp_faults.window and metric("usp_unacknowledged") == 0
     assert metric("usp_reconnects_total") == 0
+    passes = logs.named("source_pass_done")
+    assert metric("list_calls_total") >= sum(p["list_calls"] for p in passes) >= 1
+    assert metric("objects_off_layout_total") == 0
+    window = (
+        f"cloudtrail_adapter_objects_passed_over_total{{reason=outside_window,source={cfg.name}}}"
+    )
+    assert scraped[window] == 0
 
 
 async def test_sqs_metrics_count_the_messages(

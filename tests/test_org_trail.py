@@ -9,9 +9,7 @@ import dataclasses
 import os
 import random
 import signal
-import urllib.parse
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,11 +26,17 @@ from cloudtrail_adapter.config import (
 )
 from cloudtrail_adapter.daemon import checkpoint_scope, serve
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, digest_key, log_file, object_key
-from cloudtrail_adapter.emulator.moto import STAND_IN
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.sources.trail_layout import file_time, logs_root
 from cloudtrail_adapter.state import StateStore
-from tests.conftest import LogWatch, put_objects, s3_config, usp_client_options, watch_logs
+from tests.conftest import (
+    listings,
+    passes_done,
+    put_objects,
+    s3_config,
+    usp_client_options,
+    watch_logs,
+)
 
 ORG = "o-a1b2c3d4e5"
 ACCOUNTS = ("210987654321", "321098765432", "432109876543")
@@ -64,27 +68,6 @@ class Trail:
 
     def events_of(self, keys: list[str]) -> Counter[str]:
         return Counter(i for key in keys for i in self.ids[key])
-
-
-@pytest.fixture
-def requests() -> Iterator[list[tuple[str, str]]]:
-    """What the stand-in was asked, from now on."""
-    STAND_IN.requests = []
-    try:
-        yield STAND_IN.requests
-    finally:
-        STAND_IN.requests = None
-
-
-def listings(requests: list[tuple[str, str]], bucket: str) -> list[dict[str, str]]:
-    """The ListObjectsV2 calls on the bucket, as their query parameters."""
-    found = []
-    for method, url in requests:
-        parts = urllib.parse.urlsplit(url)
-        query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
-        if method == "GET" and parts.path.strip("/") == bucket and query.get("list-type") == "2":
-            found.append(query)
-    return found
 
 
 def day_listings(calls: list[dict[str, str]]) -> set[str]:
@@ -185,18 +168,6 @@ def tomorrow(prefixes: set[str]) -> set[str]:
         day = datetime.strptime(prefix[-11:-1], "%Y/%m/%d").date() + timedelta(days=1)
         later.add(f"{prefix[:-11]}{day:%Y/%m/%d}/")
     return later
-
-
-async def passes_done(logs: LogWatch, configs: list[SourceConfig], more: int) -> None:
-    """Until every source finished `more` listing passes after now."""
-    counts = {c.name: len([e for e in logs.named("source_pass_done") if e["source"] == c.name])
-              for c in configs}  # fmt: skip
-    async with asyncio.timeout(30):
-        while True:
-            done = Counter(e["source"] for e in logs.named("source_pass_done"))
-            if all(done[name] >= count + more for name, count in counts.items()):
-                return
-            await logs.wait_for("source_pass_done", len(logs.named("source_pass_done")) + 1, 30)
 
 
 async def test_start_and_end_time_and_regions_deliver_exactly_the_files_of_the_window(

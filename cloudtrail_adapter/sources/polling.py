@@ -44,6 +44,10 @@ class PassStats:
     listing_done: bool = False  # `offered` is final
 
 
+#: What metrics sum over passes.
+_SUMMED = ("list_calls", "off_layout", "outside_window", "skipped_digest")
+
+
 class PollingSource(ABC):
     """Subclasses list and load; this class decides what to offer and commits checkpoints."""
 
@@ -73,6 +77,7 @@ class PollingSource(ABC):
         self._stop = asyncio.Event()
         self._too_large = 0
         self.current_pass = PassStats()  # what the pass under way listed and offered so far
+        self._earlier = PassStats()  # the sums of the passes before it
 
     @abstractmethod
     def list_pages(self) -> AsyncIterator[list[Listed]]:
@@ -117,7 +122,15 @@ class PollingSource(ABC):
         except Stopped:
             return
 
+    def listing_counts(self) -> dict[str, int]:
+        """Since start, for metrics: the passes done and the one under way."""
+        now = self.current_pass
+        return {name: getattr(self._earlier, name) + getattr(now, name) for name in _SUMMED}
+
     async def one_pass(self, out: asyncio.Queue[WorkItem]) -> PassStats:
+        finished = self.current_pass
+        for name in _SUMMED:
+            setattr(self._earlier, name, getattr(self._earlier, name) + getattr(finished, name))
         stats = self.current_pass = PassStats()
         blocked = self._state.blocked_keys(self._scope, self._container)
         async for page in self.list_pages():

@@ -1,7 +1,9 @@
 """What a CloudTrail bucket holds, for as few ListObjectsV2 calls as its contents allow.
 
 *Discovery* finds the streams (`AWSLogs/[o-ORG/]ACCOUNT/KIND/REGION/`) with one delimiter
-listing per folder on the way down: 1 + orgs + accounts x (1 + kinds). A stream's *plan*
+listing per folder on the way down: the prefix (one or two levels above `AWSLogs/`, to find
+what lies beside it), `AWSLogs/`, each organisation, then per account its kinds and per kind
+its regions: 2 + orgs + accounts x (1 + kinds) with an empty prefix. A stream's *plan*
 names the day folders one pass lists. A short span (the steady state: from the cursor or
 the lookback to today) is taken from the calendar, one call a day whether or not the folder
 exists; a longer one (a first pass, a catch-up, a backfill window) is found by walking the
