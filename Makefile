@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench soak clean
+.PHONY: demo test lint typecheck bench soak clean tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# The alert and dashboard tests run the real promtool and Prometheus (Debian's package).
+tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends prometheus >/dev/null; } || { \
+	  echo "make test needs promtool and prometheus: apt-get install prometheus (as root)"; \
+	  exit 1; }
+
+test: lint tools
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import structlog
-from prometheus_client import Histogram
+from prometheus_client import Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -75,6 +75,7 @@ class Monitor:
             buckets=LATENCY_BUCKETS,
         )
         self.registry.register(_Collector(self))
+        ProcessCollector(registry=self.registry)  # the main process's memory, CPU and files
 
     def add(self, name: str, kind: str) -> SourceRuntime:
         runtime = SourceRuntime(name, kind)
@@ -159,6 +160,17 @@ class _Families:
         )
         family.add_metric([source, *labels.values()], value)
 
+    def by_label(
+        self, name: str, doc: str, source: str, counts: Mapping[str, int], label: str
+    ) -> None:
+        """A counter per value of `label`; its family is declared even before the first
+        count, so that a dashboard or an alert on it finds it in every scrape."""
+        self._counters.setdefault(
+            name, CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["source", label])
+        )
+        for value, count in sorted(counts.items()):
+            self.counter(name, doc, source, count, **{label: value})
+
     def gauge(self, name: str, doc: str, source: str, value: float) -> None:
         family = self._gauges.setdefault(
             name, GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["source"])
@@ -183,6 +195,10 @@ class _Families:
             self._sqs(name, rt.source.stats)
         elif isinstance(rt.source, PollingSource):
             self._listing(name, rt.source.listing_counts())
+            self.by_label(
+                "objects_quarantined", "objects quarantined, by reason", name,
+                rt.source.quarantined, "reason",
+            )  # fmt: skip
         if isinstance(rt.sink, UspSink):
             self._usp(name, rt.sink)
         elif isinstance(rt.sink, WebhookSink):
@@ -203,11 +219,10 @@ class _Families:
         self.counter(
             "records_oversized", "records over CloudTrail's 256 KB", name, st.records_oversized
         )
-        for rule, count in sorted(st.records_filtered.items()):
-            self.counter(
-                "records_filtered", "records dropped by a filter, by filter", name, count,
-                filter=rule,
-            )  # fmt: skip
+        self.by_label(
+            "records_filtered", "records dropped by a filter, by filter", name,
+            st.records_filtered, "filter",
+        )  # fmt: skip
         if p.dedup is not None:
             d = p.dedup.stats
             self.counter("records_duplicate", "records dropped as duplicates", name, d.duplicates)
@@ -218,10 +233,10 @@ class _Families:
                 name,
                 d.forgotten_early,
             )
-        for reason, count in sorted(st.failures_by_reason.items()):
-            self.counter(
-                "objects_failed", "objects that failed, by reason", name, count, reason=reason
-            )
+        self.by_label(
+            "objects_failed", "objects that failed, by reason", name, st.failures_by_reason,
+            "reason",
+        )  # fmt: skip
         self.gauge("work_queue_depth", "items waiting for a worker", name, p.work.qsize())
         self.gauge(
             "buffered_bytes", "objects and compressed records in work", name, p.buffered_bytes

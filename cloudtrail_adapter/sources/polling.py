@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -78,6 +79,7 @@ class PollingSource(ABC):
         self._too_large = 0
         self.current_pass = PassStats()  # what the pass under way listed and offered so far
         self._earlier = PassStats()  # the sums of the passes before it
+        self.quarantined: Counter[str] = Counter()  # objects quarantined since start, by reason
 
     @abstractmethod
     def list_pages(self) -> AsyncIterator[list[Listed]]:
@@ -181,6 +183,7 @@ class PollingSource(ABC):
         )  # fmt: skip
         _, fields = self.describe(listed)
         if failure.quarantined:
+            self.quarantined[reason] += 1
             log.error(
                 "object_quarantined", source=self.name, reason=reason, error=error,
                 attempts=failure.attempts, **fields,
