@@ -27,6 +27,7 @@ class SystemdNotifier:
         # A leading "@" names a socket in the abstract namespace.
         self._address = "\0" + address[1:] if address and address.startswith("@") else address
         self.watchdog_interval = watchdog_usec / 1e6 / 2 if watchdog_usec else None
+        self._dropped = 0  # notifications dropped since the last one that went through
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SystemdNotifier:
@@ -61,10 +62,26 @@ class SystemdNotifier:
             await asyncio.sleep(self.watchdog_interval)
 
     def _send(self, message: str) -> None:
+        """Never blocks: a notification socket nobody reads (its queue holds a few
+        datagrams) must not freeze the event loop, and with it the data and /healthz. A
+        notification that does not fit is dropped and said once per run of drops."""
         if self._address is None:
             return
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.setblocking(False)
                 sock.sendto(message.encode(), self._address)
+        except BlockingIOError:
+            self._dropped += 1
+            if self._dropped == 1:
+                log.warning(
+                    "systemd_notify_dropped", notification=message.split("\n", 1)[0],
+                    reason="the notification socket's queue is full (nobody reads it)",
+                )  # fmt: skip
+            return
         except OSError as exc:  # systemd gone or the socket wrong: never fatal to the data path
             log.warning("systemd_notify_failed", error=str(exc))
+            return
+        if self._dropped:
+            log.info("systemd_notify_resumed", dropped=self._dropped)
+            self._dropped = 0

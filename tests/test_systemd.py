@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 
@@ -111,3 +112,31 @@ def test_the_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         [analyze, "verify", str(unit)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+async def test_a_notify_socket_nobody_reads_never_freezes_the_daemon(
+    lc: LimaCharlieEmulator, tmp_path: Path
+) -> None:
+    deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    deaf.bind(str(tmp_path / "deaf.sock"))  # bound and never read: its queue fills at once
+    env = {"NOTIFY_SOCKET": str(tmp_path / "deaf.sock"), "WATCHDOG_USEC": "2000"}  # 1 ms
+    config = file_source(tmp_path, lc)
+    try:
+        async with DaemonProcess(
+            config, tmp_path / "state", env=env, extra_args=["--http-address", "127.0.0.1:0"]
+        ) as daemon:
+            listening = await daemon.wait_event("http_listening", timeout=30)
+            await daemon.wait_event("systemd_notify_dropped", timeout=30)
+            await lc.store.wait_for(20)
+            healthz = f"http://{listening['address']}/healthz"
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+                for _ in range(5):
+                    async with http.get(healthz) as answer:
+                        assert answer.status == 200
+            # and data keeps flowing after the queue filled
+            (tmp_path / "trail" / "two.json.gz").write_bytes(log_file(records(15, 901)))
+            await lc.store.wait_for(35)
+            assert await daemon.stop() == 0, daemon.tail()
+        assert len(daemon.events("systemd_notify_dropped")) == 1  # said once, not per drop
+    finally:
+        deaf.close()

@@ -345,3 +345,67 @@ async def test_emulator_decodes_every_payload_form_and_acks_cumulatively() -> No
             await ws.send_str(orjson.dumps({**header, "version": 1}).decode())
             refusal = orjson.loads(await ws.receive_str(timeout=5.0))
         assert refusal == {"v": "error", "err": "unsupported protocol version 1 (expected 2)"}
+
+
+# -- what the reference client tolerates (refractionPOINT/go-uspclient) ----------------------
+
+
+async def test_a_late_pong_never_drops_a_healthy_connection() -> None:
+    """On a slow uplink the cloud is silent for long stretches and a ping queued behind
+    bundles is answered late; the reference never drops the link for it. Pings every 50 ms,
+    each answered after 400 ms; acks 600 ms apart."""
+    async with LimaCharlieEmulator() as lc:
+        lc.usp_faults.pong_delay = 0.4
+        lc.usp_faults.window = 4
+        lc.usp_faults.ack_delay = 0.6
+        acks = AckRecorder()
+        sink = UspSink(usp_options(lc), acks, ping_interval=0.05)
+        batches = make_batches(8, per=1)
+        await deliver(sink, acks, batches)
+
+        assert_each_acked_once_in_order(acks, batches)
+        assert (lc.usp.connections, sink.reconnects) == (1, 0)
+        assert lc.usp.sessions[0].pings >= 10  # pinged all along, pongs always late
+
+
+async def test_control_messages_in_binary_frames_are_read() -> None:
+    async with LimaCharlieEmulator() as lc:
+        lc.usp_faults.control_frames = "binary"
+        acks = AckRecorder()
+        sink = UspSink(usp_options(lc), acks)
+        batches = make_batches(20)
+        async with running(sink), asyncio.timeout(15):
+            await feed(sink, batches)
+            await acks.wait_for(len(batches))
+            assert sink.window == 16  # the binary `fl` was applied
+
+        assert_each_acked_once_in_order(acks, batches)
+        assert lc.store.event_ids() == event_ids(batches)
+        assert lc.usp.connections == 1
+
+
+async def test_an_ack_for_a_number_never_written_commits_nothing() -> None:
+    """The cloud acks 1000 past what it got, then the link drops before any real ack: the
+    batches must still be unacknowledged, re-sent and delivered, never committed unsent."""
+    async with LimaCharlieEmulator() as lc:
+        lc.usp_faults.hold_acks()
+        lc.usp_faults.ack_unsent_after_messages = 3
+        lc.usp_faults.drop_after_messages = 5
+        acks = AckRecorder()
+        sink = UspSink(usp_options(lc), acks)
+        batches = make_batches(10)
+        with capture_logs() as logs:
+            async with running(sink):
+                producer = asyncio.create_task(feed(sink, batches))
+                async with asyncio.timeout(10):
+                    while lc.usp.connections < 2:
+                        await lc.usp.wait_for_messages(lc.usp.messages_received + 1)
+                assert acks.batches == []  # nothing acknowledged: nothing committed
+                lc.usp_faults.release_acks()
+                await acks.wait_for(len(batches))
+                await asyncio.wait_for(producer, 5.0)
+
+        assert_each_acked_once_in_order(acks, batches)
+        assert lc.store.event_ids() == event_ids(batches)  # every record reached the cloud
+        unknown = [e for e in logs if e["event"] == "usp_ack_unknown"]
+        assert unknown and unknown[0]["x"] > 1000

@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -34,10 +34,11 @@ class DaemonProcess:
         shutdown_grace: float = 1.0,
         keep: Callable[[str], bool] | None = None,
         env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self._args = [
             "run", str(config), "--state-dir", str(state), "--log-level", log_level,
-            "--shutdown-grace", str(shutdown_grace),
+            "--shutdown-grace", str(shutdown_grace), *extra_args,
         ]  # fmt: skip
         self._keep = keep  # which lines to keep (all by default)
         self._env = None if env is None else {**os.environ, **env}

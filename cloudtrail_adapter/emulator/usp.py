@@ -14,11 +14,12 @@ passing slowly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import orjson
@@ -67,6 +68,9 @@ class UspFaults:
     reconnect_after_messages: int | None = None  # send `re` on the Nth message
     error_after_messages: int | None = None  # send `error` on the Nth message, then close
     stall_after_messages: int | None = None  # stop reading and acking after the Nth message
+    pong_delay: float = 0.0  # seconds before a ping is answered (a slow uplink's late pong)
+    control_frames: Literal["text", "binary"] = "text"  # the frame type of control JSON
+    ack_unsent_after_messages: int | None = None  # on the Nth message, ack x + 1000 (never sent)
     acks_released: asyncio.Event = field(default_factory=_released, repr=False)
     peer_released: asyncio.Event = field(default_factory=_released, repr=False)
     stall_began: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -106,6 +110,7 @@ class UspSession:
     max_unacked: int = 0  # most messages received and not yet acknowledged at once
     backoff_sent_at: float | None = None  # loop time the `bo` went out
     resumed_at: float | None = None  # loop time of the first data message after it
+    pings: int = 0  # pings the client sent on this connection
     ended: str = ""
 
 
@@ -150,7 +155,7 @@ class UspEndpoint:
             ) from None
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME)
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, autoping=False)  # pongs: _read_loop
         await ws.prepare(request)
         self._sockets.add(ws)
         try:
@@ -195,7 +200,7 @@ class UspEndpoint:
 
     async def _refuse(self, ws: web.WebSocketResponse, err: str) -> None:
         self.refused.append(err)
-        await ws.send_json({"v": "error", "err": err})
+        await _send_control(ws, self.faults, {"v": "error", "err": err})
 
     async def _count(self, instance_id: str, seq: int, previous: int | None) -> None:
         seen = self._seen.setdefault(instance_id, set())
@@ -234,11 +239,12 @@ class _Connection:
         self.ack_wanted = asyncio.Event()
         self.since_ack = 0
         self.last_seq: int | None = None
+        self._pongs: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
-        await self.ws.send_json({"v": "rd"})
+        await self._control({"v": "rd"})
         if self.faults.window is not None:
-            await self.ws.send_json({"v": "fl", "win": self.faults.window})
+            await self._control({"v": "fl", "win": self.faults.window})
         acker = asyncio.create_task(self._ack_loop())
         try:
             self.session.ended = await self._read_loop()
@@ -246,16 +252,29 @@ class _Connection:
             acker.cancel()
             await asyncio.gather(acker, return_exceptions=True)
 
+    async def _control(self, message: dict[str, Any]) -> None:
+        await _send_control(self.ws, self.faults, message)
+
+    async def _pong(self, payload: bytes) -> None:
+        await asyncio.sleep(self.faults.pong_delay)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.pong(payload)
+
     async def _read_loop(self) -> str:
         async for msg in self.ws:
             await self.faults.peer_released.wait()  # a stalled peer reads nothing, not even pings
+            if msg.type is WSMsgType.PING:
+                self.session.pings += 1
+                self._pongs.add(pong := asyncio.create_task(self._pong(msg.data)))
+                pong.add_done_callback(self._pongs.discard)
+                continue
             if msg.type is not WSMsgType.BINARY:
                 continue  # data_format msgpack: text frames carry nothing for us
             try:
                 seq, lines, ask = decode_message(msg.data, compressed=self.compressed)
             except ValueError as exc:
                 self.endpoint.protocol_errors.append(str(exc))
-                await self.ws.send_json({"v": "error", "err": str(exc)})
+                await self._control({"v": "error", "err": str(exc)})
                 return f"bad data message: {exc}"
             reason = await self._on_message(seq, lines, ask)
             if reason is not None:
@@ -284,15 +303,18 @@ class _Connection:
             seconds = f.backoff_after_messages[1]
             f.backoff_after_messages = None
             dur: float | int = int(seconds) if float(seconds).is_integer() else seconds
-            await self.ws.send_json({"v": "bo", "dur": dur})
+            await self._control({"v": "bo", "dur": dur})
             s.backoff_sent_at = loop.time()
         if f.reconnect_after_messages is not None and s.messages >= f.reconnect_after_messages:
             f.reconnect_after_messages = None
-            await self.ws.send_json({"v": "re"})
+            await self._control({"v": "re"})
         if f.error_after_messages is not None and s.messages >= f.error_after_messages:
             f.error_after_messages = None
-            await self.ws.send_json({"v": "error", "err": "internal error (fault)"})
+            await self._control({"v": "error", "err": "internal error (fault)"})
             return "error sent (fault)"
+        if f.ack_unsent_after_messages is not None and s.messages >= f.ack_unsent_after_messages:
+            f.ack_unsent_after_messages = None
+            await self._control({"v": "ack", "x": seq + 1000})
         if f.stall_after_messages is not None and s.messages >= f.stall_after_messages:
             f.stall_after_messages = None
             f.peer_released.clear()  # TCP back-pressure reaches the client once buffers fill
@@ -325,10 +347,19 @@ class _Connection:
                 continue
             await self.endpoint.store.add("usp", self.session.sensor, lines)
             try:
-                await self.ws.send_json({"v": "ack", "x": target})
+                await self._control({"v": "ack", "x": target})
             except ConnectionError:
                 return
             self.session.acked_upto = target
+
+
+async def _send_control(
+    ws: web.WebSocketResponse, faults: UspFaults, message: dict[str, Any]
+) -> None:
+    if faults.control_frames == "binary":
+        await ws.send_bytes(orjson.dumps(message))
+    else:
+        await ws.send_json(message)
 
 
 def check_header(text: str) -> tuple[dict[str, Any], str | None]:

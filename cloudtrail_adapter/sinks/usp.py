@@ -15,6 +15,10 @@ Wire behaviour follows refractionPOINT/go-uspclient (client.go, ack_buffer.go, p
   compressed bundle), which is exactly what LimaCharlie's own S3 adapter does for gzip files
   with the reference client's default (uncompressed frames). Gzipping the frame again would
   cost CPU for nothing.
+- Control messages are JSON in text or binary frames; an `ack` counts only for numbers
+  written on this connection (anything else is ignored with a warning, never committed).
+- A ping every 30 s keeps the link alive, and a late pong never ends it (the reference's read
+  deadline is a day): a slow uplink answers pings late, and is still a healthy connection.
 """
 
 from __future__ import annotations
@@ -133,8 +137,10 @@ class UspSink:
         *,
         session: aiohttp.ClientSession | None = None,
         instance_id: str | None = None,
+        ping_interval: float = PING_INTERVAL,
     ) -> None:
         self._options = options
+        self._ping_interval = ping_interval
         self._on_ack = on_ack
         self._session = session
         self.instance_id = instance_id or str(uuid.uuid4())
@@ -272,7 +278,7 @@ class UspSink:
         log.info("usp_connecting", url=safe_url(url), instance_id=self.instance_id)
         async with session.ws_connect(
             url,
-            heartbeat=PING_INTERVAL,
+            heartbeat=None,  # our own pings (_keep_alive): a late pong never drops a link
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
         ) as ws:
             try:
@@ -336,7 +342,7 @@ class UspSink:
         async with asyncio.timeout(HANDSHAKE_TIMEOUT):
             while True:
                 msg = await ws.receive()
-                if msg.type is not aiohttp.WSMsgType.TEXT:
+                if msg.type not in _CONTROL_FRAMES:
                     raise _Disconnected(f"connection ended before ready ({msg.type.name})")
                 control = _parse_control(msg.data)
                 verb = control.get("v")
@@ -357,12 +363,13 @@ class UspSink:
         """Reads control messages and writes data until either side ends; returns why."""
         reader = asyncio.create_task(self._read(ws))
         writer = asyncio.create_task(self._write(ws))
+        pinger = asyncio.create_task(self._keep_alive(ws))
         try:
             done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (reader, writer):
+            for task in (reader, writer, pinger):
                 task.cancel()
-            await asyncio.gather(reader, writer, return_exceptions=True)
+            await asyncio.gather(reader, writer, pinger, return_exceptions=True)
         if reader in done:
             return reader.result()  # re-raises a bug (e.g. in on_ack)
         exc = writer.exception()
@@ -370,10 +377,19 @@ class UspSink:
             raise exc
         return f"send failed: {type(exc).__name__}: {exc}"
 
+    async def _keep_alive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """A ping every interval, as the reference client does, and never a verdict on the
+        pong: on a slow uplink a ping queued behind megabytes of bundles is answered late,
+        and dropping that healthy connection would cost the window and re-send everything.
+        A dead peer is found by the failing writes and reads themselves."""
+        while True:
+            await asyncio.sleep(self._ping_interval)
+            await ws.ping()
+
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> str:
         while True:
             msg = await ws.receive()
-            if msg.type is aiohttp.WSMsgType.TEXT:
+            if msg.type in _CONTROL_FRAMES:  # JSON in either frame type, as the reference reads
                 try:
                     control = _parse_control(msg.data)
                 except _Disconnected as exc:
@@ -445,11 +461,16 @@ class UspSink:
         return None
 
     async def _acknowledge(self, seq: int) -> None:
-        """Cumulative: every pending batch numbered <= seq is done. Callbacks run under the
-        lock, without an await between pop and call, so a cancel cannot skip or repeat one."""
+        """Cumulative: every batch written on this connection and numbered <= seq is done.
+        An ack for a number not written on this connection is ignored with a warning, as
+        the reference client does: it must never commit a batch LimaCharlie did not get.
+        Callbacks run under the lock, without an await between pop and call, so a cancel
+        cannot skip or repeat one."""
         async with self._changed:
-            if seq >= self._next_seq:
-                log.warning("usp_ack_unknown", x=seq, last_sent=self._next_seq - 1)
+            written = self._pending[self._on_wire - 1].seq if self._on_wire else None
+            if written is None or seq > written:
+                log.warning("usp_ack_unknown", x=seq, last_written=written)
+                return
             acked = 0
             try:
                 while self._pending and self._pending[0].seq <= seq:
@@ -468,7 +489,10 @@ class UspSink:
         return text.replace(key, "***") if key else text
 
 
-def _parse_control(data: str) -> dict[str, Any]:
+_CONTROL_FRAMES = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
+
+
+def _parse_control(data: str | bytes) -> dict[str, Any]:
     try:
         control = orjson.loads(data)
     except orjson.JSONDecodeError:
