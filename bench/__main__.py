@@ -51,8 +51,8 @@ from cloudtrail_adapter.config import DeliveryOptions
 from cloudtrail_adapter.emulator.corpus import CorpusFile, write_directory
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.filters import RecordFilter
+from cloudtrail_adapter.logs import configure_logging
 from cloudtrail_adapter.stream_decode import pack_in_memory
-from cloudtrail_adapter.telemetry import configure_logging
 
 LIBRARIES = ("msgspec", "isal", "aiohttp", "aiobotocore", "moto")
 PARALLEL_FETCH = 8

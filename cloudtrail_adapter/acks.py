@@ -44,7 +44,6 @@ class TrackerStats:
     opened: int = 0
     committed: int = 0
     failed: int = 0
-    commit_errors: int = 0
     records_acked: int = 0
 
 
@@ -117,7 +116,6 @@ class AckTracker:
             try:
                 await item.commit()
             except Exception as exc:  # the source offers it again; a duplicate, never a loss
-                self.stats.commit_errors += 1
                 error = f"{type(exc).__name__}: {exc}"
                 item.release("commit_failed", error)
                 log.error(

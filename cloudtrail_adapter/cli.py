@@ -1,6 +1,6 @@
 """Command line: `run`, `validate`, LimaCharlie's `s3`/`sqs` forms, and `demo`.
 
-The daemon, telemetry and demo modules are imported only by the commands that need them, so
+The daemon and demo modules are imported only by the commands that need them, so
 `validate` stays light and works without the network stack.
 """
 
@@ -16,6 +16,7 @@ from typing import TextIO
 
 import structlog
 
+from cloudtrail_adapter import logs
 from cloudtrail_adapter.config import (
     ConfigError,
     ConfigProblem,
@@ -28,7 +29,6 @@ from cloudtrail_adapter.config import (
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2  # bad arguments or configuration, as argparse does
-LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_STATE_DIR = Path("state")
 
 
@@ -83,9 +83,7 @@ def _run(
     args: argparse.Namespace,
     env: Mapping[str, str],
 ) -> int:
-    from cloudtrail_adapter import telemetry
-
-    telemetry.configure_logging(args.log_level)
+    logs.configure_logging(args.log_level)
     warnings: list[ConfigProblem] = []
     try:
         sources = read_sources(kind, arguments, env, warnings)
@@ -105,7 +103,7 @@ def _run(
 
     from cloudtrail_adapter import daemon
     from cloudtrail_adapter.monitor import Monitor
-    from cloudtrail_adapter.notify import SystemdNotifier
+    from cloudtrail_adapter.systemd import SystemdNotifier
 
     serving = daemon.serve(
         sources,
@@ -256,7 +254,7 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
         help="checkpoints and quarantine (default: $STATE_DIRECTORY, else ./state)",
     )
     parser.add_argument(
-        "--log-level", default="info", type=str.lower, choices=LOG_LEVELS, help="default: info"
+        "--log-level", default="info", type=str.lower, choices=logs.LEVELS, help="default: info"
     )
     parser.add_argument(
         "--http-address",

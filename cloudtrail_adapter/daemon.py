@@ -27,7 +27,6 @@ from cloudtrail_adapter.config import (
 from cloudtrail_adapter.dedup import Deduplicator
 from cloudtrail_adapter.model import AckCallback, FatalSinkError, Sink, Source
 from cloudtrail_adapter.monitor import Monitor, SourceRuntime, log_progress
-from cloudtrail_adapter.notify import SystemdNotifier
 from cloudtrail_adapter.pipeline import Pipeline
 from cloudtrail_adapter.progress import draw as draw_progress
 from cloudtrail_adapter.progress import show as show_progress
@@ -37,6 +36,7 @@ from cloudtrail_adapter.sources.files import FileSource
 from cloudtrail_adapter.sources.s3 import S3Source
 from cloudtrail_adapter.sources.sqs import QueueUnavailable, SqsSource
 from cloudtrail_adapter.state import StateError, StateStore
+from cloudtrail_adapter.systemd import SystemdNotifier
 from cloudtrail_adapter.workers import WorkerPool, tune_allocator
 
 log = structlog.get_logger("cloudtrail_adapter.daemon")

@@ -32,7 +32,6 @@ class WorkItem:
     commit: Callable[[], Awaitable[None]]
     release: Callable[[str, str], None] = lambda reason, error: None
     log_fields: dict[str, str] = field(default_factory=dict)
-    size_hint: int = 0
 
 
 class Source(Protocol):

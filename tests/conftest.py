@@ -258,3 +258,23 @@ async def passes_done(logs: LogWatch, configs: list[SourceConfig], more: int) ->
             if all(done[name] >= count + more for name, count in counts.items()):
                 return
             await logs.wait_for("source_pass_done", len(logs.named("source_pass_done")) + 1, 30)
+
+
+#: A test that uses one of these runs real servers (moto, the emulator) or the daemon itself.
+E2E_FIXTURES = frozenset({"moto_endpoint", "aws_options", "bucket", "queue", "lc"})
+#: Modules whose tests start servers or processes of their own.
+E2E_MODULES = frozenset({
+    "test_alerts", "test_dashboard", "test_demo", "test_kill", "test_lc_faults", "test_memory",
+    "test_progress", "test_scale_out", "test_systemd", "test_usp", "test_webhook",
+    "test_workers", "test_bench", "test_shutdown", "test_streaming",
+})  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks the end-to-end tests `e2e`: `pytest -m "not e2e"` is the fast inner loop, and
+    `make test` runs everything."""
+    for item in items:
+        module = item.path.stem
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if module in E2E_MODULES or fixtures & E2E_FIXTURES:
+            item.add_marker(pytest.mark.e2e)

@@ -14,10 +14,11 @@ from typing import TextIO
 import pytest
 
 import cloudtrail_adapter
+from cloudtrail_adapter import logs
 from cloudtrail_adapter.cli import _parser, main, state_dir
 from cloudtrail_adapter.config import S3SourceOptions, SourceConfig, SqsSourceOptions
 from cloudtrail_adapter.monitor import Monitor
-from cloudtrail_adapter.notify import SystemdNotifier
+from cloudtrail_adapter.systemd import SystemdNotifier
 
 OID = "6c3f1d2a-9d55-4e1e-8f0a-3b2c1d0e9f8a"
 INSTALLATION_KEY = "0f4e7a52-1b2c-4d3e-9f8a-7b6c5d4e3f2a"
@@ -78,21 +79,13 @@ class FakeDaemon(types.ModuleType):
         return 7
 
 
-class FakeTelemetry(types.ModuleType):
-    def __init__(self) -> None:
-        super().__init__("cloudtrail_adapter.telemetry")
-        self.levels: list[str] = []
-
-    def configure_logging(self, level: str) -> None:
-        self.levels.append(level)
-
-
 @pytest.fixture
 def daemon(monkeypatch: pytest.MonkeyPatch) -> FakeDaemon:
-    fake, telemetry = FakeDaemon(), FakeTelemetry()
-    for name, module in (("daemon", fake), ("telemetry", telemetry)):
-        monkeypatch.setitem(sys.modules, f"cloudtrail_adapter.{name}", module)
-        monkeypatch.setattr(cloudtrail_adapter, name, module, raising=False)
+    """The CLI with a fake daemon module, and logging left as the tests set it up."""
+    fake = FakeDaemon()
+    monkeypatch.setitem(sys.modules, "cloudtrail_adapter.daemon", fake)
+    monkeypatch.setattr(cloudtrail_adapter, "daemon", fake, raising=False)
+    monkeypatch.setattr(logs, "configure_logging", lambda level, stream=None: None)
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     return fake
 

@@ -17,7 +17,7 @@ import yaml
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.process import DaemonProcess
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from cloudtrail_adapter.notify import SystemdNotifier
+from cloudtrail_adapter.systemd import SystemdNotifier
 from tests.conftest import INSTALLATION_KEY, OID
 from tests.test_e2e_s3 import records
 

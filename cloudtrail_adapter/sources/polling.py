@@ -216,5 +216,4 @@ class PollingSource(ABC):
             commit=commit,
             release=release,
             log_fields=fields,
-            size_hint=listed.size,
         )

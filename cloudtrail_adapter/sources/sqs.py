@@ -73,7 +73,6 @@ class SqsStats:
     visibility_extensions: int = 0
     delete_failures: int = 0
     in_work: int = 0
-    max_in_work_seen: int = 0
 
 
 ItemFactory = Callable[["_Message"], WorkItem]
@@ -382,7 +381,6 @@ class SqsSource:
     def _enter(self, state: _Message) -> None:
         self._messages.add(state)
         self.stats.in_work += 1
-        self.stats.max_in_work_seen = max(self.stats.max_in_work_seen, self.stats.in_work)
 
     def _leave(self, state: _Message) -> None:
         """The message is no longer ours: deleted, or left for redelivery."""

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import structlog
 
-log = structlog.get_logger("cloudtrail_adapter.notify")
+log = structlog.get_logger("cloudtrail_adapter.systemd")
 
 
 class SystemdNotifier:
@@ -46,9 +46,6 @@ class SystemdNotifier:
 
     def ready(self, status: str) -> None:
         self._send(f"READY=1\nSTATUS={status}")
-
-    def status(self, status: str) -> None:
-        self._send(f"STATUS={status}")
 
     def stopping(self, status: str) -> None:
         self._send(f"STOPPING=1\nSTATUS={status}")
