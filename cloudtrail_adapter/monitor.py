@@ -283,13 +283,11 @@ class _Families:
             "objects_off_layout", "objects listed from places off the CloudTrail layout "
             "(shipped)", name, counts["off_layout"],
         )  # fmt: skip
-        for reason, count in (
-            ("digest", counts["skipped_digest"]), ("outside_window", counts["outside_window"])
-        ):  # fmt: skip
-            self.counter(
-                "objects_passed_over", "objects listed and not shipped, by reason", name,
-                count, reason=reason,
-            )  # fmt: skip
+        passed = {"digest": counts["skipped_digest"], "outside_window": counts["outside_window"]}
+        self.by_label(
+            "objects_passed_over", "objects listed and not shipped, by reason", name, passed,
+            "reason",
+        )  # fmt: skip
 
     def _sqs(self, name: str, st: SqsStats) -> None:
         self.counter("sqs_messages_received", "messages received", name, st.received)

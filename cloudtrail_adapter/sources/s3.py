@@ -236,10 +236,9 @@ class S3Source(PollingSource):
 
     async def _off_pages(self, off: OffLayout) -> AsyncIterator[list[Listed]]:
         """Folders off the layout listed whole, and keys off it as found."""
-        pages: list[list[Listed]] = [off.keys] if off.keys else []
-        for page in pages:
-            self.current_pass.off_layout += len(page)
-            yield self._in_window(page)
+        if off.keys:
+            self.current_pass.off_layout += len(off.keys)
+            yield self._in_window(off.keys)
         for folder in off.folders:
             async for listed in self._list(folder):
                 self.current_pass.off_layout += len(listed)
