@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -25,7 +24,8 @@ from cloudtrail_adapter.config import (
     SourceConfig,
 )
 from cloudtrail_adapter.dedup import Deduplicator
-from cloudtrail_adapter.model import AckCallback, FatalSinkError, Sink, Source
+from cloudtrail_adapter.errors import AdapterError, Backoff, failure_reason
+from cloudtrail_adapter.model import AckCallback, Sink, Source
 from cloudtrail_adapter.monitor import Monitor, SourceRuntime, log_progress
 from cloudtrail_adapter.pipeline import Pipeline
 from cloudtrail_adapter.progress import draw as draw_progress
@@ -34,7 +34,7 @@ from cloudtrail_adapter.sinks.usp import UspSink
 from cloudtrail_adapter.sinks.webhook import WebhookSink
 from cloudtrail_adapter.sources.files import FileSource
 from cloudtrail_adapter.sources.s3 import S3Source
-from cloudtrail_adapter.sources.sqs import QueueUnavailable, SqsSource
+from cloudtrail_adapter.sources.sqs import SqsSource
 from cloudtrail_adapter.state import StateError, StateStore
 from cloudtrail_adapter.systemd import SystemdNotifier
 from cloudtrail_adapter.workers import WorkerPool, tune_allocator
@@ -112,6 +112,7 @@ def open_dedup(cfg: SourceConfig, state: StateStore) -> Deduplicator | None:
 DEFAULT_SHUTDOWN_GRACE = 30.0
 RESTART_INITIAL = 5.0
 RESTART_MAX = 300.0
+RESTART = Backoff(RESTART_INITIAL, RESTART_MAX, jitter=0.2)
 
 
 @dataclass(frozen=True)
@@ -140,32 +141,19 @@ async def supervise(
         try:
             return await run_source(cfg, state, http, executor, shutdown, runtime)
         except Exception as exc:
-            error = (
-                str(exc)
-                if isinstance(exc, FatalSinkError | QueueUnavailable)
-                else (f"{type(exc).__name__}: {exc}")
-            )
-            log.error("source_failed", source=cfg.name, reason=_failure_reason(exc), error=error)
+            error = str(exc) if isinstance(exc, AdapterError) else f"{type(exc).__name__}: {exc}"
+            log.error("source_failed", source=cfg.name, reason=failure_reason(exc), error=error)
             outcome = SourceOutcome(cfg.name, ok=False, error=error)
         if cfg.source.single_load or shutdown.stopping.is_set():
             return outcome
         failures = 1 if time.monotonic() - started > RESTART_MAX else failures + 1
-        delay = min(RESTART_MAX, RESTART_INITIAL * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)
+        delay = RESTART.delay(failures)
         log.warning("source_restart_scheduled", source=cfg.name, retry_in=round(delay, 1))
         runtime.restarts += 1
         try:
             await unless_stopped(shutdown.stopping, asyncio.sleep(delay))
         except Stopped:
             return outcome
-
-
-def _failure_reason(exc: Exception) -> str:
-    if isinstance(exc, FatalSinkError):
-        return "limacharlie_refused"
-    if isinstance(exc, QueueUnavailable):
-        return "queue_unavailable"
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-    return str(code or type(exc).__name__)
 
 
 async def run_source(

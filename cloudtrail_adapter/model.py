@@ -78,13 +78,6 @@ class Batch:
         return f"Batch(records={self.records}, raw_bytes={self.raw_bytes}, gz={len(self.payload)})"
 
 
-class FatalSinkError(Exception):
-    """LimaCharlie refused us in a way retrying cannot fix (bad OID/key, hook not found).
-
-    Its message must name what is wrong and must never contain a secret.
-    """
-
-
 AckCallback = Callable[[Batch], None]
 
 

@@ -30,6 +30,7 @@ from cloudtrail_adapter.bundles import Fragment, PackLimits, drop_lines, gzip_bu
 from cloudtrail_adapter.config import DeliveryOptions
 from cloudtrail_adapter.decode import DecodeError
 from cloudtrail_adapter.dedup import BatchFlights, Deduplicator, Flight
+from cloudtrail_adapter.errors import failure_reason
 from cloudtrail_adapter.filters import RecordFilter, merge_counts
 from cloudtrail_adapter.model import AckToken, Batch, WorkItem
 from cloudtrail_adapter.stream_decode import (
@@ -150,7 +151,7 @@ class Pipeline:
             self._failed(item, progress, exc.reason, str(exc))
             return
         except Exception as exc:  # a fetch error: the source offers the item again later
-            self._failed(item, progress, _fetch_reason(exc), str(exc))
+            self._failed(item, progress, failure_reason(exc), str(exc))
             return
         self.stats.objects_decoded += 1
         self.stats.records_decoded += total
@@ -350,12 +351,6 @@ class Pipeline:
 
 def _size(fragments: Sequence[Fragment]) -> int:
     return sum(len(f.deflate) for f in fragments)
-
-
-def _fetch_reason(exc: Exception) -> str:
-    """AWS's error code (NoSuchKey, AccessDenied, ...) when there is one, else the type."""
-    error = getattr(exc, "response", {}).get("Error", {})
-    return str(error.get("Code") or type(exc).__name__)
 
 
 class _Bundle:

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloudtrail_adapter.errors import Backoff
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS s3_checkpoints (
     scope        TEXT    NOT NULL,
@@ -142,7 +144,7 @@ class StateStore:
         ).fetchone()
         attempts, first = (row[0] + 1, row[1]) if row else (1, at)
         quarantined = attempts >= quarantine_after
-        retry_at = at + min(MAX_BACKOFF, backoff * 2 ** (attempts - 1))
+        retry_at = at + Backoff(backoff, MAX_BACKOFF).delay(attempts)
         failure = Failure(
             scope, bucket, key, attempts, reason, error, first, at, retry_at, quarantined
         )

@@ -17,7 +17,8 @@ from structlog.testing import capture_logs
 
 from cloudtrail_adapter.config import ClientOptions, Identity
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from cloudtrail_adapter.model import Batch, FatalSinkError
+from cloudtrail_adapter.errors import FatalSinkError
+from cloudtrail_adapter.model import Batch
 from cloudtrail_adapter.secret import Secret
 from cloudtrail_adapter.sinks.usp import UspSink, discover_usp_url
 from tests.conftest import INSTALLATION_KEY, OID, AckRecorder

@@ -21,7 +21,8 @@ import pytest
 
 from cloudtrail_adapter.config import WebhookOptions
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from cloudtrail_adapter.model import Batch, FatalSinkError
+from cloudtrail_adapter.errors import FatalSinkError
+from cloudtrail_adapter.model import Batch
 from cloudtrail_adapter.secret import Secret
 from cloudtrail_adapter.sinks.webhook import RetryPolicy, WebhookSink, parse_retry_after
 from tests.conftest import OID, WEBHOOK_SECRET, AckRecorder, watch_logs

@@ -42,12 +42,11 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    wait_exponential,
-    wait_random,
 )
 
 from cloudtrail_adapter.config import ClientOptions
-from cloudtrail_adapter.model import AckCallback, Batch, FatalSinkError
+from cloudtrail_adapter.errors import Backoff, FatalSinkError
+from cloudtrail_adapter.model import AckCallback, Batch
 
 log = structlog.get_logger("cloudtrail_adapter.sinks.usp")
 
@@ -59,6 +58,7 @@ CLOSE_TIMEOUT = 2.0
 DISCOVERY_TIMEOUT = 30.0
 RETRY_INITIAL = 0.25
 RETRY_MAX = 30.0
+RECONNECT = Backoff(RETRY_INITIAL, RETRY_MAX, jitter=0.5)
 
 
 class _Disconnected(Exception):
@@ -238,8 +238,7 @@ class UspSink:
                 # keeps failing before any ack gets exponential backoff with jitter.
                 retrying = AsyncRetrying(
                     retry=retry_if_exception_type(_RETRYABLE),
-                    wait=wait_exponential(multiplier=RETRY_INITIAL, max=RETRY_MAX)
-                    + wait_random(0, RETRY_INITIAL),
+                    wait=RECONNECT.tenacity_wait(),
                     before_sleep=self._log_retry,
                     reraise=True,
                 )

@@ -33,11 +33,11 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_never,
-    wait_exponential_jitter,
 )
 
 from cloudtrail_adapter.config import WebhookOptions
-from cloudtrail_adapter.model import AckCallback, Batch, FatalSinkError
+from cloudtrail_adapter.errors import Backoff, FatalSinkError
+from cloudtrail_adapter.model import AckCallback, Batch
 
 log = structlog.get_logger("cloudtrail_adapter.sinks.webhook")
 
@@ -59,9 +59,9 @@ _MEANINGS = {
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Backoff between attempts of one batch: `initial * 2**n` plus up to `jitter` seconds,
-    at most `maximum`; a server's Retry-After wins when longer, capped at `retry_after_cap`
-    so that a bogus date cannot park a batch for days."""
+    """Backoff between attempts of one batch (errors.Backoff): `initial * 2**n`, at most
+    `maximum`, plus up to `jitter` times that; a server's Retry-After wins when longer,
+    capped at `retry_after_cap` so that a bogus date cannot park a batch for days."""
 
     initial: float = 0.5
     maximum: float = 30.0
@@ -132,9 +132,9 @@ class WebhookSink:
         self._session = session
         self._owns_session = session is None
         self._retry = retry or RetryPolicy()
-        self._backoff = wait_exponential_jitter(
-            multiplier=self._retry.initial, max=self._retry.maximum, jitter=self._retry.jitter
-        )
+        self._backoff = Backoff(
+            self._retry.initial, self._retry.maximum, self._retry.jitter
+        ).tenacity_wait()
         self._window = max(1, options.max_in_flight)
         self._timeout = aiohttp.ClientTimeout(total=options.timeout)
         self._url = options.url

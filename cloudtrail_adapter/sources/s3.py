@@ -27,6 +27,7 @@ import structlog
 from cloudtrail_adapter.aio import gather_limited, merge_limited
 from cloudtrail_adapter.config import S3SourceOptions
 from cloudtrail_adapter.decode import is_digest_key
+from cloudtrail_adapter.errors import LayoutMissing
 from cloudtrail_adapter.readers import Reader, S3Reader
 from cloudtrail_adapter.sources.polling import Listed, PollingSource
 from cloudtrail_adapter.sources.trail_layout import Stream, day_prefix, file_time
@@ -44,10 +45,6 @@ log = structlog.get_logger("cloudtrail_adapter.sources")
 
 Clock = Callable[[], datetime]
 EXAMPLES = 10  # folders or keys named in one log line
-
-
-class LayoutMissing(Exception):
-    """accounts/regions/start_time/end_time were set, but the bucket has no CloudTrail layout."""
 
 
 def _now() -> datetime:

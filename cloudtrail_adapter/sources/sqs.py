@@ -30,6 +30,7 @@ from cloudtrail_adapter.aio import Stopped, unless_stopped
 from cloudtrail_adapter.aws import BucketClients
 from cloudtrail_adapter.config import SqsSourceOptions
 from cloudtrail_adapter.decode import is_digest_key
+from cloudtrail_adapter.errors import Backoff, QueueUnavailable, failure_reason
 from cloudtrail_adapter.model import WorkItem
 from cloudtrail_adapter.notifications import (
     FetchObjects,
@@ -47,7 +48,8 @@ log = structlog.get_logger("cloudtrail_adapter.sources.sqs")
 DELETE_BATCH = 10  # SQS's limit for DeleteMessageBatch
 DELETE_LINGER = 0.05
 DELETE_ATTEMPTS = 4
-RECEIVE_BACKOFF_MAX = 60.0
+RECEIVE_BACKOFF = Backoff(0.5, 60.0)
+DELETE_BACKOFF = Backoff(0.2, 60.0)
 RECEIVE_MARGIN = 5.0  # beyond the long-poll wait, for the answer to arrive
 MAX_RECEIVERS = 4  # receive loops per source (fewer when little may be in work)
 GONE_HANDLE_CODES = frozenset(
@@ -57,10 +59,6 @@ FATAL_QUEUE_CODES = frozenset(
     {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "AccessDenied",
      "AccessDeniedException", "InvalidClientTokenId", "SignatureDoesNotMatch"}
 )  # fmt: skip
-
-
-class QueueUnavailable(Exception):
-    """The queue cannot be read (missing, or our credentials are refused); names the queue."""
 
 
 @dataclass
@@ -90,12 +88,6 @@ class _Message:
         self.failed = False
         self.failure = ""
         self.heartbeat: asyncio.Task[None] | None = None
-
-
-def _error_code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
-    return type(exc).__name__
 
 
 class SqsSource:
@@ -264,12 +256,12 @@ class SqsSource:
         return messages
 
     async def _receive_failed(self, exc: Exception, failures: int) -> None:
-        code = _error_code(exc)
+        code = failure_reason(exc)
         if code in FATAL_QUEUE_CODES:
             raise QueueUnavailable(
                 f"cannot read SQS queue {self._options.queue_url}: {code}: {exc}"
             ) from exc
-        delay = min(RECEIVE_BACKOFF_MAX, 0.5 * 2**failures)
+        delay = RECEIVE_BACKOFF.delay(failures + 1)
         log.warning("sqs_receive_failed", source=self.name, error=f"{code}: {exc}", retry_in=delay)
         await asyncio.sleep(delay)
 
@@ -400,7 +392,7 @@ class SqsSource:
                     VisibilityTimeout=timeout,
                 )
             except (ClientError, BotoCoreError) as exc:
-                code = _error_code(exc)
+                code = failure_reason(exc)
                 log.warning(
                     "sqs_visibility_extend_failed", source=self.name,
                     message_id=state.message_id, error=f"{code}: {exc}",
@@ -436,7 +428,7 @@ class SqsSource:
             pending = retry
             if not pending:
                 return
-            await asyncio.sleep(0.2 * 2**attempt)
+            await asyncio.sleep(DELETE_BACKOFF.delay(attempt + 1))
         for state in pending.values():
             self._gone(state, "delete_failed")
 
@@ -448,7 +440,7 @@ class SqsSource:
                 QueueUrl=self._options.queue_url, Entries=entries
             )
         except (ClientError, BotoCoreError) as exc:
-            code = _error_code(exc)
+            code = failure_reason(exc)
             log.warning("sqs_delete_failed", source=self.name, error=f"{code}: {exc}")
             return dict.fromkeys(pending, code)
         return {str(f["Id"]): str(f.get("Code", "")) for f in answer.get("Failed", [])}

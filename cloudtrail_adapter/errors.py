@@ -1,0 +1,89 @@
+"""What can end a source's run, each error saying whether trying again can help; the one
+place an AWS error's code is read; and the one backoff policy every retry follows."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = [
+    "AdapterError",
+    "Backoff",
+    "FatalSinkError",
+    "LayoutMissing",
+    "QueueUnavailable",
+    "aws_error_code",
+    "failure_reason",
+]
+
+#: Doubling stops here: 2**64 times any initial delay is past every maximum.
+_MAX_DOUBLINGS = 64
+
+
+class AdapterError(Exception):
+    """An error of ours. `reason` is the stable word logs and metrics use for it;
+    `retriable` says whether running the source again (after a backoff) can help. Its
+    message names what is wrong and never holds a secret."""
+
+    reason: ClassVar[str] = "error"
+    retriable: ClassVar[bool] = True
+
+
+class FatalSinkError(AdapterError):
+    """LimaCharlie refused us in a way retrying cannot fix (bad OID or key, hook not found)."""
+
+    reason = "limacharlie_refused"
+    retriable = False
+
+
+class QueueUnavailable(AdapterError):
+    """The queue cannot be read (missing, or our credentials are refused); names the queue.
+    Worth a restart with backoff: a policy or a queue can be fixed while we wait."""
+
+    reason = "queue_unavailable"
+
+
+class LayoutMissing(AdapterError):
+    """accounts/regions/start_time/end_time were set, but the bucket has no CloudTrail
+    layout under the prefix (yet: a new trail writes its first files within minutes)."""
+
+    reason = "layout_missing"
+
+
+def aws_error_code(exc: BaseException) -> str | None:
+    """AWS's error code (NoSuchKey, AccessDenied, ...) of a botocore ClientError, else None."""
+    response: Any = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    code = response.get("Error", {}).get("Code")
+    return str(code) if code else None
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The word logs and metrics give a failure: ours, AWS's code, or the exception's type."""
+    if isinstance(exc, AdapterError):
+        return exc.reason
+    return aws_error_code(exc) or type(exc).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff: `initial` seconds before the first retry, doubling up to
+    `maximum`, plus up to `jitter` times that at random, so that many clients that failed
+    together do not retry together."""
+
+    initial: float
+    maximum: float
+    jitter: float = 0.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds before retry number `attempt` (1 is the first retry)."""
+        doublings = min(max(0, attempt - 1), _MAX_DOUBLINGS)
+        base = min(self.maximum, self.initial * (1 << doublings))
+        return base * (1 + random.uniform(0, self.jitter)) if self.jitter else base
+
+    def tenacity_wait(self) -> Callable[[Any], float]:
+        """The same policy as a tenacity `wait=` (its RetryCallState numbers attempts from 1)."""
+        return lambda state: self.delay(int(state.attempt_number))
