@@ -18,6 +18,8 @@ import structlog
 
 from cloudtrail_adapter import logs
 from cloudtrail_adapter.config import (
+    DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_UNREADY_AFTER,
     ConfigError,
     ConfigProblem,
     SourceConfig,
@@ -25,10 +27,8 @@ from cloudtrail_adapter.config import (
     load_config,
     parse_dotted,
 )
+from cloudtrail_adapter.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2  # bad arguments or configuration, as argparse does
 DEFAULT_STATE_DIR = Path("state")
 
 
@@ -267,14 +267,16 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
         "--unready-after",
         metavar="SECONDS",
         type=float,
-        default=60.0,
-        help="/readyz turns unready once LimaCharlie was unreachable this long (default: 60)",
+        default=DEFAULT_UNREADY_AFTER,
+        help="/readyz turns unready once LimaCharlie was unreachable this long "
+        f"(default: {DEFAULT_UNREADY_AFTER:g})",
     )
     parser.add_argument(
         "--shutdown-grace",
         metavar="SECONDS",
         type=float,
-        default=30.0,
+        default=DEFAULT_SHUTDOWN_GRACE,
         help="on SIGTERM/SIGINT, how long in-flight work may take to be acknowledged and "
-        "committed before it is handed back (default: 30; a second signal stops at once)",
+        f"committed before it is handed back (default: {DEFAULT_SHUTDOWN_GRACE:g}; a second "
+        "signal stops at once)",
     )

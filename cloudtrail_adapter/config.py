@@ -26,6 +26,9 @@ from cloudtrail_adapter.filters import FILTERS, RecordFilter
 from cloudtrail_adapter.secret import Secret
 
 DEFAULT_API_URL = "https://api.limacharlie.io"
+#: Command-line options' defaults (cli.py), here so that the daemon and the monitor share them.
+DEFAULT_SHUTDOWN_GRACE = 30.0  # seconds in-flight work may take after SIGTERM
+DEFAULT_UNREADY_AFTER = 60.0  # seconds LimaCharlie may be unreachable before /readyz says so
 
 
 @dataclass(frozen=True)

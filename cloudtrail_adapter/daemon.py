@@ -19,12 +19,13 @@ from cloudtrail_adapter import aws, http_api
 from cloudtrail_adapter.acks import AckTracker
 from cloudtrail_adapter.aio import Stopped, unless_stopped
 from cloudtrail_adapter.config import (
+    DEFAULT_SHUTDOWN_GRACE,
     FileSourceOptions,
     S3SourceOptions,
     SourceConfig,
 )
 from cloudtrail_adapter.dedup import Deduplicator
-from cloudtrail_adapter.errors import AdapterError, Backoff, failure_reason
+from cloudtrail_adapter.errors import EXIT_FAILED, EXIT_OK, AdapterError, Backoff, failure_reason
 from cloudtrail_adapter.model import AckCallback, Sink, Source
 from cloudtrail_adapter.monitor import Monitor, SourceRuntime, log_progress
 from cloudtrail_adapter.pipeline import Pipeline
@@ -40,9 +41,6 @@ from cloudtrail_adapter.systemd import SystemdNotifier
 from cloudtrail_adapter.workers import WorkerPool, tune_allocator
 
 log = structlog.get_logger("cloudtrail_adapter.daemon")
-
-EXIT_OK = 0
-EXIT_FAILED = 1
 
 
 @dataclass
@@ -109,7 +107,6 @@ def open_dedup(cfg: SourceConfig, state: StateStore) -> Deduplicator | None:
     return dedup
 
 
-DEFAULT_SHUTDOWN_GRACE = 30.0
 RESTART_INITIAL = 5.0
 RESTART_MAX = 300.0
 RESTART = Backoff(RESTART_INITIAL, RESTART_MAX, jitter=0.2)

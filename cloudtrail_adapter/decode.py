@@ -37,6 +37,7 @@ from cloudtrail_adapter.bundles import Line, PackedObject, PackLimits, pack_line
 from cloudtrail_adapter.filters import apply_filter
 
 __all__ = [
+    "DIGEST_FOLDER",
     "OVERSIZED_RECORD",
     "DecodeError",
     "DecodeReason",
@@ -74,7 +75,7 @@ _GZIP_WBITS: Final = 16 + isal_zlib.MAX_WBITS
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
 # The stub declares `error` as an instance; at runtime it is the exception class.
 _IsalError: Final[type[Exception]] = isal_zlib.error  # type: ignore[assignment]
-_DIGEST_DIR: Final = "CloudTrail-Digest"
+DIGEST_FOLDER: Final = "CloudTrail-Digest"  # the KIND folder of digests in the layout
 _DIGEST_NAME: Final = "_CloudTrail-Digest_"
 _JSON_TYPE_BY_FIRST_BYTE: Final = {
     ord("{"): "an object",
@@ -134,7 +135,7 @@ _decode_envelope: Final = msgspec.json.Decoder(_Envelope).decode
 
 def is_digest_key(key: str) -> bool:
     """True for CloudTrail digest files, so sources can skip them without fetching."""
-    return _DIGEST_NAME in key.rsplit("/", 1)[-1] or _DIGEST_DIR in key.split("/")
+    return _DIGEST_NAME in key.rsplit("/", 1)[-1] or DIGEST_FOLDER in key.split("/")
 
 
 def decode_object(data: bytes, key: str | None = None) -> DecodedObject:

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 __all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
     "AdapterError",
     "Backoff",
     "FatalSinkError",
@@ -17,6 +20,12 @@ __all__ = [
     "aws_error_code",
     "failure_reason",
 ]
+
+#: How the process ends: done (or stopped cleanly), a source failed, or it could not start
+#: (bad arguments or configuration, as argparse does).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
 
 #: Doubling stops here: 2**64 times any initial delay is past every maximum.
 _MAX_DOUBLINGS = 64

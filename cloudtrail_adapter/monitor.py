@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from cloudtrail_adapter.acks import AckTracker
+from cloudtrail_adapter.config import DEFAULT_UNREADY_AFTER
 from cloudtrail_adapter.model import Sink, Source
 from cloudtrail_adapter.pipeline import Pipeline
 from cloudtrail_adapter.sinks.usp import UspSink
@@ -59,7 +60,7 @@ class SourceRuntime:
 class Monitor:
     """Every source's runtime, readiness, and the registry `/metrics` serves."""
 
-    unready_after: float = 60.0
+    unready_after: float = DEFAULT_UNREADY_AFTER
     summary_interval: float = 60.0
     sources: dict[str, SourceRuntime] = field(default_factory=dict)
     registry: CollectorRegistry = field(init=False)

@@ -28,7 +28,6 @@ __all__ = [
 ]
 
 LOGS: Final = "AWSLogs/"
-DIGEST_KIND: Final = "CloudTrail-Digest"
 _ACCOUNT: Final = re.compile(r"\d{12}")
 _ORG: Final = re.compile(r"o-[a-z0-9]{10,32}")
 _FILE_TIME: Final = re.compile(r"_(\d{8}T\d{4}Z)_[^/]*$")

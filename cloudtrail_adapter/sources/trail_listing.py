@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from cloudtrail_adapter.decode import DIGEST_FOLDER
 from cloudtrail_adapter.sources.polling import Listed
 from cloudtrail_adapter.sources.trail_layout import (
-    DIGEST_KIND,
     Stream,
     day_of,
     days,
@@ -159,7 +159,7 @@ async def _account(
     walk.loose(kinds)
     for kind_folder in filter(walk.fits, kinds.folders):
         kind = kind_folder[len(folder) : -1]
-        if kind == DIGEST_KIND:
+        if kind == DIGEST_FOLDER:
             walk.passed("digest", kind_folder)
         elif not kind.startswith("CloudTrail"):
             walk.passed("not_cloudtrail", kind_folder)
