@@ -38,12 +38,12 @@ import yaml
 
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
-from cloudtrail_adapter.dedup import ENTRY, KEY_BYTES, event_key
 from cloudtrail_adapter.emulator import messages
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY
 from cloudtrail_adapter.emulator.process import DaemonProcess
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
+from cloudtrail_adapter.event_keys import ENTRY, KEY_BYTES, event_key
 from cloudtrail_adapter.secret import Secret
 
 Mode = Literal["s3", "sqs"]

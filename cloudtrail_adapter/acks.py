@@ -119,14 +119,12 @@ class AckTracker:
                 error = f"{type(exc).__name__}: {exc}"
                 item.release("commit_failed", error)
                 log.error(
-                    "commit_failed", source=self.source, ref=item.ref, error=error,
+                    "commit_failed", ref=item.ref, error=error,
                     **item.log_fields,
                 )  # fmt: skip
             else:
                 self.stats.committed += 1
-                log.debug(
-                    "item_committed", source=self.source, ref=item.ref, records=progress.total
-                )
+                log.debug("item_committed", ref=item.ref, records=progress.total)
             self._close(progress)
 
     async def wait_idle(self) -> None:

@@ -15,12 +15,11 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, TypeAlias
+from typing import Final, Literal
 
-import msgspec
 from isal import isal_zlib
 
-from cloudtrail_adapter.dedup import record_keys
+from cloudtrail_adapter.event_keys import Line, record_keys
 from cloudtrail_adapter.filters import RecordFilter
 
 __all__ = [
@@ -39,8 +38,6 @@ __all__ = [
 #: isa-l level for outgoing bundles: about as fast as level 0, and much smaller.
 BUNDLE_LEVEL: Final = 1
 
-#: A record: a Raw slice of the document on the fast path, compacted bytes otherwise.
-Line: TypeAlias = "bytes | msgspec.Raw"
 
 # gzip header: magic, deflate, no flags, mtime 0, no extra flags, OS unknown (RFC 1952).
 _HEADER: Final = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
@@ -57,7 +54,7 @@ class PackLimits:
     max_bytes: int
     whole_max_raw: int = 48 << 20
     keep: RecordFilter | None = None
-    dedup: bool = False  # give each fragment its records' keys (dedup.record_keys)
+    dedup: bool = False  # give each fragment its records' keys (event_keys.record_keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +66,7 @@ class Fragment:
     records: int
     raw_bytes: int
     crc: int
-    keys: bytes = b""  # dedup.ENTRY bytes per record, when packed for de-duplication
+    keys: bytes = b""  # event_keys.ENTRY bytes per record, when packed for de-duplication
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,7 +101,7 @@ def open_dedup(cfg: SourceConfig, state: StateStore) -> Deduplicator | None:
     dedup = Deduplicator(cfg.name, checkpoint_scope(cfg), state, cfg.dedup)
     loaded = dedup.load()
     log.info(
-        "dedup_loaded", source=cfg.name, keys=loaded,
+        "dedup_loaded", keys=loaded,
         seconds=round(time.monotonic() - started, 3),
     )  # fmt: skip
     return dedup
@@ -131,7 +131,9 @@ async def supervise(
 ) -> SourceOutcome:
     """Runs a source. A single-load source runs once; a long-running one that fails (LimaCharlie
     refused us, the queue is gone, credentials are refused) is restarted with exponential
-    backoff until stopped, and never takes the other sources down with it."""
+    backoff until stopped, and never takes the other sources down with it. Every log line of
+    the source (and of the tasks it starts) carries `source=` from here."""
+    structlog.contextvars.bind_contextvars(source=cfg.name)  # this task's context only
     failures = 0
     while True:
         started = time.monotonic()
@@ -139,13 +141,13 @@ async def supervise(
             return await run_source(cfg, state, http, executor, shutdown, runtime)
         except Exception as exc:
             error = str(exc) if isinstance(exc, AdapterError) else f"{type(exc).__name__}: {exc}"
-            log.error("source_failed", source=cfg.name, reason=failure_reason(exc), error=error)
+            log.error("source_failed", reason=failure_reason(exc), error=error)
             outcome = SourceOutcome(cfg.name, ok=False, error=error)
         if cfg.source.single_load or shutdown.stopping.is_set():
             return outcome
         failures = 1 if time.monotonic() - started > RESTART_MAX else failures + 1
         delay = RESTART.delay(failures)
-        log.warning("source_restart_scheduled", source=cfg.name, retry_in=round(delay, 1))
+        log.warning("source_restart_scheduled", retry_in=round(delay, 1))
         runtime.restarts += 1
         try:
             await unless_stopped(shutdown.stopping, asyncio.sleep(delay))
@@ -192,7 +194,6 @@ async def run_source(
     failed = pipeline.stats.objects_failed + given_up
     log.info(
         "source_finished",
-        source=cfg.name,
         objects=tracker.stats.committed,
         failed=failed,
         failures=pipeline.stats.failures_by_reason,

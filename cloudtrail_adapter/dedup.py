@@ -2,8 +2,8 @@
 
 CloudTrail sometimes writes an event twice, and at-least-once delivery re-sends what was in
 flight when the daemon died. A record's identity is its `eventID` with its
-`recipientAccountId`, hashed to 96 bits in the worker processes (`record_keys`) next to the
-minute of its `eventTime`; the event loop only compares those keys.
+`recipientAccountId`, hashed to 96 bits in the worker processes (event_keys.py) next to the
+minute of its `eventTime`; the event loop (this module) only compares those keys.
 
 A key is *pending* from the moment one record claims it until the batch carrying it is
 acknowledged; then it is *delivered*: written to the state database, in the same step and
@@ -22,88 +22,26 @@ A record without an eventID or an eventTime is always shipped.
 from __future__ import annotations
 
 import collections
-import functools
-import hashlib
 import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
-import msgspec
 import structlog
+
+from cloudtrail_adapter.event_keys import ENTRY, KEY_BYTES
 
 if TYPE_CHECKING:
     from cloudtrail_adapter.acks import ItemProgress
-    from cloudtrail_adapter.bundles import Fragment, Line
+    from cloudtrail_adapter.bundles import Fragment
     from cloudtrail_adapter.config import DedupOptions
     from cloudtrail_adapter.state import StateStore
 
-__all__ = [
-    "ENTRY",
-    "KEY_BYTES",
-    "BatchFlights",
-    "Deduplicator",
-    "Flight",
-    "event_key",
-    "record_keys",
-]
+__all__ = ["BatchFlights", "Deduplicator", "Flight"]
 
 log = structlog.get_logger("cloudtrail_adapter.dedup")
 
-#: Bytes per record in `Fragment.keys`: a 96-bit key, then the event minute (uint32 LE).
-ENTRY: Final = 16
-KEY_BYTES: Final = 12
 _MINUTE_SHIFT: Final = 8 * KEY_BYTES
-_NO_KEY: Final = bytes(ENTRY)
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class _Identity(msgspec.Struct):
-    eventID: Any = None
-    recipientAccountId: Any = None
-    eventTime: Any = None
-
-
-_decode_identity: Final = msgspec.json.Decoder(_Identity).decode
-
-
-def event_key(event_id: str, account: str) -> bytes:
-    """The 96-bit key of an event (2^-48 collision odds for a million keys held)."""
-    digest = hashlib.blake2b(f"{event_id}\0{account}".encode(), digest_size=KEY_BYTES).digest()
-    return digest if any(digest) else b"\1" + digest[1:]  # all zero means "no key"
-
-
-def record_keys(lines: Sequence[Line]) -> bytes:
-    """`ENTRY` bytes per record, in order: zeros for a record that has no identity."""
-    return b"".join(map(_entry, lines))
-
-
-def _entry(line: Line) -> bytes:
-    try:
-        ident = _decode_identity(line)
-    except msgspec.DecodeError:
-        return _NO_KEY
-    event_id, when, account = ident.eventID, ident.eventTime, ident.recipientAccountId
-    if not (isinstance(event_id, str) and event_id and isinstance(when, str)):
-        return _NO_KEY
-    minute = _minute(when[:16])
-    if minute is None:
-        return _NO_KEY
-    return event_key(event_id, account if isinstance(account, str) else "") + minute.to_bytes(
-        4, "little"
-    )
-
-
-@functools.lru_cache(maxsize=4096)
-def _minute(prefix: str) -> int | None:
-    """Minutes since the epoch of `YYYY-MM-DDTHH:MM` (UTC, as CloudTrail writes it)."""
-    try:
-        when = datetime.fromisoformat(prefix).replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    minute = int((when - _EPOCH).total_seconds()) // 60
-    return minute if 0 <= minute < 1 << 32 else None
 
 
 class Flight:
@@ -278,7 +216,7 @@ class Deduplicator:
         if not self._warned:
             self._warned = True
             log.warning(
-                "dedup_window_shortened", source=self.source, max_keys=self._max_keys,
+                "dedup_window_shortened", max_keys=self._max_keys,
                 window_minutes=self._window,
             )  # fmt: skip
         while self.stats.keys_held > self._max_keys and self._heap:

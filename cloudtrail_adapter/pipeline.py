@@ -156,7 +156,7 @@ class Pipeline:
         self.stats.objects_decoded += 1
         self.stats.records_decoded += total
         log.debug(
-            "object_decoded", source=self.name, ref=item.ref, kind=kind, records=total,
+            "object_decoded", ref=item.ref, kind=kind, records=total,
             streamed=streamed, **item.log_fields,
         )  # fmt: skip
 
@@ -219,7 +219,6 @@ class Pipeline:
         self.stats.records_oversized += len(oversized)
         log.warning(
             "records_oversized",
-            source=self.name,
             ref=item.ref,
             count=len(oversized),
             largest=max(size for _, size in oversized),
@@ -293,7 +292,7 @@ class Pipeline:
         """Downstream is full (LimaCharlie is the bottleneck); when every worker waits, the
         pipeline holds all the memory its bounds allow."""
         self._waiting += 1
-        log.debug("worker_waiting", source=self.name, on=what, waiting_workers=self._waiting)
+        log.debug("worker_waiting", on=what, waiting_workers=self._waiting)
         try:
             yield
         finally:
@@ -305,7 +304,6 @@ class Pipeline:
         self._tracker.fail(progress, reason, detail)
         log.error(
             "object_failed",
-            source=self.name,
             ref=item.ref,
             reason=reason,
             error=detail,

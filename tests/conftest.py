@@ -220,7 +220,7 @@ class LogWatch:
 def watch_logs() -> Iterator[LogWatch]:
     watch = LogWatch()
     previous = structlog.get_config()["processors"]
-    structlog.configure(processors=[watch])
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, watch])
     try:
         yield watch
     finally:

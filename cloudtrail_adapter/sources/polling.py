@@ -111,7 +111,7 @@ class PollingSource(ABC):
             while True:
                 stats = await unless_stopped(self._stop, self.one_pass(out))
                 log.info(
-                    "source_pass_done", source=self.name, listed=stats.listed,
+                    "source_pass_done", listed=stats.listed,
                     offered=stats.offered, already_done=stats.skipped_done,
                     digests=stats.skipped_digest, in_work=stats.skipped_in_work,
                     failing=stats.skipped_failing, too_large=stats.too_large,
@@ -185,12 +185,12 @@ class PollingSource(ABC):
         if failure.quarantined:
             self.quarantined[reason] += 1
             log.error(
-                "object_quarantined", source=self.name, reason=reason, error=error,
+                "object_quarantined", reason=reason, error=error,
                 attempts=failure.attempts, **fields,
             )  # fmt: skip
         else:
             log.warning(
-                "object_retry_scheduled", source=self.name, reason=reason,
+                "object_retry_scheduled", reason=reason,
                 attempts=failure.attempts, retry_in=round(failure.retry_at - failure.last_failed),
                 **fields,
             )  # fmt: skip

@@ -124,7 +124,7 @@ class S3Source(PollingSource):
 
     def _report_discovery(self, layout: Layout) -> None:
         log.info(
-            "layout_discovered", source=self.name, bucket=self._options.bucket_name,
+            "layout_discovered", bucket=self._options.bucket_name,
             streams=len(layout.streams), off_layout=len(layout.off.where()),
             passed_over={reason: len(f) for reason, f in layout.passed_over.items()},
         )  # fmt: skip
@@ -132,7 +132,7 @@ class S3Source(PollingSource):
             new = self._unreported(folders)
             if new:
                 log.info(
-                    "folders_passed_over", source=self.name, reason=reason,
+                    "folders_passed_over", reason=reason,
                     count=len(new), examples=new[:EXAMPLES],
                 )  # fmt: skip
         self._report_off_layout(layout.off, None)
@@ -141,7 +141,7 @@ class S3Source(PollingSource):
         new = self._unreported(off.where())
         if new:
             log.warning(
-                "off_layout_found", source=self.name, bucket=self._options.bucket_name,
+                "off_layout_found", bucket=self._options.bucket_name,
                 stream=stream.prefix if stream else None, count=len(new),
                 examples=new[:EXAMPLES], action="listed whole and shipped every pass",
             )  # fmt: skip
@@ -157,7 +157,7 @@ class S3Source(PollingSource):
             return
         found = [d for p in plans for d in p.days]
         log.info(
-            "backfill_starting", source=self.name, bucket=self._options.bucket_name,
+            "backfill_starting", bucket=self._options.bucket_name,
             streams=len(plans), day_folders=len(found),
             first_day=min(found).isoformat() if found else None,
             last_day=max(found).isoformat() if found else None,

@@ -143,8 +143,8 @@ class SqsSource:
                     QueueUrl=self._options.queue_url, Entries=entries
                 )
             except (ClientError, BotoCoreError) as exc:
-                log.warning("sqs_hand_back_failed", source=self.name, error=str(exc))
-        log.info("sqs_handed_back", source=self.name, messages=len(states))
+                log.warning("sqs_hand_back_failed", error=str(exc))
+        log.info("sqs_handed_back", messages=len(states))
 
     async def run(self, out: asyncio.Queue[WorkItem]) -> None:
         """Receives until stopped; in single-load mode, until the queue is empty. Then waits
@@ -262,7 +262,7 @@ class SqsSource:
                 f"cannot read SQS queue {self._options.queue_url}: {code}: {exc}"
             ) from exc
         delay = RECEIVE_BACKOFF.delay(failures + 1)
-        log.warning("sqs_receive_failed", source=self.name, error=f"{code}: {exc}", retry_in=delay)
+        log.warning("sqs_receive_failed", error=f"{code}: {exc}", retry_in=delay)
         await asyncio.sleep(delay)
 
     async def _accept(self, message: dict[str, Any], out: asyncio.Queue[WorkItem]) -> None:
@@ -277,7 +277,7 @@ class SqsSource:
             self._poison(message_id, receives, "parser_error", f"{type(exc).__name__}: {exc}")
             return
         log.debug(
-            "sqs_message_received", source=self.name, message_id=message_id,
+            "sqs_message_received", message_id=message_id,
             receive_count=receives, kind=type(note).__name__,
         )  # fmt: skip
         items = self._items(note, message_id)
@@ -286,7 +286,7 @@ class SqsSource:
         if not items:
             self.stats.nothing_to_do += 1
             why = note.reason if isinstance(note, NothingToDo) else "digest_files_only"
-            log.info("sqs_message_nothing_to_do", source=self.name, message_id=message_id, why=why)
+            log.info("sqs_message_nothing_to_do", message_id=message_id, why=why)
             self._deletes.put_nowait(state)
             return
         state.heartbeat = asyncio.create_task(self._heartbeat(state))
@@ -302,7 +302,7 @@ class SqsSource:
         """Left as received: back after its visibility timeout, then to the dead-letter queue."""
         self.stats.poison += 1
         log.error(
-            "sqs_message_poison", source=self.name, message_id=message_id, reason=reason,
+            "sqs_message_poison", message_id=message_id, reason=reason,
             error=error, receive_count=receives,
         )  # fmt: skip
 
@@ -363,7 +363,7 @@ class SqsSource:
         elif state.failed:
             self.stats.left_for_redelivery += 1
             log.warning(
-                "sqs_message_left", source=self.name, message_id=state.message_id,
+                "sqs_message_left", message_id=state.message_id,
                 reason=state.failure,
             )  # fmt: skip
             self._leave(state)
@@ -394,14 +394,14 @@ class SqsSource:
             except (ClientError, BotoCoreError) as exc:
                 code = failure_reason(exc)
                 log.warning(
-                    "sqs_visibility_extend_failed", source=self.name,
+                    "sqs_visibility_extend_failed",
                     message_id=state.message_id, error=f"{code}: {exc}",
                 )  # fmt: skip
                 if code in GONE_HANDLE_CODES or code == "InvalidParameterValue":
                     return  # deleted, expired or past SQS's 12-hour cap: nothing to keep
                 continue
             self.stats.visibility_extensions += 1
-            log.debug("sqs_visibility_extended", source=self.name, message_id=state.message_id)
+            log.debug("sqs_visibility_extended", message_id=state.message_id)
 
     async def _deleter(self) -> None:
         """Deletes acknowledged messages in batches of up to ten."""
@@ -423,7 +423,7 @@ class SqsSource:
                     self._gone(pending[i], code)
             for i in pending.keys() - failed.keys():
                 self.stats.deleted += 1
-                log.debug("sqs_message_deleted", source=self.name, message_id=pending[i].message_id)
+                log.debug("sqs_message_deleted", message_id=pending[i].message_id)
                 self._leave(pending[i])
             pending = retry
             if not pending:
@@ -441,14 +441,12 @@ class SqsSource:
             )
         except (ClientError, BotoCoreError) as exc:
             code = failure_reason(exc)
-            log.warning("sqs_delete_failed", source=self.name, error=f"{code}: {exc}")
+            log.warning("sqs_delete_failed", error=f"{code}: {exc}")
             return dict.fromkeys(pending, code)
         return {str(f["Id"]): str(f.get("Code", "")) for f in answer.get("Failed", [])}
 
     def _gone(self, state: _Message, code: str) -> None:
         """Could not delete: the message will come back and be shipped again (a duplicate)."""
         self.stats.delete_failures += 1
-        log.warning(
-            "sqs_message_not_deleted", source=self.name, message_id=state.message_id, code=code
-        )
+        log.warning("sqs_message_not_deleted", message_id=state.message_id, code=code)
         self._leave(state)
