@@ -135,6 +135,11 @@ class SqsSourceOptions:
     visibility_timeout: int = 300
     max_messages_in_work: int = 100
 
+    @property
+    def queue_name(self) -> str:
+        """The queue's name, the last part of its URL."""
+        return self.queue_url.rstrip("/").rsplit("/", 1)[-1]
+
 
 @dataclass(frozen=True)
 class FileSourceOptions:
@@ -176,7 +181,7 @@ class SourceConfig:
         if isinstance(src, S3SourceOptions):
             what = src.bucket_name
         elif isinstance(src, SqsSourceOptions):
-            what = src.queue_url.rstrip("/").rsplit("/", 1)[-1]
+            what = src.queue_name
         else:
             what = str(src.path)
         return f"{self.kind}[{self.index}]:{what}"

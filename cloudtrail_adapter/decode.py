@@ -38,7 +38,10 @@ from cloudtrail_adapter.filters import apply_filter
 
 __all__ = [
     "DIGEST_FOLDER",
+    "GZIP_MAGIC",
+    "GZIP_WBITS",
     "OVERSIZED_RECORD",
+    "UTF8_BOM",
     "DecodeError",
     "DecodeReason",
     "DecodedObject",
@@ -48,6 +51,7 @@ __all__ = [
     "decode_object",
     "is_digest_key",
     "json_type",
+    "no_records",
     "one_line",
     "pack_object",
 ]
@@ -68,11 +72,11 @@ DecodeReason = Literal[
 OVERSIZED_RECORD: Final = 256 * 1024
 
 
-_GZIP_MAGIC: Final = b"\x1f\x8b"
+GZIP_MAGIC: Final = b"\x1f\x8b"
 _UTF8_CHUNK: Final = 1 << 13
 _LBRACE: Final = ord("{")
-_GZIP_WBITS: Final = 16 + isal_zlib.MAX_WBITS
-_UTF8_BOM: Final = b"\xef\xbb\xbf"
+GZIP_WBITS: Final = 16 + isal_zlib.MAX_WBITS
+UTF8_BOM: Final = b"\xef\xbb\xbf"
 # The stub declares `error` as an instance; at runtime it is the exception class.
 _IsalError: Final[type[Exception]] = isal_zlib.error  # type: ignore[assignment]
 DIGEST_FOLDER: Final = "CloudTrail-Digest"  # the KIND folder of digests in the layout
@@ -165,7 +169,7 @@ def pack_object(data: bytes, key: str | None, limits: PackLimits) -> PackedObjec
 def _decode(
     data: bytes, key: str | None, *, max_raw: int | None
 ) -> tuple[Literal["log", "digest", "empty"], Sequence[Line], int]:
-    if data[:2] == _GZIP_MAGIC:
+    if data[:2] == GZIP_MAGIC:
         data = _gunzip(data, max_raw)
     elif max_raw is not None and len(data) > max_raw:
         raise TooLargeForWhole(f"{len(data)} bytes of JSON")
@@ -179,7 +183,7 @@ def _decode_json(
     data: bytes, key: str | None
 ) -> tuple[Literal["log", "digest", "empty"], Sequence[Line], int]:
     raw_bytes = len(data)
-    if data[:3] == _UTF8_BOM:
+    if data[:3] == UTF8_BOM:
         data = data[3:]
     try:
         envelope = _decode_envelope(data)
@@ -209,7 +213,7 @@ def _gunzip(data: bytes, max_raw: int | None = None) -> bytes:
     rest = data
     room = -1 if max_raw is None else max_raw + 1
     while True:
-        inflater = isal_zlib.decompressobj(wbits=_GZIP_WBITS)
+        inflater = isal_zlib.decompressobj(wbits=GZIP_WBITS)
         offset = len(data) - len(rest)
         try:
             members.append(inflater.decompress(rest, max(room, 0)))
@@ -230,7 +234,7 @@ def _gunzip(data: bytes, max_raw: int | None = None) -> bytes:
         rest = inflater.unused_data.lstrip(b"\0")
         if not rest:
             break
-        if rest[:2] != _GZIP_MAGIC:
+        if rest[:2] != GZIP_MAGIC:
             raise DecodeError(
                 "corrupt_gzip",
                 f"{len(rest)} bytes that are not gzip follow the gzip member(s)",
@@ -326,6 +330,11 @@ def _no_records(data: bytes) -> DecodeError:
         keys = list(msgspec.json.decode(data, type=dict[str, msgspec.Raw]))
     except msgspec.DecodeError:
         keys = []
+    return no_records(keys)
+
+
+def no_records(keys: Sequence[str]) -> DecodeError:
+    """The error for a JSON object that is neither a log nor a digest, naming its keys."""
     shown = ", ".join(repr(k[:40]) for k in keys[:8]) + (", ..." if len(keys) > 8 else "")
     return DecodeError(
         "no_records",

@@ -27,13 +27,17 @@ from isal import isal_zlib
 
 from cloudtrail_adapter.bundles import Fragment, PackedObject, PackLimits, pack_lines
 from cloudtrail_adapter.decode import (
+    GZIP_MAGIC,
+    GZIP_WBITS,
     OVERSIZED_RECORD,
+    UTF8_BOM,
     DecodeError,
     DecodeReason,
     TooLargeForWhole,
     check_record,
     check_utf8,
     json_type,
+    no_records,
     one_line,
     pack_object,
 )
@@ -57,10 +61,7 @@ DEFAULT_MAX_VALUE: Final = 32 << 20
 
 #: Text bytes per compressed byte that CloudTrail's gzip usually gives (at least).
 _LIKELY_RATIO: Final = 6
-_GZIP_MAGIC: Final = b"\x1f\x8b"
-_GZIP_WBITS: Final = 16 + isal_zlib.MAX_WBITS
 _IsalError: Final[type[Exception]] = isal_zlib.error  # type: ignore[assignment]
-_UTF8_BOM: Final = b"\xef\xbb\xbf"
 _NOT_WS: Final = re.compile(rb"[^ \t\r\n]")
 # A whole string, a bracket, or a bare quote: a string that does not end in the buffer yet.
 _TOKEN: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|["{}\[\]]', re.DOTALL)
@@ -192,7 +193,7 @@ class StreamDecoder:
         if self._gzip is None:
             if len(self._input) < 2 and not final:
                 return
-            self._gzip = self._input[:2] == _GZIP_MAGIC
+            self._gzip = self._input[:2] == GZIP_MAGIC
         if not self._gzip:
             self._append(self._input)
             self._input = b""
@@ -230,13 +231,13 @@ class StreamDecoder:
         self._input = stripped
         if not stripped or (len(stripped) < 2 and not final):
             return False
-        if stripped[:2] != _GZIP_MAGIC:
+        if stripped[:2] != GZIP_MAGIC:
             raise DecodeError(
                 "corrupt_gzip",
                 f"data that is not gzip follows the gzip member(s), at byte {self._consumed}",
             )
         self._member_offset = self._consumed
-        self._inflater = isal_zlib.decompressobj(wbits=_GZIP_WBITS)
+        self._inflater = isal_zlib.decompressobj(wbits=GZIP_WBITS)
         return True
 
     def _append(self, data: bytes) -> None:
@@ -264,9 +265,9 @@ class StreamDecoder:
     def _advance(self, pos: int, final: bool, records: list[bytes]) -> int | None:
         """One step of the envelope's state machine; None when more input is needed."""
         if self._phase == "start" and self._base == 0 and pos == 0:
-            if _UTF8_BOM.startswith(self._text[:3]) and len(self._text) < 3 and not final:
+            if UTF8_BOM.startswith(self._text[:3]) and len(self._text) < 3 and not final:
                 return None
-            if self._text[:3] == _UTF8_BOM:
+            if self._text[:3] == UTF8_BOM:
                 return 3
         found = _NOT_WS.search(self._text, pos)
         if found is None:
@@ -454,12 +455,7 @@ class StreamDecoder:
             return StreamSummary("log", self._records, self._raw_bytes, tuple(self._oversized))
         if _DIGEST_KEYS.intersection(self._keys):
             return StreamSummary("digest", 0, self._raw_bytes)
-        shown = ", ".join(repr(k[:40]) for k in self._keys[:8])
-        more = ", ..." if len(self._keys) > 8 else ""
-        raise DecodeError(
-            "no_records",
-            f"JSON object has no Records key and is not a digest (keys: {shown + more or 'none'})",
-        )
+        raise no_records(self._keys)
 
     def _syntax(self, pos: int, expected: str) -> DecodeError:
         return DecodeError("not_json", f"not JSON: expected {expected} at byte {self._base + pos}")

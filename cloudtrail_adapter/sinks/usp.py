@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import socket
 import time
 import uuid
 from collections import deque
@@ -320,7 +319,7 @@ class UspSink:
             "version": PROTOCOL_VERSION,
             "oid": o.identity.oid,
             "iid": o.identity.installation_key.reveal(),
-            "host_name": o.hostname or socket.gethostname(),
+            "host_name": o.hostname,  # the config defaults it to this machine's name
             "platform": o.platform,
             "architecture": ARCHITECTURE,
             "sensor_seed_key": o.sensor_seed_key,

@@ -99,7 +99,7 @@ class SqsSource:
         self._options = options
         self._sqs = sqs
         self._buckets = buckets
-        self._queue_name = options.queue_url.rstrip("/").rsplit("/", 1)[-1]
+        self._queue_name = options.queue_name
         self._left = asyncio.Event()  # set whenever a message stops being in work
         self._reserved = 0  # room asked for by receives under way
         self._stop = asyncio.Event()
