@@ -153,14 +153,19 @@ async def each(items: Iterable[T], concurrency: int, work: Callable[[T], Awaitab
 
 async def upload(files: Sequence[CorpusFile], options: AwsOptions) -> str:
     """A fresh bucket holding every file at its key; its name."""
+    return await upload_objects([(f.key, f.body) for f in files], options)
+
+
+async def upload_objects(objects: Sequence[tuple[str, bytes]], options: AwsOptions) -> str:
+    """A fresh bucket holding each (key, body); its name."""
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
     async with aws.client("s3", options, pool=UPLOAD_CONCURRENCY) as s3:
         await s3.create_bucket(Bucket=bucket)
 
-        async def put(f: CorpusFile) -> None:
-            await s3.put_object(Bucket=bucket, Key=f.key, Body=f.body)
+        async def put(item: tuple[str, bytes]) -> None:
+            await s3.put_object(Bucket=bucket, Key=item[0], Body=item[1])
 
-        await each(files, UPLOAD_CONCURRENCY, put)
+        await each(objects, UPLOAD_CONCURRENCY, put)
     return bucket
 
 

@@ -27,7 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from bench.aws_rows import UPLOAD_CONCURRENCY, each
+from bench.aws_rows import upload_objects
 from bench.kill_harness import aws_options
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import S3SourceOptions
@@ -83,18 +83,6 @@ def _key(account_folder: str, kind: str, region: str, day: date) -> str:
     return f"{account_folder}{kind}/{region}/{day:%Y/%m/%d}/{name}"
 
 
-async def upload(endpoint: str, keys: list[str]) -> str:
-    bucket = f"listing-{uuid.uuid4().hex[:12]}"
-    async with aws.client("s3", aws_options(endpoint), pool=UPLOAD_CONCURRENCY) as s3:
-        await s3.create_bucket(Bucket=bucket)
-
-        async def put(key: str) -> None:
-            await s3.put_object(Bucket=bucket, Key=key, Body=BODY)
-
-        await each(keys, UPLOAD_CONCURRENCY, put)
-    return bucket
-
-
 async def passes(
     endpoint: str, bucket: str, layout: Literal["auto", "flat"], state: Path, count: int
 ) -> list[tuple[int, float]]:
@@ -135,7 +123,7 @@ async def listing_rows(
     rows = []
     with tempfile.TemporaryDirectory(prefix="ct-listing-") as tmp:
         for keys, label in (sparse_keys(rng), org_keys(org_accounts, regions, today)):
-            bucket = await upload(endpoint, keys)
+            bucket = await upload_objects([(k, BODY) for k in keys], aws_options(endpoint))
             auto = await passes(endpoint, bucket, "auto", Path(tmp) / f"{bucket}-auto.db", 3)
             flat = await passes(endpoint, bucket, "flat", Path(tmp) / f"{bucket}-flat.db", 2)
             rows.append(ListingRow(label, "auto", *auto[0], *auto[2]))
