@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench soak clean tools
+.PHONY: demo test lint typecheck bench soak clean tools docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ tools:
 
 test: lint tools
 	$(BIN)/pytest -q
+
+# The README's key table is made from the keys' declarations (cloudtrail_adapter/config/values.py).
+docs: $(STAMP)
+	$(BIN)/python -m cloudtrail_adapter.config.reference README.md
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -21,7 +21,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-__all__ = ["FILTERS", "RecordFilter", "apply_filter"]
+__all__ = ["FIELD_OF", "FILTERS", "RecordFilter", "apply_filter"]
 
 ErrorsMode = Literal["keep", "drop", "only"]
 
@@ -55,7 +55,8 @@ class _Fields(msgspec.Struct):
 
 
 _decode_fields: Final = msgspec.json.Decoder(_Fields).decode
-_FIELD_OF: Final = {
+#: The CloudTrail field each string filter looks at, by the filter name's suffix.
+FIELD_OF: Final = {
     "event_sources": "eventSource",
     "event_names": "eventName",
     "regions": "awsRegion",
@@ -93,7 +94,7 @@ class RecordFilter:
                 continue
             mode, _, what = field.name.partition("_")
             pattern = "|".join(fnmatch.translate(glob) for glob in globs)
-            checks.append((field.name, _FIELD_OF[what], mode == "include", re.compile(pattern)))
+            checks.append((field.name, FIELD_OF[what], mode == "include", re.compile(pattern)))
         return tuple(checks)
 
     def refuses(self, record: bytes) -> str | None:

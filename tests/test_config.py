@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import re
+import dataclasses
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from cloudtrail_adapter.config import (
+    SOURCE_KINDS,
     AwsOptions,
     ClientOptions,
     ConfigError,
@@ -25,7 +26,9 @@ from cloudtrail_adapter.config import (
     load_config,
     parse_documents,
     parse_dotted,
+    reference,
 )
+from cloudtrail_adapter.config.schema import document_keys
 from cloudtrail_adapter.secret import Secret
 
 OID = "6c3f1d2a-9d55-4e1e-8f0a-3b2c1d0e9f8a"
@@ -583,27 +586,54 @@ def test_installation_key_that_is_not_a_uuid_is_a_warning_without_the_key() -> N
 # ---- documentation -------------------------------------------------------------------------
 
 
-def documented_keys() -> set[str]:
-    """First-column keys of the README's "Every key" table; in a cell such as
-    "`client_options.mapping`, `mappings`", later names share the first one's parent."""
+def test_the_readme_key_table_is_the_one_the_declarations_make() -> None:
     readme = (CONFIG_DIR.parent / "README.md").read_text()
-    table = readme.split("### Every key", 1)[1].split("\n#", 1)[0]
-    keys: set[str] = set()
-    for row in table.splitlines():
-        if not row.startswith("| `"):
+    assert reference.table() in readme, "run `make docs` after changing a key's declaration"
+    assert reference.rewrite(readme) == readme
+
+
+def test_every_declared_key_is_in_the_table_once() -> None:
+    table = reference.table()
+    for kind in SOURCE_KINDS:
+        for key in known_keys(kind):
+            assert table.count(f"| `{key}` |") == 1, key
+
+
+ROLE = "arn:aws:iam::123456789012:role/reader"
+
+
+def _attribute(cfg: SourceConfig, path: str) -> object:
+    section, _, name = path.rpartition(".")
+    if not section:
+        return getattr(cfg.source if hasattr(cfg.source, name) else cfg.aws, name)
+    holder: object = cfg
+    for part in section.split("."):
+        holder = getattr(holder, "record_filter" if part == "filter" else part)
+    return getattr(holder, name)
+
+
+@pytest.mark.parametrize("kind", ["s3", "sqs", "file"])
+def test_every_declared_default_is_a_value_the_parser_accepts(
+    kind: SourceKind, tmp_path: Path
+) -> None:
+    """Given back as text, each default parses to itself: no default lies outside its range."""
+    base = {
+        "s3": ["bucket_name=trail", f"role_arn={ROLE}"],
+        "sqs": ["queue_url=https://sqs.us-east-1.amazonaws.com/123456789012/q", f"role_arn={ROLE}"],
+        "file": [f"path={tmp_path}"],
+    }[kind] + [
+        f"client_options.identity.oid={OID}",
+        f"client_options.identity.installation_key={INSTALLATION_KEY}",
+    ]
+    checked = 0
+    for path, key, _ in document_keys(kind):
+        if path == "role_arn":
             continue
-        names = re.findall(r"`([^`]+)`", row.split("|")[1])
-        parent = names[0].rpartition(".")[0]
-        keys.add(names[0])
-        keys.update(f"{parent}.{n}" if parent and "." not in n else n for n in names[1:])
-    return keys
-
-
-def test_every_key_the_parser_accepts_is_in_the_readme_table_and_no_other() -> None:
-    accepted: set[str] = set()
-    for kind in ("s3", "sqs", "file"):
-        keys = known_keys(kind)
-        accepted |= {k for k in keys if not any(o.startswith(k + ".") for o in keys)}
-    documented = documented_keys()
-    assert accepted - documented == set(), "accepted but not documented"
-    assert documented - accepted == set(), "documented but not accepted"
+        default = key.default
+        if default in (None, (), dataclasses.MISSING) or path.startswith("webhook."):
+            continue
+        text = str(default).lower() if isinstance(default, bool) else str(default)
+        [cfg] = parse_dotted(kind, [*base, f"{path}={text}"], {})
+        assert _attribute(cfg, path) == default, path
+        checked += 1
+    assert checked >= {"s3": 26, "sqs": 20, "file": 18}[kind]

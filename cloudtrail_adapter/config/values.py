@@ -1,0 +1,519 @@
+"""The typed configuration the daemon codes against, and every key's one declaration.
+
+Each field that a document can set is declared here once (`Setting.field`): its kind and
+range, its default (the field's), its one-line doc, and whether LimaCharlie's own adapter
+reads it (`lc=True`). The parser (`schema.py`) and the README's key table (`reference.py`)
+are both made from these declarations. Rules across keys are each class's `problems`.
+"""
+
+from __future__ import annotations
+
+import socket
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from cloudtrail_adapter.config.keys import (
+    Accounts,
+    Boolean,
+    Choice,
+    Directory,
+    Globs,
+    Integer,
+    Invalid,
+    Nested,
+    PassList,
+    PassMapping,
+    Seconds,
+    SecretText,
+    Setting,
+    Text,
+    Time,
+    Url,
+    Uuid,
+    declare,
+    matching,
+)
+from cloudtrail_adapter.config.reader import is_uuid, url_problem
+from cloudtrail_adapter.filters import FIELD_OF, FILTERS, RecordFilter
+from cloudtrail_adapter.secret import Secret
+
+DEFAULT_API_URL = "https://api.limacharlie.io"
+#: Command-line options' defaults (cli.py), here so that the daemon and the monitor share them.
+DEFAULT_SHUTDOWN_GRACE = 30.0  # seconds in-flight work may take after SIGTERM
+DEFAULT_UNREADY_AFTER = 60.0  # seconds LimaCharlie may be unreachable before /readyz says so
+
+MAX_PARALLEL = 256
+MAX_INTERVAL = 86400.0
+HTTP = ("http", "https")
+WS = ("ws", "wss")
+
+_INSTALLATION_KEY_HINT = (
+    "not a UUID: adapters authenticate with the installation key's ID (a UUID, shown in the "
+    "web app's 'Adapter Key' column), not the full installation key; LimaCharlie will likely "
+    "refuse this one"
+)
+
+
+def _not_uuid_hint(text: str) -> str | None:
+    return None if is_uuid(text) else _INSTALLATION_KEY_HINT
+
+
+# --------------------------------------------------------------------------------------------
+# LimaCharlie destinations
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    oid: str = Setting(
+        Uuid(
+            "expected the organization ID, a UUID (the value is not shown: it may be a "
+            "swapped installation key)"
+        ),
+        "organisation ID",
+        lc=True,
+    ).required()
+    installation_key: Secret = Setting(
+        SecretText(warn=_not_uuid_hint),
+        "the installation key's ID (a UUID, the web app's 'Adapter Key' column)",
+        lc=True,
+    ).required()
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """LimaCharlie's `client_options`: who we are and where USP data goes."""
+
+    identity: Identity = Setting(Nested(Identity), "who we are to LimaCharlie", lc=True).required()
+    hostname: str = Setting(
+        Text(),
+        "sensor hostname shown in LimaCharlie",
+        lc=True,
+        shown="the machine's hostname",
+        fallback=socket.gethostname,
+    ).derived()
+    platform: str = Setting(Text(), "LimaCharlie platform of the events", lc=True).field("aws")
+    sensor_seed_key: str = Setting(
+        Text(), "with the OID, decides the sensor ID; keep it stable", lc=True
+    ).field("")
+    dest_url: str | None = Setting(
+        Url(WS),
+        "USP endpoint (`wss://…/usp`); when unset, asked of `api_url`",
+        lc=True,
+        shown="discovered",
+    ).field()
+    api_url: str = Setting(Url(HTTP), "where the USP endpoint is discovered").field(DEFAULT_API_URL)
+    mapping: dict[str, Any] | None = Setting(
+        PassMapping(), "passed through in the USP handshake", lc=True
+    ).field(compare=False)
+    mappings: list[Any] | None = Setting(
+        PassList(), "passed through in the USP handshake", lc=True
+    ).field(compare=False)
+    indexing: list[Any] | None = Setting(
+        PassList(), "passed through in the USP handshake", lc=True
+    ).field(compare=False)
+
+
+@dataclass(frozen=True)
+class WebhookOptions:
+    """Our webhook destination: POST gzip NDJSON to a LimaCharlie webhook adapter.
+
+    `url` is the hook's address without the secret (https://<hooks-domain>/<OID>/<HOOK_NAME>);
+    the secret travels in the `lc-secret` header so it never appears in a URL or a log.
+    """
+
+    url: str = Setting(
+        Url(HTTP), "`https://<hooks-domain>/<OID>/<HOOK_NAME>`, without the secret"
+    ).required()
+    secret: Secret = Setting(SecretText(), "sent in the `lc-secret` header").required()
+    max_in_flight: int = Setting(
+        Integer(1, MAX_PARALLEL), "batches posted but not yet acknowledged"
+    ).field(4)
+    timeout: float = Setting(Seconds(0, 3600, low_allowed=False), "seconds per POST").field(30.0)
+
+    def problems(self, given: frozenset[str]) -> Iterator[Invalid]:
+        if _url_holds(self.url, self.secret.reveal()):
+            yield Invalid(
+                "url",
+                "contains the webhook secret; give the hook's URL without it "
+                "(the secret travels in the lc-secret header)",
+            )
+
+
+def _url_holds(url: str, secret: str) -> bool:
+    """Whether the secret is one of the URL's path segments or query values."""
+    parts = urllib.parse.urlsplit(url)
+    values = [v for _, v in urllib.parse.parse_qsl(parts.query)]
+    return secret in parts.path.split("/") or secret in values
+
+
+# --------------------------------------------------------------------------------------------
+# What happens to records on the way
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    """How records are packed into bundles before either transport."""
+
+    batch_max_records: int = Setting(Integer(1, 100_000), "records per bundle").field(5000)
+    batch_max_bytes: int = Setting(
+        Integer(1024, 64 << 20, unit="bytes"), "uncompressed bytes per bundle"
+    ).field(8 << 20)
+    batch_linger: float = Setting(
+        Seconds(0, 60), "seconds a part-filled bundle waits for more records"
+    ).field(0.5)
+    stream_threshold: int = Setting(
+        Integer(1024, 1 << 40, unit="bytes"),
+        "objects larger than this (compressed) are read in 4 MiB ranges and decoded as a "
+        "stream, in bounded memory",
+    ).field(32 << 20)
+    max_buffered_bytes: int = Setting(
+        Integer(1 << 20, 1 << 34, unit="bytes"),
+        "objects being decoded and compressed records waiting for the batcher; with the USP "
+        "window and the bundle size, it bounds memory however slow LimaCharlie is",
+    ).field(64 << 20)
+
+
+@dataclass(frozen=True)
+class DedupOptions:
+    """eventID de-duplication (dedup.py): on unless switched off; `window` in seconds of
+    event time."""
+
+    enabled: bool = Setting(
+        Boolean(),
+        "drop records whose `eventID` (with `recipientAccountId`) LimaCharlie already "
+        "acknowledged or is being sent; `false` ships every record",
+    ).field(True)
+    window: float = Setting(
+        Seconds(60, 7 * 86400), "seconds of event time an eventID is remembered"
+    ).field(3600.0)
+    max_keys: int = Setting(
+        Integer(1000, 100_000_000), "eventIDs remembered at most, about 100 bytes of memory each"
+    ).field(1_000_000)
+
+
+def _filter_doc(name: str) -> str:
+    include, _, what = name.partition("_")
+    field_name = FIELD_OF[what]
+    if include == "include":
+        return f"ship only records whose `{field_name}` matches one of these globs"
+    return f"drop records whose `{field_name}` matches one of these globs"
+
+
+declare(
+    RecordFilter,
+    {name: Setting(Globs(), _filter_doc(name)) for name in FILTERS if name.startswith("inc")}
+    | {name: Setting(Globs(), _filter_doc(name)) for name in FILTERS if name.startswith("exc")}
+    | {
+        "read_only": Setting(
+            Boolean(),
+            "`true`: only read-only calls; `false`: only calls that change something (a "
+            "record without `readOnly` counts as a change)",
+            shown="(both)",
+        ),
+        "errors": Setting(
+            Choice(("keep", "drop", "only")),
+            "`drop` the calls that failed (`errorCode` set), or keep `only` them",
+        ),
+    },
+)
+
+
+# --------------------------------------------------------------------------------------------
+# AWS
+# --------------------------------------------------------------------------------------------
+
+_ROLE_ARN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
+_ROLE_KEYS = ("external_id", "role_session_name", "role_session_duration")
+
+
+@dataclass(frozen=True)
+class AwsOptions:
+    access_key: str | None = Setting(
+        Text(), "static access key ID, with `secret_key`", lc=True, shown="AWS credential chain"
+    ).field()
+    secret_key: Secret | None = Setting(
+        SecretText(),
+        "static secret access key, with `access_key`",
+        lc=True,
+        shown="AWS credential chain",
+    ).field()
+    region: str | None = Setting(
+        Text(), "AWS region", lc=True, shown="discovered (s3), from the URL (sqs)"
+    ).field()
+    endpoint_url: str | None = Setting(
+        Url(HTTP),
+        "an S3/SQS-compatible endpoint",
+        env="AWS_ENDPOINT_URL",
+        shown="`$AWS_ENDPOINT_URL`, else AWS",
+    ).field()
+    role_arn: str | None = Setting(
+        matching(_ROLE_ARN, "an IAM role ARN like arn:aws:iam::123456789012:role/NAME"),
+        "an IAM role to assume through STS with the credentials above (or the chain), "
+        "refreshed before it expires; e.g. one role per account of an organisation",
+    ).field()
+    external_id: Secret | None = Setting(
+        SecretText(), "the role's external ID, when its trust policy asks for one"
+    ).field()
+    role_session_name: str = Setting(
+        matching(r"[\w+=,.@-]{2,64}", "2 to 64 letters, digits or +=,.@_-"),
+        "the session name CloudTrail records for our reads",
+    ).field("cloudtrail-adapter")
+    role_session_duration: int = Setting(
+        Integer(900, 43200, unit="seconds"), "seconds per role session, up to the role's maximum"
+    ).field(3600)
+
+    def problems(self, given: frozenset[str]) -> Iterator[Invalid]:
+        if ("access_key" in given) != ("secret_key" in given):
+            set_, unset = (
+                ("access_key", "secret_key")
+                if "access_key" in given
+                else ("secret_key", "access_key")
+            )
+            yield Invalid(
+                unset,
+                f"{set_} is set but {unset} is not; set both, or neither to use the AWS "
+                "credential chain (environment, profile, instance or task role)",
+                at=set_,
+            )
+        if "role_arn" not in given:
+            for key in _ROLE_KEYS:
+                if key in given:
+                    yield Invalid(key, "is only used with role_arn, which is not set")
+
+
+# --------------------------------------------------------------------------------------------
+# Sources; keys several sources share are declared once
+# --------------------------------------------------------------------------------------------
+
+PARALLEL_FETCH: Setting[int] = Setting(
+    Integer(1, MAX_PARALLEL), "objects fetched and decoded at once", lc=True
+)
+SINGLE_LOAD: Setting[bool] = Setting(
+    Boolean(), "one pass, exit 0 once everything is acknowledged", lc=True
+)
+POLL_INTERVAL: Setting[float] = Setting(
+    Seconds(0, MAX_INTERVAL, low_allowed=False), "seconds between listings"
+)
+QUARANTINE_AFTER: Setting[int] = Setting(
+    Integer(1, 1000), "failed attempts (with backoff) before an object is quarantined"
+)
+RETRY_BACKOFF: Setting[float] = Setting(
+    Seconds(0, MAX_INTERVAL, low_allowed=False),
+    "seconds before the first retry of a failed object; doubles per attempt, at most 1 h",
+)
+MAX_OBJECT_SIZE: Setting[int] = Setting(
+    Integer(1024, 1 << 40, unit="bytes"),
+    "objects larger than this (compressed) are quarantined unread",
+)
+
+
+def _bucket_problem(bucket: str) -> str | None:
+    if "/" in bucket or any(c.isspace() for c in bucket):
+        return f"expected a bucket name, got {bucket!r} (put a key prefix in prefix, not here)"
+    return None
+
+
+_LAYOUT_ONLY = ("accounts", "regions", "start_time", "end_time", "discovery_interval")
+
+
+@dataclass(frozen=True)
+class S3SourceOptions:
+    bucket_name: str = Setting(
+        Text(_bucket_problem, what="a bucket name"), "the CloudTrail bucket", lc=True
+    ).required()
+    prefix: str = Setting(Text(), "list only keys under this prefix", lc=True).field("")
+    parallel_fetch: int = PARALLEL_FETCH.field(8)
+    single_load: bool = SINGLE_LOAD.field(False)
+    poll_interval: float = POLL_INTERVAL.field(60.0)
+    delete_after_ack: bool = Setting(
+        Boolean(), "delete an object after LimaCharlie acknowledged all of it"
+    ).field(False)
+    quarantine_after: int = QUARANTINE_AFTER.field(5)
+    retry_backoff: float = RETRY_BACKOFF.field(60.0)
+    max_object_size: int = MAX_OBJECT_SIZE.field(1 << 30)
+    layout: Literal["auto", "flat"] = Setting(
+        Choice(("auto", "flat")),
+        "`auto`: where the bucket has CloudTrail's layout under `prefix` "
+        "(`AWSLogs/[o-ORG/]ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/`), list only day folders "
+        "(see below); `flat`: list everything under `prefix` every pass",
+    ).field("auto")
+    accounts: tuple[str, ...] = Setting(
+        Accounts(),
+        "only these accounts' folders; several daemons can split an organisation's bucket",
+        shown="all",
+    ).field(())
+    regions: tuple[str, ...] = Setting(
+        Globs(), "only these regions' folders (`us-*`)", shown="all"
+    ).field(())
+    start_time: datetime | None = Setting(
+        Time(),
+        "ship only files from this time on, by the time in their names (UTC unless given); "
+        "only those days' folders are listed",
+    ).field()
+    end_time: datetime | None = Setting(
+        Time(), "ship only files before this time, by the time in their names"
+    ).field()
+    lookback: float = Setting(
+        Seconds(0, 90 * 86400),
+        "seconds before now whose day folders are listed again every pass, for files that "
+        "arrive late",
+    ).field(86400.0)
+    discovery_interval: float = Setting(
+        Seconds(0, MAX_INTERVAL),
+        "seconds between looks for new accounts, kinds and regions in the layout (0: every "
+        "pass); a new account's files are found at most this much later",
+    ).field(900.0)
+    parallel_list: int = Setting(
+        Integer(1, MAX_PARALLEL), "streams (account/kind/region folders) listed at once"
+    ).field(8)
+
+    @property
+    def by_layout(self) -> bool:
+        """Whether a key only the CloudTrail layout can honour is set."""
+        return bool(self.accounts or self.regions or self.start_time or self.end_time)
+
+    def problems(self, given: frozenset[str]) -> Iterator[Invalid]:
+        if self.start_time and self.end_time and self.end_time <= self.start_time:
+            yield Invalid("end_time", "must be later than start_time")
+        if self.layout == "flat":
+            for name in _LAYOUT_ONLY:
+                if name in given:
+                    yield Invalid(name, "needs layout: auto (the CloudTrail layout)")
+
+
+def _queue_url_problem(text: str) -> str | None:
+    if text.startswith("arn:"):
+        return (
+            "expected the queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>), "
+            "not its ARN"
+        )
+    return url_problem(text, HTTP)
+
+
+@dataclass(frozen=True)
+class SqsSourceOptions:
+    queue_url: str = Setting(
+        Text(_queue_url_problem, what="`https://` URL"), "the queue's URL", lc=True
+    ).required()
+    parallel_fetch: int = PARALLEL_FETCH.field(8)
+    single_load: bool = SINGLE_LOAD.field(False)
+    wait_time_seconds: int = Setting(Integer(0, 20, unit="seconds"), "long-poll wait").field(20)
+    max_messages: int = Setting(Integer(1, 10), "messages per receive").field(10)
+    visibility_timeout: int = Setting(
+        Integer(1, 43200, unit="seconds"), "seconds a message stays hidden while in work"
+    ).field(300)
+    max_messages_in_work: int = Setting(
+        Integer(1, 10_000),
+        "received messages not yet deleted or given up on; receiving waits at this bound",
+    ).field(100)
+
+    @property
+    def queue_name(self) -> str:
+        """The queue's name, the last part of its URL."""
+        return self.queue_url.rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class FileSourceOptions:
+    path: Path = Setting(
+        Directory(), "a local directory of CloudTrail files (replay, benchmarks)"
+    ).required()
+    parallel_fetch: int = PARALLEL_FETCH.field(8)
+    single_load: bool = SINGLE_LOAD.field(True)
+    poll_interval: float = POLL_INTERVAL.field(10.0)
+    quarantine_after: int = QUARANTINE_AFTER.field(5)
+    retry_backoff: float = RETRY_BACKOFF.field(60.0)
+    max_object_size: int = MAX_OBJECT_SIZE.field(1 << 30)
+
+
+SourceOptions = S3SourceOptions | SqsSourceOptions | FileSourceOptions
+SourceKind = Literal["s3", "sqs", "file"]
+
+
+# --------------------------------------------------------------------------------------------
+# A document
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Destinations:
+    """The sections every source document may hold beside its own keys."""
+
+    client_options: ClientOptions | None = Setting(
+        Nested(ClientOptions), "LimaCharlie USP: who we are and where data goes", lc=True
+    ).field()
+    webhook: WebhookOptions | None = Setting(
+        Nested(WebhookOptions), "a LimaCharlie webhook adapter instead of USP"
+    ).field()
+    delivery: DeliveryOptions = Setting(Nested(DeliveryOptions), "how records are bundled").factory(
+        DeliveryOptions
+    )
+    filter: RecordFilter = Setting(Nested(RecordFilter), "which records to ship").factory(
+        RecordFilter
+    )
+    dedup: DedupOptions = Setting(Nested(DedupOptions), "eventID de-duplication").factory(
+        DedupOptions
+    )
+
+    def problems(self, given: frozenset[str]) -> Iterator[Invalid]:
+        if "client_options" in given and "webhook" in given:
+            yield Invalid(
+                "webhook",
+                "client_options and webhook are both set; a document sends to exactly one "
+                "destination (client_options for USP, or webhook)",
+            )
+        elif "client_options" not in given and "webhook" not in given:
+            yield Invalid(
+                "client_options",
+                "required key is missing: set client_options (LimaCharlie USP) or webhook",
+            )
+
+
+@dataclass(frozen=True)
+class TopLevel:
+    """Keys beside the source's own at the top of a document."""
+
+    healthcheck: int | None = Setting(
+        Integer(1, 65535, unit="port"),
+        "a port for `/healthz`, `/readyz`, `/metrics` on every interface (documents may "
+        "repeat it, not differ)",
+        lc=True,
+        shown="off",
+    ).field()
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One YAML document: one source and where its records go.
+
+    Exactly one of `client_options` (USP) and `webhook` is set.
+    """
+
+    index: int
+    kind: SourceKind
+    source: SourceOptions
+    aws: AwsOptions
+    client_options: ClientOptions | None
+    webhook: WebhookOptions | None
+    delivery: DeliveryOptions = DeliveryOptions()
+    healthcheck: int | None = None  # LimaCharlie's top-level `healthcheck: PORT`
+    record_filter: RecordFilter = field(default_factory=RecordFilter)  # `filter:`; keeps all
+    dedup: DedupOptions = DedupOptions()
+
+    @property
+    def name(self) -> str:
+        """A stable, secret-free name for logs: `s3[1]:bucket`, `sqs[2]:queue`, `file[1]:path`."""
+        src = self.source
+        if isinstance(src, S3SourceOptions):
+            what = src.bucket_name
+        elif isinstance(src, SqsSourceOptions):
+            what = src.queue_name
+        else:
+            what = str(src.path)
+        return f"{self.kind}[{self.index}]:{what}"
