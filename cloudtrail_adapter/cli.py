@@ -1,4 +1,4 @@
-"""Command line: `run`, `validate`, LimaCharlie's `s3`/`sqs` forms, and `demo`.
+"""Command line: `run`, `validate`, LimaCharlie's `s3`/`sqs`/`sqs-files` forms, and `demo`.
 
 The daemon and demo modules are imported only by the commands that need them, so
 `validate` stays light and works without the network stack.
@@ -30,6 +30,8 @@ from cloudtrail_adapter.config import (
 from cloudtrail_adapter.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 DEFAULT_STATE_DIR = Path("state")
+#: LimaCharlie's adapter commands: `KIND CONFIG` or `KIND key=value ...`.
+_FORMS: tuple[SourceKind, ...] = ("s3", "sqs", "sqs-files")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return _validate(Path(args.config), env)
     if command == "quarantine":
         return _quarantine(args.action, args.keys, state_dir(args.state_dir, env))
-    kind: SourceKind | None = "s3" if command == "s3" else "sqs" if command == "sqs" else None
+    kind = next((k for k in _FORMS if k == command), None)
     arguments: list[str] = [args.config] if command == "run" else args.arguments
     state = state_dir(args.state_dir, env)
     return _run(kind, arguments, state, args, env)
@@ -92,8 +94,9 @@ def _run(
         return EXIT_USAGE
     log = structlog.get_logger("cloudtrail_adapter.cli")
     for warning in warnings:
-        log.warning(
-            "config_warning",
+        write = log.info if warning.level == "info" else log.warning
+        write(
+            "config_note" if warning.level == "info" else "config_warning",
             origin=warning.origin,
             document=warning.document,
             line=warning.line,
@@ -175,7 +178,7 @@ def _demo() -> int:
 
 def _print_problems(warnings: list[ConfigProblem], error: ConfigError | None, out: TextIO) -> None:
     for warning in warnings:
-        print(f"warning: {warning}", file=out)
+        print(f"{'note' if warning.level == 'info' else 'warning'}: {warning}", file=out)
     if error is not None:
         print(error, file=out)
 
@@ -216,7 +219,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("config", metavar="CONFIG")
 
-    for kind in ("s3", "sqs"):
+    for kind in _FORMS:
         form = commands.add_parser(
             kind,
             help=f"LimaCharlie's form: `{kind} CONFIG` or `{kind} key=value ...`",
@@ -224,6 +227,7 @@ def _parser() -> argparse.ArgumentParser:
                 f"Either a config file whose documents are all `{kind}:` sources, or dotted "
                 "keys relative to the source, e.g. client_options.identity.oid=... "
                 + ("bucket_name=..." if kind == "s3" else "queue_url=...")
+                + "; environment entries named like a key set it too"
             ),
         )
         form.add_argument("arguments", nargs="+", metavar="CONFIG | KEY=VALUE")

@@ -596,7 +596,7 @@ def test_every_declared_key_is_in_the_table_once() -> None:
     table = reference.table()
     for kind in SOURCE_KINDS:
         for key in known_keys(kind):
-            assert table.count(f"| `{key}` |") == 1, key
+            assert table.count(f"\n| `{key}` |") == 1, key
 
 
 ROLE = "arn:aws:iam::123456789012:role/reader"
@@ -612,7 +612,7 @@ def _attribute(cfg: SourceConfig, path: str) -> object:
     return getattr(holder, name)
 
 
-@pytest.mark.parametrize("kind", ["s3", "sqs", "file"])
+@pytest.mark.parametrize("kind", ["s3", "sqs", "sqs-files", "file"])
 def test_every_declared_default_is_a_value_the_parser_accepts(
     kind: SourceKind, tmp_path: Path
 ) -> None:
@@ -620,14 +620,19 @@ def test_every_declared_default_is_a_value_the_parser_accepts(
     base = {
         "s3": ["bucket_name=trail", f"role_arn={ROLE}"],
         "sqs": ["queue_url=https://sqs.us-east-1.amazonaws.com/123456789012/q", f"role_arn={ROLE}"],
+        "sqs-files": [
+            "queue_url=https://sqs.us-east-1.amazonaws.com/123456789012/q",
+            f"role_arn={ROLE}",
+        ],
         "file": [f"path={tmp_path}"],
     }[kind] + [
         f"client_options.identity.oid={OID}",
         f"client_options.identity.installation_key={INSTALLATION_KEY}",
+        "client_options.proxy.url=http://127.0.0.1:3128",
     ]
     checked = 0
     for path, key, _ in document_keys(kind):
-        if path == "role_arn":
+        if path in ("role_arn", "client_options.proxy.url"):
             continue
         default = key.default
         if default in (None, (), dataclasses.MISSING) or path.startswith("webhook."):
@@ -636,4 +641,4 @@ def test_every_declared_default_is_a_value_the_parser_accepts(
         [cfg] = parse_dotted(kind, [*base, f"{path}={text}"], {})
         assert _attribute(cfg, path) == default, path
         checked += 1
-    assert checked >= {"s3": 26, "sqs": 20, "file": 18}[kind]
+    assert checked >= {"s3": 29, "sqs": 23, "sqs-files": 26, "file": 21}[kind]

@@ -43,7 +43,8 @@ class Setting(Generic[T]):
 
     `shown` is the default as the README gives it, where the value alone would not say it
     (a computed default, or one a rule fills in). `env` names an environment variable read
-    when the key is absent.
+    when the key is absent. `unused` says why a key LimaCharlie's adapter reads is accepted
+    here and not used: a document that sets it gets one info line saying so.
     """
 
     kind: Kind[T]
@@ -52,6 +53,7 @@ class Setting(Generic[T]):
     shown: str | None = None
     env: str | None = None
     fallback: Callable[[], T] | None = None
+    unused: str | None = None
 
     def field(
         self, default: T | None = None, *, shown: str | None = None, compare: bool = True
@@ -139,6 +141,10 @@ def read_declared(sec: Section, cls: type) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key in declared(cls):
         value = key.setting.kind.read(sec, key.name, required=key.required)
+        if key.setting.unused and sec.has(key.name):
+            sec.doc.note(
+                sec.key(key.name), sec.line_of(key.name), f"not used: {key.setting.unused}"
+            )
         if value is None and key.setting.env and not sec.has(key.name):
             value = _from_env(sec, key.name, key.setting.kind, key.setting.env)
         if value is None and key.setting.fallback is not None and not sec.has(key.name):

@@ -13,7 +13,15 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from cloudtrail_adapter.config.keys import Declared, Nested, build, declared, read_declared
+from cloudtrail_adapter.config.keys import (
+    Declared,
+    Nested,
+    PassList,
+    PassMapping,
+    build,
+    declared,
+    read_declared,
+)
 from cloudtrail_adapter.config.reader import (
     ConfigError,
     ConfigProblem,
@@ -32,17 +40,19 @@ from cloudtrail_adapter.config.values import (
     S3SourceOptions,
     SourceConfig,
     SourceKind,
+    SqsFilesSourceOptions,
     SqsSourceOptions,
     TopLevel,
 )
 
-SOURCE_KINDS: tuple[SourceKind, ...] = ("s3", "sqs", "file")
+SOURCE_KINDS: tuple[SourceKind, ...] = ("s3", "sqs", "sqs-files", "file")
 COMMAND_LINE = "command line"
 
 #: Each kind's own keys: its source class, and AWS's where it reads AWS.
 SOURCE_CLASSES: dict[SourceKind, tuple[type, ...]] = {
     "s3": (S3SourceOptions, AwsOptions),
     "sqs": (SqsSourceOptions, AwsOptions),
+    "sqs-files": (SqsFilesSourceOptions, AwsOptions),
     "file": (FileSourceOptions,),
 }
 
@@ -74,43 +84,78 @@ def _source(doc: Doc, kind: SourceKind, sec: Section) -> SourceConfig | None:
     )
 
 
+_EXPECTED = "s3, sqs, sqs-files or file"
+
+
 def _document(doc: Doc, tree: Tree, expect_kind: SourceKind | None) -> SourceConfig | None:
     if not isinstance(tree, Map):
-        doc.error("", tree.line, "expected a mapping with one top-level key: s3, sqs or file")
+        doc.error("", tree.line, f"expected a mapping with one top-level key: {_EXPECTED}")
         return None
-    kinds: list[SourceKind] = [k for k in SOURCE_KINDS if k in tree.items]
-    top_keys = {d.name for d in declared(TopLevel)}
-    for name, item in tree.items.items():
-        if name not in SOURCE_KINDS and name not in top_keys:
-            close: list[str] = [k for k in SOURCE_KINDS if name.lower().startswith(k)]
-            close = close or difflib.get_close_matches(name, SOURCE_KINDS, n=1, cutoff=0.5)
-            hint = f"did you mean {close[0]}?" if close else "expected s3, sqs or file"
-            doc.error(name, item.line, f"unknown key; {hint}")
-    if not kinds:
-        doc.error("", tree.line, "no source: expected one top-level key s3, sqs or file")
+    _unknown_top_level_keys(doc, tree)
+    before = len(doc.errors)
+    top = Section(doc, "", tree)
+    top_level = build(top, TopLevel, read_declared(top, TopLevel), before)
+    kind = _kind(doc, tree, top_level)
+    if kind is None:
         return None
-    if len(kinds) > 1:
-        doc.error(
-            "",
-            tree.line,
-            f"one document holds one source, found {' and '.join(kinds)}; "
-            "separate documents with ---",
-        )
-        return None
-    kind = kinds[0]
     item = tree.items[kind]
     if expect_kind is not None and kind != expect_kind:
         doc.error(kind, item.line, f"a {kind} source, but the command is `{expect_kind}`")
     if not isinstance(item, Map):
         doc.error(kind, item.line, f"expected a mapping, got {describe(item.value)}")
         return None
-    before = len(doc.errors)
     config = _source(doc, kind, Section(doc, kind, item))
-    top = Section(doc, "", tree)
-    top_level = build(top, TopLevel, read_declared(top, TopLevel), before)
     if config is None or top_level is None or len(doc.errors) != before:
         return None
     return dataclasses.replace(config, healthcheck=top_level.healthcheck)
+
+
+def _unknown_top_level_keys(doc: Doc, tree: Map) -> None:
+    top_keys = {d.name for d in declared(TopLevel)}
+    for name, item in tree.items.items():
+        if name not in SOURCE_KINDS and name not in top_keys:
+            close: list[str] = [k for k in SOURCE_KINDS if name.lower().startswith(k)]
+            close = close or difflib.get_close_matches(name, SOURCE_KINDS, n=1, cutoff=0.5)
+            hint = f"did you mean {close[-1]}?" if close else f"expected {_EXPECTED}"
+            doc.error(name, item.line, f"unknown key; {hint}")
+
+
+def _kind(doc: Doc, tree: Map, top_level: TopLevel | None) -> SourceKind | None:
+    """The document's source section: the only one, or the one `sensor_type` names (as
+    LimaCharlie's adapter runs only that one, the others are noted as unused)."""
+    kinds: list[SourceKind] = [k for k in SOURCE_KINDS if k in tree.items]
+    chosen = top_level.sensor_type if top_level is not None else None
+    if chosen is not None:
+        if chosen not in kinds:
+            line = tree.items["sensor_type"].line
+            doc.error(
+                "sensor_type", line, f"names {chosen}, but the document has no {chosen}: section"
+            )
+            return None
+        for other in kinds:
+            if other != chosen:
+                doc.note(other, tree.items[other].line, f"not used: sensor_type is {chosen}")
+        return chosen
+    if not kinds:
+        if top_level is not None and top_level.cloud is not None:
+            doc.error(
+                "cloud",
+                tree.items["cloud"].line,
+                "this document only names a configuration kept in LimaCharlie, which this "
+                f"daemon does not fetch; put the adapter's configuration ({_EXPECTED}) here",
+            )
+        else:
+            doc.error("", tree.line, f"no source: expected one top-level key {_EXPECTED}")
+        return None
+    if len(kinds) > 1:
+        doc.error(
+            "",
+            tree.line,
+            f"one document holds one source, found {' and '.join(kinds)}; "
+            "separate documents with --- (or name the one to run in sensor_type)",
+        )
+        return None
+    return kinds[0]
 
 
 _SQS_HOST = re.compile(
@@ -197,9 +242,11 @@ def parse_dotted(
     warnings: list[ConfigProblem] | None = None,
 ) -> list[SourceConfig]:
     """LimaCharlie's `lc_adapter s3 client_options.identity.oid=... bucket_name=...` form: one
-    source; values are strings, converted per field."""
+    source; values are strings, converted per field. Environment entries named like a key
+    (`client_options.identity.installation_key=...`) set it too, as in LimaCharlie's."""
     doc = Doc(COMMAND_LINE, None, env, [], [])
-    config = _document(doc, tree_from_pairs(kind, pairs, doc), None)
+    tree = tree_from_pairs(kind, pairs, doc, _environment_keys(kind, env))
+    config = _document(doc, tree, None)
     if warnings is not None:
         warnings.extend(doc.warnings)
     if doc.errors:
@@ -235,6 +282,25 @@ def _section_keys(
             yield from _section_keys(kind.cls, path + ".", inner)
         else:
             yield path, key, within
+
+
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def _environment_keys(kind: SourceKind, env: Mapping[str, str]) -> dict[str, str]:
+    """The environment's entries whose names are keys of a `kind` document (list indexes and
+    the inside of passed-through sections allowed); the rest of the environment is not ours."""
+    keys = known_keys(kind)
+    passed = tuple(
+        f"{path}."
+        for path, key, _ in document_keys(kind)
+        if isinstance(key.setting.kind, PassMapping | PassList)
+    )
+    return {
+        name: value
+        for name, value in env.items()
+        if _INDEX.sub("", name) in keys or _INDEX.sub("", name).startswith(passed)
+    }
 
 
 def known_keys(kind: SourceKind) -> set[str]:

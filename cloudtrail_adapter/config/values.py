@@ -84,6 +84,67 @@ class Identity:
     ).required()
 
 
+def _proxy_url_problem(text: str) -> str | None:
+    problem = url_problem(text, ("http",))
+    if problem:
+        return problem
+    if urllib.parse.urlsplit(text).username is not None:
+        # As LimaCharlie's client says; and a URL is too often logged to carry a password.
+        return "must not contain credentials: give them in proxy.username and proxy.password"
+    return None
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    """An HTTP proxy LimaCharlie traffic goes through: CONNECT for TLS, basic auth.
+
+    The timeouts default to LimaCharlie's client's. `read_write_timeout` bounds the CONNECT
+    exchange; aiohttp runs it inside the handshake, so `handshake_timeout` bounds both.
+    """
+
+    url: str = Setting(
+        Text(_proxy_url_problem, what="`http://` URL"),
+        "the proxy, `http://HOST:PORT`",
+        lc=True,
+    ).required()
+    username: str | None = Setting(Text(), "basic-auth user, with `password`", lc=True).field()
+    password: Secret | None = Setting(
+        SecretText(), "basic-auth password, with `username`", lc=True
+    ).field()
+    handshake_timeout: float = Setting(
+        Seconds(0, 3600, low_allowed=False),
+        "seconds to reach LimaCharlie through the proxy: CONNECT, TLS and the upgrade",
+        lc=True,
+    ).field(45.0)
+    connect_timeout: float = Setting(
+        Seconds(0, 3600, low_allowed=False), "seconds to open the connection to the proxy", lc=True
+    ).field(10.0)
+    read_write_timeout: float = Setting(
+        Seconds(0, 3600, low_allowed=False),
+        "seconds the proxy may take to answer CONNECT (within `handshake_timeout`)",
+        lc=True,
+    ).field(30.0)
+
+    def problems(self, given: frozenset[str]) -> Iterator[Invalid]:
+        if ("username" in given) != ("password" in given):
+            set_, unset = (
+                ("username", "password") if "username" in given else ("password", "username")
+            )
+            yield Invalid(
+                unset,
+                f"proxy authentication needs both username and password; {set_} is set",
+                at=set_,
+            )
+
+
+_PROXY = Setting(
+    Nested(ProxyOptions),
+    "send LimaCharlie traffic through this HTTP proxy (else `$HTTPS_PROXY`/`$HTTP_PROXY`, "
+    "minus `$NO_PROXY`)",
+    lc=True,
+)
+
+
 @dataclass(frozen=True)
 class ClientOptions:
     """LimaCharlie's `client_options`: who we are and where USP data goes."""
@@ -116,6 +177,28 @@ class ClientOptions:
     indexing: list[Any] | None = Setting(
         PassList(), "passed through in the USP handshake", lc=True
     ).field(compare=False)
+    proxy: ProxyOptions | None = _PROXY.field()
+    architecture: str | None = Setting(
+        Text(),
+        "USP handshake's architecture",
+        lc=True,
+        unused="LimaCharlie's adapter replaces it with usp_adapter too, and so do we",
+        shown="`usp_adapter`",
+    ).field()
+    is_compressed: bool | None = Setting(
+        Boolean(),
+        "whether data frames are compressed",
+        lc=True,
+        unused="bundles always travel gzip-compressed (the p field), whatever it says",
+        shown="(always compressed)",
+    ).field()
+    buffer_options: dict[str, Any] | None = Setting(
+        PassMapping(),
+        "LimaCharlie's client's ack buffer",
+        lc=True,
+        unused="it holds no setting LimaCharlie's YAML can set; delivery.max_buffered_bytes and "
+        "the USP window bound ours",
+    ).field(compare=False)
 
 
 @dataclass(frozen=True)
@@ -134,6 +217,7 @@ class WebhookOptions:
         Integer(1, MAX_PARALLEL), "batches posted but not yet acknowledged"
     ).field(4)
     timeout: float = Setting(Seconds(0, 3600, low_allowed=False), "seconds per POST").field(30.0)
+    proxy: ProxyOptions | None = _PROXY.field()
 
     def problems(self, given: frozenset[str]) -> Iterator[Invalid]:
         if _url_holds(self.url, self.secret.reveal()):
@@ -420,6 +504,31 @@ class SqsSourceOptions:
 
 
 @dataclass(frozen=True)
+class SqsFilesSourceOptions(SqsSourceOptions):
+    """LimaCharlie's `sqs-files`: messages name files by paths into their JSON bodies.
+
+    A path is `/`-separated keys; lists on the way are walked, so `Records/s3/object/key`
+    finds every record's key. Where the paths find no file, a body that is an S3, SNS or
+    EventBridge notification is read as the `sqs` source reads it.
+    """
+
+    bucket: str | None = Setting(
+        Text(_bucket_problem, what="a bucket name"),
+        "the bucket of every message's files (instead of `bucket_path`)",
+        lc=True,
+    ).field()
+    bucket_path: str = Setting(Text(), "where a message body names the bucket", lc=True).field(
+        "bucket"
+    )
+    file_path: str = Setting(Text(), "where a message body names the files", lc=True).field(
+        "files/path"
+    )
+    is_decode_object_key: bool = Setting(
+        Boolean(), "URL-decode the keys found (S3 event notifications encode them)", lc=True
+    ).field(False)
+
+
+@dataclass(frozen=True)
 class FileSourceOptions:
     path: Path = Setting(
         Directory(), "a local directory of CloudTrail files (replay, benchmarks)"
@@ -433,7 +542,7 @@ class FileSourceOptions:
 
 
 SourceOptions = S3SourceOptions | SqsSourceOptions | FileSourceOptions
-SourceKind = Literal["s3", "sqs", "file"]
+SourceKind = Literal["s3", "sqs", "sqs-files", "file"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,8 +585,33 @@ class Destinations:
 
 
 @dataclass(frozen=True)
+class CloudOptions:
+    """LimaCharlie's `cloud:`: its adapter then fetches its configuration from LimaCharlie."""
+
+    oid: str | None = Setting(Uuid(), "the organisation holding the configuration", lc=True).field()
+    conf_guid: str | None = Setting(
+        Text(), "the configuration's ID in LimaCharlie", lc=True
+    ).field()
+    show_config: bool = Setting(Boolean(), "print the fetched configuration", lc=True).field(False)
+
+
+@dataclass(frozen=True)
 class TopLevel:
     """Keys beside the source's own at the top of a document."""
+
+    sensor_type: str | None = Setting(
+        Choice(("s3", "sqs", "sqs-files", "file")),
+        "which adapter runs; it must name the document's source section",
+        lc=True,
+        shown="the source section",
+    ).field()
+    cloud: CloudOptions | None = Setting(
+        Nested(CloudOptions),
+        "a configuration kept in LimaCharlie",
+        lc=True,
+        unused="this daemon runs the configuration in this file; it does not fetch one from "
+        "LimaCharlie",
+    ).field()
 
     healthcheck: int | None = Setting(
         Integer(1, 65535, unit="port"),
