@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -31,6 +32,7 @@ from cloudtrail_adapter.monitor import Monitor, SourceRuntime, log_progress
 from cloudtrail_adapter.pipeline import Pipeline
 from cloudtrail_adapter.progress import draw as draw_progress
 from cloudtrail_adapter.progress import show as show_progress
+from cloudtrail_adapter.proxies import Routes
 from cloudtrail_adapter.sinks.usp import UspSink
 from cloudtrail_adapter.sinks.webhook import WebhookSink
 from cloudtrail_adapter.sources.files import FileSource
@@ -64,10 +66,16 @@ def checkpoint_scope(cfg: SourceConfig) -> str:
 
 
 def make_sink(cfg: SourceConfig, on_ack: AckCallback, http: aiohttp.ClientSession) -> Sink:
+    """The document's destination. A configured proxy gets the sink its own HTTP session,
+    whose timeouts are the proxy's; the environment's proxies apply to the shared one."""
     if cfg.webhook is not None:
-        return WebhookSink(cfg.webhook, on_ack, session=http)
+        routes = Routes(cfg.webhook.proxy, os.environ)
+        own = cfg.webhook.proxy is not None
+        return WebhookSink(cfg.webhook, on_ack, session=None if own else http, routes=routes)
     assert cfg.client_options is not None
-    return UspSink(cfg.client_options, on_ack, session=http)
+    routes = Routes(cfg.client_options.proxy, os.environ)
+    own = cfg.client_options.proxy is not None
+    return UspSink(cfg.client_options, on_ack, session=None if own else http, routes=routes)
 
 
 @contextlib.asynccontextmanager

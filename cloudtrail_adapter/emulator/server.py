@@ -8,6 +8,7 @@ Routes:
 
 from __future__ import annotations
 
+import ssl
 from types import TracebackType
 
 from aiohttp import web
@@ -20,9 +21,12 @@ from cloudtrail_adapter.emulator.webhook import WebhookEndpoint, WebhookFaults
 class LimaCharlieEmulator:
     """Start with `async with LimaCharlieEmulator() as lc:`; it binds 127.0.0.1 on a free port."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context  # TLS: https:// and wss://, as LimaCharlie serves them
         self.store = EventStore()
         self.usp_faults = UspFaults()
         self.webhook_faults = WebhookFaults()
@@ -32,11 +36,13 @@ class LimaCharlieEmulator:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def usp_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/usp"
+        scheme = "wss" if self.ssl_context else "ws"
+        return f"{scheme}://{self.host}:{self.port}/usp"
 
     def webhook_url(self, oid: str, hook: str) -> str:
         return f"{self.base_url}/{oid}/{hook}"
@@ -58,7 +64,7 @@ class LimaCharlieEmulator:
             self._app(), handle_signals=False, access_log=None, shutdown_timeout=0.5
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         if self.port == 0:
             self.port = int(self._runner.addresses[0][1])

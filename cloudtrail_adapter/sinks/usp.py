@@ -29,8 +29,9 @@ import random
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
@@ -46,6 +47,7 @@ from tenacity import (
 from cloudtrail_adapter.config import ClientOptions
 from cloudtrail_adapter.errors import Backoff, FatalSinkError
 from cloudtrail_adapter.model import AckCallback, Batch
+from cloudtrail_adapter.proxies import Route, Routes, refused_by_proxy
 
 log = structlog.get_logger("cloudtrail_adapter.sinks.usp")
 
@@ -74,7 +76,9 @@ def safe_url(url: str | yarl.URL) -> str:
     return str(u.with_user(None).with_password(None).with_query(None).with_fragment(None))
 
 
-async def discover_usp_url(session: aiohttp.ClientSession, api_url: str, oid: str) -> str:
+async def discover_usp_url(
+    session: aiohttp.ClientSession, api_url: str, oid: str, route: Route | None = None
+) -> str:
     """Where an organisation's USP endpoint lives, from LimaCharlie's unauthenticated
     `GET /v1/orgs/{oid}/url` (answer: `{"url": {"lc_wss": host, ...}, ...}`).
 
@@ -83,7 +87,10 @@ async def discover_usp_url(session: aiohttp.ClientSession, api_url: str, oid: st
     """
     where = f"{api_url.rstrip('/')}/v1/orgs/{oid}/url"
     timeout = aiohttp.ClientTimeout(total=DISCOVERY_TIMEOUT)
-    async with session.get(where, timeout=timeout) as resp:
+    route = route or Route()
+    async with session.get(
+        where, timeout=timeout, proxy=route.proxy, proxy_headers=route.headers
+    ) as resp:
         if resp.status in (400, 401, 403, 404):
             raise FatalSinkError(
                 f"LimaCharlie has no USP endpoint for oid={oid}: "
@@ -122,6 +129,7 @@ class _DataMessage(msgspec.Struct, omit_defaults=True):
 
 
 _encoder = msgspec.msgpack.Encoder()
+_T = TypeVar("_T")
 
 
 class UspSink:
@@ -137,8 +145,10 @@ class UspSink:
         session: aiohttp.ClientSession | None = None,
         instance_id: str | None = None,
         ping_interval: float = PING_INTERVAL,
+        routes: Routes | None = None,
     ) -> None:
         self._options = options
+        self._routes = routes or Routes(options.proxy, {})
         self._ping_interval = ping_interval
         self._on_ack = on_ack
         self._session = session
@@ -227,9 +237,7 @@ class UspSink:
     # -- connection loop ---------------------------------------------------------------
 
     async def _connection_loop(self) -> None:
-        session = self._session or aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30.0)
-        )
+        session = self._session or aiohttp.ClientSession(timeout=self._session_timeout())
         try:
             while True:
                 # A fresh retry state after every connection that delivered something, so the
@@ -250,6 +258,16 @@ class UspSink:
             if self._session is None:
                 await session.close()
 
+    def _session_timeout(self) -> aiohttp.ClientTimeout:
+        """Our own session's timeouts; a configured proxy's bound the connect and each read
+        of the CONNECT and upgrade exchange (after the upgrade, aiohttp reads without one)."""
+        proxy = self._options.proxy
+        if proxy is None:
+            return aiohttp.ClientTimeout(total=None, sock_connect=30.0)
+        return aiohttp.ClientTimeout(
+            total=None, sock_connect=proxy.connect_timeout, sock_read=proxy.read_write_timeout
+        )
+
     def unreachable_for(self, now: float) -> float | None:
         if self._down_since is None:
             return None
@@ -269,16 +287,29 @@ class UspSink:
         """One connection, from dial to disconnect. Returns after a connection that got at
         least one ack; raises _Disconnected (retryable) after one that got none."""
         if self._url is None:
-            self._url = await discover_usp_url(
-                session, self._options.api_url, self._options.identity.oid
+            api_url = self._options.api_url
+            self._url = await self._through_proxy(
+                discover_usp_url(
+                    session, api_url, self._options.identity.oid, self._routes.for_url(api_url)
+                ),
+                self._routes.for_url(api_url),
             )
         url = self._url
-        log.info("usp_connecting", url=safe_url(url), instance_id=self.instance_id)
-        async with session.ws_connect(
+        route = self._routes.for_url(url)
+        log.info(
+            "usp_connecting",
+            url=safe_url(url),
+            instance_id=self.instance_id,
+            proxy=route.describe(),
+        )
+        dialing = session.ws_connect(
             url,
             heartbeat=None,  # our own pings (_keep_alive): a late pong never drops a link
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
-        ) as ws:
+            proxy=route.proxy,
+            proxy_headers=route.headers,
+        )
+        async with await self._through_proxy(dialing, route) as ws:
             try:
                 await self._handshake(ws)
                 self._down_since = None
@@ -304,6 +335,20 @@ class UspSink:
         )
         if acked == 0:
             raise _Disconnected(reason)
+
+    async def _through_proxy(self, dialing: Awaitable[_T], route: Route) -> _T:
+        """Awaits a dial, within a configured proxy's handshake timeout; a proxy that refuses
+        our credentials is fatal (a wrong password does not fix itself)."""
+        limit = route.options.handshake_timeout if route.options is not None else None
+        try:
+            async with asyncio.timeout(limit):
+                return await dialing
+        except aiohttp.ClientHttpProxyError as exc:
+            refused = refused_by_proxy(exc, route, "client_options.proxy.username and password")
+            if refused:
+                log.error("usp_proxy_refused", proxy=route.describe(), source=route.source)
+                raise FatalSinkError(refused) from None
+            raise
 
     async def _reset_connection(self) -> None:
         """After any connection ends: window back to 1, everything unacked due again."""

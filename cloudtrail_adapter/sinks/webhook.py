@@ -38,6 +38,7 @@ from tenacity import (
 from cloudtrail_adapter.config import WebhookOptions
 from cloudtrail_adapter.errors import Backoff, FatalSinkError
 from cloudtrail_adapter.model import AckCallback, Batch
+from cloudtrail_adapter.proxies import Routes, refused_by_proxy
 
 log = structlog.get_logger("cloudtrail_adapter.sinks.webhook")
 
@@ -126,8 +127,10 @@ class WebhookSink:
         *,
         session: aiohttp.ClientSession | None = None,
         retry: RetryPolicy | None = None,
+        routes: Routes | None = None,
     ) -> None:
         self._options = options
+        self._route = (routes or Routes(options.proxy, {})).for_url(options.url)
         self._on_ack = on_ack
         self._session = session
         self._owns_session = session is None
@@ -288,6 +291,10 @@ class WebhookSink:
         except aiohttp.InvalidURL as exc:
             raise FatalSinkError(f"webhook URL {self._safe_url} is not a valid URL") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
+            refused = refused_by_proxy(exc, self._route, "webhook.proxy.username and password")
+            if refused:
+                log.error("webhook_proxy_refused", proxy=self._route.describe())
+                raise FatalSinkError(refused) from None
             raise _Retryable(self._describe(exc)) from exc
         if 200 <= status < 300:
             log.debug("webhook_accepted", url=self._safe_url, records=batch.records)
@@ -309,6 +316,8 @@ class WebhookSink:
             headers=headers,
             timeout=self._timeout,
             allow_redirects=False,
+            proxy=self._route.proxy,
+            proxy_headers=self._route.headers,
         ) as resp:
             if 200 <= resp.status < 300:
                 await resp.read()  # lets the connection be reused

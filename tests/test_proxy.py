@@ -1,0 +1,251 @@
+"""Through an HTTP proxy, as enterprise egress demands: LimaCharlie's `client_options.proxy`
+(CONNECT, basic auth) and the environment's HTTPS_PROXY/HTTP_PROXY/NO_PROXY, for LimaCharlie
+and for AWS. The proxy is a real one on 127.0.0.1 (tests/connect_proxy.py); LimaCharlie is
+the emulator serving TLS with a test CA, so the daemon must tunnel as it would to the cloud.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+import yaml
+from aiohttp import encode_basic_auth
+
+from cloudtrail_adapter.config import AwsOptions
+from cloudtrail_adapter.config.values import ProxyOptions
+from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
+from cloudtrail_adapter.emulator.moto import ACCESS_KEY, SECRET_KEY
+from cloudtrail_adapter.emulator.process import DaemonProcess
+from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
+from cloudtrail_adapter.proxies import Routes
+from cloudtrail_adapter.secret import Secret
+from tests.conftest import INSTALLATION_KEY, OID, put_objects
+from tests.connect_proxy import ConnectProxy
+
+USER = "svc-lc"
+PASSWORD = "pr0xy-S3CRET-value"
+PREFIX = "AWSLogs/111122223333/CloudTrail/us-east-1/2026/11/30/"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+async def tls_lc(ca: trustme.CA) -> AsyncIterator[LimaCharlieEmulator]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    async with LimaCharlieEmulator(ssl_context=context) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def proxy() -> Iterator[ConnectProxy]:
+    with ConnectProxy(USER, PASSWORD) as running:
+        yield running
+
+
+def ca_env(ca: trustme.CA, tmp_path: Path) -> dict[str, str]:
+    """The daemon trusts the test CA the way any OpenSSL program can be told to."""
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return {"SSL_CERT_FILE": str(path)}
+
+
+async def trail(aws_options: AwsOptions, bucket: str, files: int = 3) -> set[str]:
+    rng = random.Random(7)
+    when = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    ids: set[str] = set()
+    objects: dict[str, bytes] = {}
+    for n in range(files):
+        records = [
+            cloudtrail_record(rng, account="111122223333", region="us-east-1", when=when)
+            for _ in range(40)
+        ]
+        ids |= {str(r["eventID"]) for r in records}
+        name = f"111122223333_CloudTrail_us-east-1_20261130T09{n:02d}Z_{n}.json.gz"
+        objects[PREFIX + name] = log_file(records)
+    await put_objects(aws_options, bucket, objects)
+    return ids
+
+
+def config(
+    tmp_path: Path, aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, **client: Any
+) -> Path:
+    doc = {
+        "s3": {
+            "client_options": {
+                "identity": {"oid": OID, "installation_key": INSTALLATION_KEY},
+                "hostname": "behind-a-proxy",
+                "platform": "aws",
+                "sensor_seed_key": "proxy-test",
+                "dest_url": lc.usp_url,
+                **client,
+            },
+            "bucket_name": bucket,
+            "access_key": ACCESS_KEY,
+            "secret_key": SECRET_KEY,
+            "region": "us-east-1",
+            "endpoint_url": aws_options.endpoint_url,
+            "single_load": True,
+        }
+    }
+    path = tmp_path / "proxied.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def lc_proxy(proxy: ConnectProxy, password: str = PASSWORD) -> dict[str, Any]:
+    return {
+        "proxy": {
+            "url": proxy.url,
+            "username": USER,
+            "password": password,
+            "handshake_timeout": "45s",
+            "connect_timeout": "10s",
+            "read_write_timeout": "30s",
+        }
+    }
+
+
+async def test_the_s3_source_ships_everything_through_the_configured_proxy(
+    aws_options: AwsOptions,
+    bucket: str,
+    tls_lc: LimaCharlieEmulator,
+    proxy: ConnectProxy,
+    ca: trustme.CA,
+    tmp_path: Path,
+) -> None:
+    expected = await trail(aws_options, bucket)
+    path = config(tmp_path, aws_options, bucket, tls_lc, **lc_proxy(proxy))
+    env = ca_env(ca, tmp_path)
+    async with DaemonProcess(path, tmp_path / "state", env=env) as daemon:
+        assert await daemon.proc.wait() == 0, daemon.tail()
+
+    assert set(tls_lc.store.event_ids()) == expected
+    lc_target = f"127.0.0.1:{tls_lc.port}"
+    assert [r.target for r in proxy.connects()] == [lc_target]
+    assert all(r.user == USER for r in proxy.connects())
+    [connecting] = daemon.events("usp_connecting")
+    assert connecting["proxy"] == proxy.url
+    assert PASSWORD not in "".join(daemon.lines)
+
+
+async def test_a_wrong_proxy_password_fails_naming_the_proxy_not_the_password(
+    aws_options: AwsOptions,
+    bucket: str,
+    tls_lc: LimaCharlieEmulator,
+    proxy: ConnectProxy,
+    ca: trustme.CA,
+    tmp_path: Path,
+) -> None:
+    await trail(aws_options, bucket, files=1)
+    wrong = "not-the-" + PASSWORD
+    path = config(tmp_path, aws_options, bucket, tls_lc, **lc_proxy(proxy, wrong))
+    async with DaemonProcess(path, tmp_path / "state", env=ca_env(ca, tmp_path)) as daemon:
+        assert await daemon.proc.wait() != 0, daemon.tail()
+
+    assert not tls_lc.store.event_ids()
+    assert proxy.requests and not any(r.allowed for r in proxy.requests)
+    [failed] = daemon.events("source_failed")
+    assert proxy.url in failed["error"] and "407" in failed["error"]
+    assert "client_options.proxy.username and password" in failed["error"]
+    logged = "".join(daemon.lines)
+    assert wrong not in logged and PASSWORD not in logged
+
+
+async def test_the_environment_proxies_carry_limacharlie_and_aws(
+    aws_options: AwsOptions,
+    bucket: str,
+    tls_lc: LimaCharlieEmulator,
+    proxy: ConnectProxy,
+    ca: trustme.CA,
+    tmp_path: Path,
+) -> None:
+    """HTTPS_PROXY carries the wss:// USP link (CONNECT); HTTP_PROXY the http:// stand-in of
+    S3, through botocore's own reading of the environment; credentials in the URL."""
+    expected = await trail(aws_options, bucket)
+    path = config(tmp_path, aws_options, bucket, tls_lc)
+    with_auth = proxy.url.replace("http://", f"http://{USER}:{PASSWORD}@")
+    env = ca_env(ca, tmp_path) | {"HTTPS_PROXY": with_auth, "HTTP_PROXY": with_auth}
+    async with DaemonProcess(path, tmp_path / "state", env=env) as daemon:
+        assert await daemon.proc.wait() == 0, daemon.tail()
+
+    assert set(tls_lc.store.event_ids()) == expected
+    allowed = [r for r in proxy.requests if r.allowed]
+    assert [r.target for r in allowed if r.method == "CONNECT"] == [f"127.0.0.1:{tls_lc.port}"]
+    s3_requests = [r.target for r in allowed if r.method != "CONNECT"]
+    assert any(bucket in t and t.startswith(str(aws_options.endpoint_url)) for t in s3_requests)
+    [connecting] = daemon.events("usp_connecting")
+    assert connecting["proxy"] == proxy.url  # shown without the credentials
+    assert PASSWORD not in "".join(daemon.lines)
+
+
+async def test_no_proxy_sends_limacharlie_traffic_direct(
+    aws_options: AwsOptions,
+    bucket: str,
+    tls_lc: LimaCharlieEmulator,
+    proxy: ConnectProxy,
+    ca: trustme.CA,
+    tmp_path: Path,
+) -> None:
+    expected = await trail(aws_options, bucket, files=1)
+    path = config(tmp_path, aws_options, bucket, tls_lc)
+    env = ca_env(ca, tmp_path) | {"HTTPS_PROXY": proxy.url, "NO_PROXY": "localhost,127.0.0.1"}
+    async with DaemonProcess(path, tmp_path / "state", env=env) as daemon:
+        assert await daemon.proc.wait() == 0, daemon.tail()
+    assert set(tls_lc.store.event_ids()) == expected
+    assert proxy.requests == []
+
+
+# ---- the routing rule itself ----------------------------------------------------------------
+
+
+def test_a_configured_proxy_wins_over_the_environment() -> None:
+    configured = ProxyOptions(url="http://corp:3128", username="u", password=Secret(PASSWORD))
+    routes = Routes(configured, {"HTTPS_PROXY": "http://other:8080"})
+    route = routes.for_url("wss://usp.limacharlie.io/usp")
+    assert (route.proxy, route.source, route.options) == ("http://corp:3128", "config", configured)
+    assert route.headers == {"Proxy-Authorization": encode_basic_auth("u", PASSWORD)}
+    assert PASSWORD not in repr(route) and PASSWORD not in route.describe()
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "proxy"),
+    [
+        ({"HTTPS_PROXY": "http://p:1"}, "wss://usp.limacharlie.io/usp", "http://p:1"),
+        (
+            {"https_proxy": "http://low:1", "HTTPS_PROXY": "http://up:1"},
+            "https://a.io",
+            "http://low:1",
+        ),
+        ({"HTTPS_PROXY": "http://p:1"}, "ws://127.0.0.1:80/usp", None),
+        ({"HTTP_PROXY": "p:3128"}, "http://hooks.example/x", "http://p:3128"),
+        (
+            {"HTTPS_PROXY": "http://p:1", "NO_PROXY": ".limacharlie.io"},
+            "wss://usp.limacharlie.io/usp",
+            None,
+        ),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "*"}, "https://a.io", None),
+        ({}, "wss://usp.limacharlie.io/usp", None),
+    ],
+)
+def test_the_environment_routes_by_scheme_and_no_proxy(
+    env: dict[str, str], url: str, proxy: str | None
+) -> None:
+    assert Routes(None, env).for_url(url).proxy == proxy
+
+
+def test_credentials_in_an_environment_proxy_url_become_basic_auth() -> None:
+    route = Routes(None, {"HTTPS_PROXY": f"http://{USER}:{PASSWORD}@p:3128"}).for_url("https://x")
+    assert route.proxy == "http://p:3128"
+    assert route.headers == {"Proxy-Authorization": encode_basic_auth(USER, PASSWORD)}
+    assert PASSWORD not in repr(route) and PASSWORD not in route.describe()
