@@ -63,12 +63,65 @@ class _Envelope(msgspec.Struct):
     detail: msgspec.Raw = msgspec.Raw(b"null")
 
 
-def parse_body(body: str | bytes) -> Notification:
+@dataclass(frozen=True, slots=True)
+class FilePaths:
+    """LimaCharlie's `sqs-files`: where a body names its bucket and its files.
+
+    A path is `/`-separated keys; a list met on the way is walked item by item, so
+    `Records/s3/object/key` finds every record's key. `bucket`, when given, is every
+    file's bucket; `decode_keys` URL-decodes the keys (S3 event notifications encode them).
+    """
+
+    file_path: str
+    bucket_path: str = "bucket"
+    bucket: str | None = None
+    decode_keys: bool = False
+
+
+def parse_body(body: str | bytes, paths: FilePaths | None = None) -> Notification:
+    """What a message asks for. With `paths`, the files they find come first; a body where
+    they find none is read as any other (an S3, SNS or EventBridge notification)."""
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
     try:
-        return _parse(raw, inside_sns=False)
+        found = _by_paths(raw, paths) if paths is not None else None
+        return found or _parse(raw, inside_sns=False)
     except RecursionError:
         raise NotificationError("not_json", "the body is nested deeper than we decode") from None
+
+
+def _by_paths(raw: bytes, paths: FilePaths) -> FetchObjects | None:
+    try:
+        doc = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None  # the general reading says what is wrong with it
+    keys = [k for k in _walk(doc, paths.file_path) if isinstance(k, str) and k]
+    if not keys:
+        return None
+    bucket = paths.bucket or next(
+        (b for b in _walk(doc, paths.bucket_path) if isinstance(b, str) and b), None
+    )
+    if bucket is None:
+        raise NotificationError(
+            "missing_bucket",
+            f"the body names files at {paths.file_path} but no bucket at {paths.bucket_path} "
+            "(set bucket_path, or bucket)",
+        )
+    if paths.decode_keys:
+        keys = [urllib.parse.unquote_plus(k) for k in keys]
+    return FetchObjects(tuple(ObjectRef(bucket, k) for k in keys))
+
+
+def _walk(doc: Any, path: str) -> list[Any]:
+    """Every value at `path` in `doc`, lists on the way (and at the end) walked."""
+    found = [doc]
+    for part in (p for p in path.split("/") if p):
+        step: list[Any] = []
+        for value in found:
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, dict) and part in item:
+                    step.append(item[part])
+        found = step
+    return [v for value in found for v in (value if isinstance(value, list) else [value])]
 
 
 def _parse(raw: bytes, *, inside_sns: bool) -> Notification:

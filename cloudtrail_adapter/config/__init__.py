@@ -29,6 +29,7 @@ from cloudtrail_adapter.config.values import (
     SourceConfig,
     SourceKind,
     SourceOptions,
+    SqsFilesSourceOptions,
     SqsSourceOptions,
     WebhookOptions,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "SourceConfig",
     "SourceKind",
     "SourceOptions",
+    "SqsFilesSourceOptions",
     "SqsSourceOptions",
     "WebhookOptions",
     "known_keys",

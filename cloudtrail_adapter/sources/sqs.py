@@ -28,12 +28,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudtrail_adapter.aio import Stopped, unless_stopped
 from cloudtrail_adapter.aws import BucketClients
-from cloudtrail_adapter.config import SqsSourceOptions
+from cloudtrail_adapter.config import SqsFilesSourceOptions, SqsSourceOptions
 from cloudtrail_adapter.decode import is_digest_key
 from cloudtrail_adapter.errors import Backoff, QueueUnavailable, failure_reason
 from cloudtrail_adapter.model import WorkItem
 from cloudtrail_adapter.notifications import (
     FetchObjects,
+    FilePaths,
     InlineRecords,
     NothingToDo,
     Notification,
@@ -90,6 +91,15 @@ class _Message:
         self.heartbeat: asyncio.Task[None] | None = None
 
 
+def _file_paths(options: SqsSourceOptions) -> FilePaths | None:
+    """An `sqs-files` document's paths into message bodies."""
+    if not isinstance(options, SqsFilesSourceOptions):
+        return None
+    return FilePaths(
+        options.file_path, options.bucket_path, options.bucket, options.is_decode_object_key
+    )
+
+
 class SqsSource:
     def __init__(
         self, name: str, options: SqsSourceOptions, *, sqs: Any, buckets: BucketClients
@@ -99,6 +109,7 @@ class SqsSource:
         self._options = options
         self._sqs = sqs
         self._buckets = buckets
+        self._paths = _file_paths(options)
         self._queue_name = options.queue_name
         self._left = asyncio.Event()  # set whenever a message stops being in work
         self._reserved = 0  # room asked for by receives under way
@@ -269,7 +280,7 @@ class SqsSource:
         message_id = str(message.get("MessageId", ""))
         receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
         try:
-            note = parse_body(message.get("Body", ""))
+            note = parse_body(message.get("Body", ""), self._paths)
         except NotificationError as exc:
             self._poison(message_id, receives, exc.reason, str(exc))
             return
