@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -24,10 +24,15 @@ from botocore.credentials import CredentialProvider
 from botocore.exceptions import ClientError
 
 from cloudtrail_adapter.config import AwsOptions
+from cloudtrail_adapter.errors import aws_error_code
 
 log = structlog.get_logger("cloudtrail_adapter.aws")
 
 DEFAULT_REGION = "us-east-1"
+#: Asked where a bucket is when the commercial partition refuses us other than with "no such
+#: bucket" (GovCloud credentials mean nothing there), as LimaCharlie's adapter does.
+GOVCLOUD_REGION = "us-gov-west-1"
+_NOT_FOUND = frozenset({"404", "NoSuchBucket", "NotFound"})
 #: Refresh role credentials this many seconds before they expire (botocore's own margins),
 #: or a quarter (an eighth, when it must) of a shorter session, as long as STS gave it.
 ADVISORY_REFRESH: Final = 15 * 60
@@ -127,8 +132,35 @@ async def bucket_region(aws: AwsOptions, bucket: str, session: AioSession | None
     """The configured region, else the one S3 reports for the bucket."""
     if aws.region:
         return aws.region
-    async with client("s3", aws, session=session) as s3:
-        return await _head_bucket_region(s3, bucket)
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def s3_in(region: str) -> Any:
+            made = client("s3", aws, region=region, session=session)
+            return await stack.enter_async_context(made)
+
+        return await discover_region(s3_in, bucket)
+
+
+async def discover_region(s3_in: Callable[[str], Awaitable[Any]], bucket: str) -> str:
+    """Asks the commercial partition, then GovCloud unless the first said the bucket does
+    not exist; a failure in both names both answers."""
+    try:
+        return await _head_bucket_region(await s3_in(DEFAULT_REGION), bucket)
+    except ClientError as exc:
+        first = aws_error_code(exc) or "error"
+        if first in _NOT_FOUND:
+            raise
+        log.info("bucket_region_trying_govcloud", bucket=bucket, commercial_error=first)
+    try:
+        return await _head_bucket_region(await s3_in(GOVCLOUD_REGION), bucket)
+    except ClientError as exc:
+        log.warning(
+            "bucket_region_unknown",
+            bucket=bucket,
+            commercial_error=first,
+            govcloud_error=aws_error_code(exc) or "error",
+        )
+        raise
 
 
 async def _head_bucket_region(s3: Any, bucket: str) -> str:
@@ -172,7 +204,7 @@ class BucketClients:
         async with self._lock:
             region = self._regions.get(bucket) or region_hint
             if region is None:
-                region = await _head_bucket_region(await self._client(DEFAULT_REGION), bucket)
+                region = await discover_region(self._client, bucket)
             self._regions[bucket] = region
             return await self._client(region)
 
