@@ -12,7 +12,8 @@ processes included):
 - the daemon on SQS notifications (moto), with the notification-to-ack latency;
 - naive: boto3, gzip, json, requests to the emulator's webhook (bench/naive.py);
 - listing (bench/listing.py): ListObjectsV2 calls and seconds of a first and a steady-state
-  pass over a sparse ten-year bucket and an organisation's, next to `layout: flat`.
+  pass over a sparse ten-year bucket and an organisation's, next to `layout: flat`;
+- USP recovery (bench/usp_recovery.py): what one dropped connection costs a delivery.
 
 Every daemon, moto and the naive script run in their own processes; the emulator runs in
 this one. The machine has as many cores as it says: on 2 cores the daemon, its workers and
@@ -46,6 +47,7 @@ from bench.aws_rows import (
 from bench.corpus import bench_corpus
 from bench.listing import ORG_ACCOUNTS, ListingRow, listing_rows, render_listing
 from bench.table import Row, render
+from bench.usp_recovery import recovery_rows, render_recovery
 from cloudtrail_adapter.bundles import Fragment, PackLimits, gzip_bundle
 from cloudtrail_adapter.config import DeliveryOptions
 from cloudtrail_adapter.emulator.corpus import CorpusFile, write_directory
@@ -190,6 +192,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ct-bench-") as tmp:
         rows = asyncio.run(measure(files, Path(tmp), args.repeat))
     listing = asyncio.run(measure_listing(max(2, round(ORG_ACCOUNTS * args.scale))))
+    recovering = asyncio.run(recovery_rows())
     totals = Totals.of(files)
     gz = sum(len(f.body) for f in files) / 1e6
     libs = ", ".join(f"{name} {version(name)}" for name in LIBRARIES)
@@ -200,6 +203,8 @@ def main() -> None:
     print("\n".join(ratios(rows)))
     print()
     print(render_listing(listing))
+    print()
+    print(render_recovery(recovering))
 
 
 if __name__ == "__main__":

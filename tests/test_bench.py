@@ -10,6 +10,7 @@ from pathlib import Path
 from bench.__main__ import measure, ratios
 from bench.listing import listing_rows, render_listing
 from bench.table import render
+from bench.usp_recovery import recovery, render_recovery
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.emulator.corpus import org_trail
 
@@ -44,3 +45,10 @@ async def test_the_listing_rows_run_and_the_layout_lists_less_once_steady(
     assert sparse.first_calls < 1000  # a walk of what exists; the calendar would be ~146,000
     assert sparse_flat.first_calls == sparse_flat.steady_calls == 1
     assert "steady pass" in render_listing(rows)
+
+
+async def test_the_usp_recovery_row_resends_only_what_was_on_the_wire() -> None:
+    row = await recovery(8, 0.01, 4)
+    assert row.resent == 4  # the window that was in flight when the connection dropped
+    assert row.with_drop_s > 0 and row.without_drop_s > 0
+    assert "one drop" in render_recovery([row])
