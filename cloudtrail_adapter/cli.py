@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
@@ -167,10 +169,35 @@ def _quarantine(action: str, keys: list[str], state_dir: Path) -> int:
     return EXIT_OK
 
 
+DEMO_INSTALL = "pip install 'cloudtrail-adapter[demo]'"
+
+
 def _demo() -> int:
+    missing = _missing_demo_extra()
+    if missing is not None:
+        print(
+            f"cloudtrail-adapter demo needs the demo extra, moto in server mode "
+            f"(cannot import {missing}).\nInstall it with: {DEMO_INSTALL}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     from cloudtrail_adapter.emulator import demo
 
     return asyncio.run(demo.run_demo())
+
+
+def _missing_demo_extra() -> str | None:
+    """The module the demo's local S3 lacks (moto, or what its server needs), else None.
+
+    Only this import is checked, so that any other import error in the demo still shows as
+    the bug it is."""
+    with warnings.catch_warnings():  # moto warns "install moto[server]" before failing
+        warnings.simplefilter("ignore")
+        try:
+            importlib.import_module("moto.server")
+        except ModuleNotFoundError as exc:
+            return exc.name or "moto"
+    return None
 
 
 def _print_problems(warnings: list[ConfigProblem], error: ConfigError | None, out: TextIO) -> None:
@@ -236,7 +263,11 @@ def _parser() -> argparse.ArgumentParser:
     quarantine.add_argument("keys", nargs="*", metavar="KEY", help="retry: only these keys")
     quarantine.add_argument("--state-dir", metavar="DIR", help="as for run")
 
-    commands.add_parser("demo", help="the daemon against a local S3 and a LimaCharlie emulator")
+    commands.add_parser(
+        "demo",
+        help="the daemon against a local S3 and a LimaCharlie emulator (needs the demo extra: "
+        f"{DEMO_INSTALL})",
+    )
     return parser
 
 
