@@ -1,6 +1,7 @@
-"""Command line: `run`, `validate`, LimaCharlie's `s3`/`sqs` forms, and `demo`.
+"""Command line: `run`, `validate`, LimaCharlie's `s3`/`sqs` forms, `quarantine`, `emulate`
+and `demo`.
 
-The daemon and demo modules are imported only by the commands that need them, so
+The daemon, emulator and demo modules are imported only by the commands that need them, so
 `validate` stays light and works without the network stack.
 """
 
@@ -11,6 +12,7 @@ import asyncio
 import importlib
 import os
 import sys
+import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +34,7 @@ from cloudtrail_adapter.config import (
 from cloudtrail_adapter.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 DEFAULT_STATE_DIR = Path("state")
+DEFAULT_EMULATOR_PORT = 8787
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if command == "demo":
         return _demo()
+    if command == "emulate":
+        return _emulate(args, env)
     if command == "validate":
         return _validate(Path(args.config), env)
     if command == "quarantine":
@@ -169,6 +174,15 @@ def _quarantine(action: str, keys: list[str], state_dir: Path) -> int:
     return EXIT_OK
 
 
+def _emulate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """LimaCharlie's side, on loopback: its own log lines are the point of it."""
+    logs.configure_logging(args.log_level)
+    from cloudtrail_adapter.emulator import emulate
+
+    oid = args.oid or env.get("LC_OID") or str(uuid.uuid4())
+    return emulate.run(args.port, oid, args.hook, env, sys.stdout)
+
+
 DEMO_INSTALL = "pip install 'cloudtrail-adapter[demo]'"
 
 
@@ -263,12 +277,41 @@ def _parser() -> argparse.ArgumentParser:
     quarantine.add_argument("keys", nargs="*", metavar="KEY", help="retry: only these keys")
     quarantine.add_argument("--state-dir", metavar="DIR", help="as for run")
 
+    emulate = commands.add_parser(
+        "emulate",
+        help="LimaCharlie's side (USP and webhook) on 127.0.0.1, to try a config without it",
+        description="Runs the LimaCharlie emulator on 127.0.0.1, prints where to point a "
+        "document and a sample one, and logs every connection and batch it accepts until "
+        "Ctrl-C or SIGTERM.",
+    )
+    emulate.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_EMULATOR_PORT,
+        help=f"on 127.0.0.1 (default: {DEFAULT_EMULATOR_PORT}; 0 picks a free one)",
+    )
+    emulate.add_argument(
+        "--oid", help="the organization in the webhook's URL (default: $LC_OID, else a new UUID)"
+    )
+    emulate.add_argument(
+        "--hook", default="cloudtrail", help="the webhook's name (default: %(default)s)"
+    )
+    emulate.add_argument(
+        "--log-level", default="info", type=str.lower, choices=logs.LEVELS, help="default: info"
+    )
+
     commands.add_parser(
         "demo",
         help="the daemon against a local S3 and a LimaCharlie emulator (needs the demo extra: "
         f"{DEMO_INSTALL})",
     )
     return parser
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
 
 
 def _address(text: str) -> tuple[str, int]:

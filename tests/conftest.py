@@ -69,7 +69,7 @@ E2E_FIXTURES = frozenset({"moto_endpoint", "aws_options", "bucket", "queue", "lc
 E2E_MODULES = frozenset({
     "test_alerts", "test_dashboard", "test_demo", "test_kill", "test_lc_faults", "test_memory",
     "test_progress", "test_scale_out", "test_systemd", "test_usp", "test_webhook",
-    "test_workers", "test_bench", "test_shutdown", "test_streaming",
+    "test_workers", "test_bench", "test_shutdown", "test_streaming", "test_emulate",
 })  # fmt: skip
 
 

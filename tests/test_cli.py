@@ -270,6 +270,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert main(["run", "x.yaml", "--log-level", "loud"]) == 2
     assert main(["s3"]) == 2
+    assert main(["emulate", "--port", "65536"]) == 2
     assert "usage: cloudtrail-adapter" in capsys.readouterr().err
 
 
