@@ -31,13 +31,13 @@ from bench.table import Row
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.decode import decode_object
-from cloudtrail_adapter.emulator import messages
 from cloudtrail_adapter.emulator.corpus import CorpusFile
-from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY
-from cloudtrail_adapter.emulator.process import DaemonProcess, PeakRss
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.emulator.store import AcceptedEvent
 from cloudtrail_adapter.filters import RecordFilter
+from tests.support import messages
+from tests.support.process import DaemonProcess, PeakRss
+from tests.support.stand_in import ACCESS_KEY, REGION, SECRET_KEY
 
 __all__ = ["moto_process", "naive_row", "s3_rows", "sqs_row"]
 
@@ -60,7 +60,7 @@ _gunzip: Callable[[bytes], bytes] = igzip.decompress  # isal's function is untyp
 # The moto child: serves until its stdin closes (so it also ends if the bench dies).
 _MOTO_CHILD = """
 import os, sys
-from cloudtrail_adapter.emulator.moto import moto_server
+from tests.support.stand_in import moto_server
 with moto_server() as url:
     print(url, flush=True)
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nobody reads stdout any more

@@ -38,13 +38,13 @@ import yaml
 
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
-from cloudtrail_adapter.emulator import messages
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
-from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY
-from cloudtrail_adapter.emulator.process import DaemonProcess
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.event_keys import ENTRY, KEY_BYTES, event_key
 from cloudtrail_adapter.secret import Secret
+from tests.support import messages
+from tests.support.process import DaemonProcess
+from tests.support.stand_in import ACCESS_KEY, REGION, SECRET_KEY
 
 Mode = Literal["s3", "sqs"]
 OID = "6c3f1d2a-9d55-4e1e-8f0a-3b2c1d0e9f8a"

@@ -11,7 +11,7 @@ Only the listing is measured: the S3 source's passes run in this process against
 acknowledged it; nothing is fetched. Calls are the source's own count (`list_calls`, the
 number a test holds to the stand-in's request log); they are what AWS bills and what its
 latency multiplies. Seconds are moto's, whose ListObjectsV2 scans the whole bucket per call
-unless the stand-in's index is on (it is: `emulator/moto.py`).
+unless the stand-in's index is on (it is: `tests/support/stand_in.py`).
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 from bench.kill_harness import KillPlan, KillReport, aws_options, run_plan
-from cloudtrail_adapter.emulator.moto import moto_server
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
+from tests.support.stand_in import moto_server
 
 
 async def soak(endpoint: str, plans: list[KillPlan], workdir: Path) -> list[KillReport]:

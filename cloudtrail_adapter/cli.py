@@ -1,6 +1,7 @@
-"""Command line: `run`, `validate`, LimaCharlie's `s3`/`sqs`/`sqs-files` forms, and `demo`.
+"""Command line: `run`, `validate`, LimaCharlie's `s3`/`sqs`/`sqs-files` forms, `quarantine`,
+`emulate` and `demo`.
 
-The daemon and demo modules are imported only by the commands that need them, so
+The daemon, emulator and demo modules are imported only by the commands that need them, so
 `validate` stays light and works without the network stack.
 """
 
@@ -8,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
+import uuid
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
@@ -32,6 +36,7 @@ from cloudtrail_adapter.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 DEFAULT_STATE_DIR = Path("state")
 #: LimaCharlie's adapter commands: `KIND CONFIG` or `KIND key=value ...`.
 _FORMS: tuple[SourceKind, ...] = ("s3", "sqs", "sqs-files")
+DEFAULT_EMULATOR_PORT = 8787
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if command == "demo":
         return _demo()
+    if command == "emulate":
+        return _emulate(args, env)
     if command == "validate":
         return _validate(Path(args.config), env)
     if command == "quarantine":
@@ -170,10 +177,44 @@ def _quarantine(action: str, keys: list[str], state_dir: Path) -> int:
     return EXIT_OK
 
 
+def _emulate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """LimaCharlie's side, on loopback: its own log lines are the point of it."""
+    logs.configure_logging(args.log_level)
+    from cloudtrail_adapter.emulator import emulate
+
+    oid = args.oid or env.get("LC_OID") or str(uuid.uuid4())
+    return emulate.run(args.port, oid, args.hook, env, sys.stdout)
+
+
+DEMO_INSTALL = "pip install 'cloudtrail-adapter[demo]'"
+
+
 def _demo() -> int:
+    missing = _missing_demo_extra()
+    if missing is not None:
+        print(
+            f"cloudtrail-adapter demo needs the demo extra, moto in server mode "
+            f"(cannot import {missing}).\nInstall it with: {DEMO_INSTALL}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     from cloudtrail_adapter.emulator import demo
 
     return asyncio.run(demo.run_demo())
+
+
+def _missing_demo_extra() -> str | None:
+    """The module the demo's local S3 lacks (moto, or what its server needs), else None.
+
+    Only this import is checked, so that any other import error in the demo still shows as
+    the bug it is."""
+    with warnings.catch_warnings():  # moto warns "install moto[server]" before failing
+        warnings.simplefilter("ignore")
+        try:
+            importlib.import_module("moto.server")
+        except ModuleNotFoundError as exc:
+            return exc.name or "moto"
+    return None
 
 
 def _print_problems(warnings: list[ConfigProblem], error: ConfigError | None, out: TextIO) -> None:
@@ -240,8 +281,41 @@ def _parser() -> argparse.ArgumentParser:
     quarantine.add_argument("keys", nargs="*", metavar="KEY", help="retry: only these keys")
     quarantine.add_argument("--state-dir", metavar="DIR", help="as for run")
 
-    commands.add_parser("demo", help="the daemon against a local S3 and a LimaCharlie emulator")
+    emulate = commands.add_parser(
+        "emulate",
+        help="LimaCharlie's side (USP and webhook) on 127.0.0.1, to try a config without it",
+        description="Runs the LimaCharlie emulator on 127.0.0.1, prints where to point a "
+        "document and a sample one, and logs every connection and batch it accepts until "
+        "Ctrl-C or SIGTERM.",
+    )
+    emulate.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_EMULATOR_PORT,
+        help=f"on 127.0.0.1 (default: {DEFAULT_EMULATOR_PORT}; 0 picks a free one)",
+    )
+    emulate.add_argument(
+        "--oid", help="the organization in the webhook's URL (default: $LC_OID, else a new UUID)"
+    )
+    emulate.add_argument(
+        "--hook", default="cloudtrail", help="the webhook's name (default: %(default)s)"
+    )
+    emulate.add_argument(
+        "--log-level", default="info", type=str.lower, choices=logs.LEVELS, help="default: info"
+    )
+
+    commands.add_parser(
+        "demo",
+        help="the daemon against a local S3 and a LimaCharlie emulator (needs the demo extra: "
+        f"{DEMO_INSTALL})",
+    )
     return parser
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
 
 
 def _address(text: str) -> tuple[str, int]:

@@ -17,12 +17,14 @@ import pytest
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.daemon import serve
-from cloudtrail_adapter.emulator import messages
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.secret import Secret
 from cloudtrail_adapter.state import StateStore
-from tests.conftest import put_objects, s3_config, sqs_config, watch_logs
+from tests.support import messages
+from tests.support.configs import s3_config, sqs_config
+from tests.support.stand_in import put_objects
+from tests.support.watch import watch_logs
 from tests.test_e2e_s3 import PREFIX, records
 
 GOOD = records(30, 601)

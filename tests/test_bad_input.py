@@ -20,7 +20,9 @@ from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.state import StateStore
-from tests.conftest import put_objects, s3_config, watch_logs
+from tests.support.configs import s3_config
+from tests.support.stand_in import put_objects
+from tests.support.watch import watch_logs
 from tests.test_e2e_s3 import PREFIX, records
 from tests.test_streaming import RANGE, STREAMING, blob_records, stalled_mid_object
 

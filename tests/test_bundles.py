@@ -16,7 +16,7 @@ from cloudtrail_adapter.config import DeliveryOptions
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import START, cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.conftest import file_config
+from tests.support.configs import file_config
 
 ACCOUNT = "111122223333"
 LINE = st.binary(max_size=300).map(lambda b: b.replace(b"\n", b" "))

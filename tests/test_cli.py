@@ -167,6 +167,27 @@ def test_validate_as_a_module(tmp_path: Path) -> None:
     assert passed.stdout.startswith("s3[1]:acme-trail -> usp")
 
 
+# ---- demo ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("blocked", ["moto", "flask"])
+def test_the_demo_without_its_extra_says_what_to_install(blocked: str) -> None:
+    """`pip install cloudtrail-adapter` has no moto (nor moto's server, which needs Flask):
+    the demo says what to install instead of failing on an import."""
+    script = (
+        f"import sys; sys.modules[{blocked!r}] = None; sys.argv = ['cloudtrail-adapter', 'demo']; "
+        "from cloudtrail_adapter.__main__ import entry; raise SystemExit(entry())"
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert "pip install 'cloudtrail-adapter[demo]'" in done.stderr
+    assert re.search(rf"cannot import {blocked}\b", done.stderr), done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
 # ---- run and LimaCharlie's forms -----------------------------------------------------------
 
 
@@ -249,6 +270,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert main(["run", "x.yaml", "--log-level", "loud"]) == 2
     assert main(["s3"]) == 2
+    assert main(["emulate", "--port", "65536"]) == 2
     assert "usage: cloudtrail-adapter" in capsys.readouterr().err
 
 

@@ -27,7 +27,9 @@ from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.monitor import Monitor
-from tests.conftest import put_objects, s3_config, sqs_config, watch_logs
+from tests.support.configs import s3_config, sqs_config
+from tests.support.stand_in import put_objects
+from tests.support.watch import watch_logs
 from tests.test_e2e_s3 import records
 from tests.test_e2e_sqs import send
 

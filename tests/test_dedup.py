@@ -24,7 +24,9 @@ from cloudtrail_adapter.event_keys import ENTRY, record_keys
 from cloudtrail_adapter.model import WorkItem
 from cloudtrail_adapter.readers import BytesReader
 from cloudtrail_adapter.state import StateStore
-from tests.conftest import put_objects, s3_config, watch_logs
+from tests.support.configs import s3_config
+from tests.support.stand_in import put_objects
+from tests.support.watch import watch_logs
 
 ACCOUNT = "111122223333"
 START = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)

@@ -19,7 +19,9 @@ from cloudtrail_adapter.config import AwsOptions, DeliveryOptions
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.conftest import INSTALLATION_KEY, WEBHOOK_SECRET, put_objects, s3_config, watch_logs
+from tests.support.configs import INSTALLATION_KEY, WEBHOOK_SECRET, s3_config
+from tests.support.stand_in import put_objects
+from tests.support.watch import watch_logs
 
 PREFIX = "AWSLogs/o-a1b2c3d4e5/111122223333/CloudTrail/us-east-1/2026/11/24/"
 

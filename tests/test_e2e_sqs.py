@@ -20,10 +20,12 @@ import pytest
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.daemon import serve
-from cloudtrail_adapter.emulator import messages
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.conftest import put_objects, sqs_config, watch_logs
+from tests.support import messages
+from tests.support.configs import sqs_config
+from tests.support.stand_in import put_objects
+from tests.support.watch import watch_logs
 from tests.test_e2e_s3 import PREFIX, records
 
 KEY_A = f"{PREFIX}111122223333_CloudTrail_us-east-1_20261124T1200Z_a b:c.json.gz"

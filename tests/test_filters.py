@@ -17,7 +17,7 @@ from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.filters import RecordFilter
 from cloudtrail_adapter.stream_decode import pack_in_memory, pack_stream
-from tests.conftest import INSTALLATION_KEY, OID, file_config
+from tests.support.configs import INSTALLATION_KEY, OID, file_config
 
 
 def record(n: int, **fields: Any) -> dict[str, Any]:

@@ -16,9 +16,10 @@ import yaml
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
-from cloudtrail_adapter.emulator.process import DaemonProcess
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.conftest import all_workers_waiting, put_objects, s3_config, s3_document
+from tests.support.configs import s3_config, s3_document
+from tests.support.process import DaemonProcess, all_workers_waiting
+from tests.support.stand_in import put_objects
 from tests.test_e2e_s3 import PREFIX
 
 WORKERS = 4

@@ -21,7 +21,9 @@ from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.sources.trail_layout import day_of
-from tests.conftest import listings, passes_done, put_objects, s3_config, watch_logs
+from tests.support.configs import s3_config
+from tests.support.stand_in import listings, put_objects
+from tests.support.watch import passes_done, watch_logs
 
 ACCOUNTS = ("111111111111", "222222222222", "333333333333", "444444444444")
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "eu-central-1", "ap-northeast-1")

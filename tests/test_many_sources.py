@@ -25,7 +25,9 @@ from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.monitor import Monitor
 from cloudtrail_adapter.secret import Secret
-from tests.conftest import OID, LogWatch, put_objects, s3_config, usp_client_options, watch_logs
+from tests.support.configs import OID, s3_config, usp_client_options
+from tests.support.stand_in import put_objects
+from tests.support.watch import LogWatch, watch_logs
 from tests.test_access_denied import set_auth
 from tests.test_e2e_s3 import PREFIX, records
 from tests.test_monitoring import get, samples, until_status

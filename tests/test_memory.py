@@ -21,9 +21,9 @@ import yaml
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record
-from cloudtrail_adapter.emulator.process import DaemonProcess
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.conftest import all_workers_waiting, s3_document
+from tests.support.configs import s3_document
+from tests.support.process import DaemonProcess, all_workers_waiting
 from tests.test_e2e_s3 import PREFIX
 
 LIMIT_MB = 300

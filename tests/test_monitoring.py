@@ -16,11 +16,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cloudtrail_adapter.config import AwsOptions, ConfigError, SourceConfig, parse_documents
 from cloudtrail_adapter.daemon import serve
-from cloudtrail_adapter.emulator import messages
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.monitor import Monitor
-from tests.conftest import LogWatch, put_objects, s3_config, sqs_config, watch_logs
+from tests.support import messages
+from tests.support.configs import s3_config, sqs_config
+from tests.support.stand_in import put_objects
+from tests.support.watch import LogWatch, watch_logs
 from tests.test_config import S3_SEED
 from tests.test_e2e_s3 import PREFIX, records
 from tests.test_e2e_sqs import send

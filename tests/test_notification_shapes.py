@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_adapter.emulator import messages
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record
 from cloudtrail_adapter.notifications import (
     FetchObjects,
@@ -23,6 +22,7 @@ from cloudtrail_adapter.notifications import (
     ObjectRef,
     parse_body,
 )
+from tests.support import messages
 
 KEY = "AWSLogs/o-a1b2c3d4e5/111122223333/CloudTrail/us-east-1/2026/11/24/a b:c+d.json.gz"
 

@@ -29,14 +29,9 @@ from cloudtrail_adapter.emulator.corpus import cloudtrail_record, digest_key, lo
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.sources.trail_layout import file_time, logs_root
 from cloudtrail_adapter.state import StateStore
-from tests.conftest import (
-    listings,
-    passes_done,
-    put_objects,
-    s3_config,
-    usp_client_options,
-    watch_logs,
-)
+from tests.support.configs import s3_config, usp_client_options
+from tests.support.stand_in import listings, put_objects
+from tests.support.watch import passes_done, watch_logs
 
 ORG = "o-a1b2c3d4e5"
 ACCOUNTS = ("210987654321", "321098765432", "432109876543")

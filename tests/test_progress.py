@@ -13,7 +13,7 @@ import yaml
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.progress import Snapshot, render
-from tests.conftest import INSTALLATION_KEY, OID
+from tests.support.configs import INSTALLATION_KEY, OID
 from tests.test_e2e_s3 import records
 
 FILES = 12

@@ -1,6 +1,6 @@
 """Through an HTTP proxy, as enterprise egress demands: LimaCharlie's `client_options.proxy`
 (CONNECT, basic auth) and the environment's HTTPS_PROXY/HTTP_PROXY/NO_PROXY, for LimaCharlie
-and for AWS. The proxy is a real one on 127.0.0.1 (tests/connect_proxy.py); LimaCharlie is
+and for AWS. The proxy is a real one on 127.0.0.1 (tests/support/connect_proxy.py); LimaCharlie is
 the emulator serving TLS with a test CA, so the daemon must tunnel as it would to the cloud.
 """
 
@@ -21,13 +21,13 @@ from aiohttp import encode_basic_auth
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.config.values import ProxyOptions
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
-from cloudtrail_adapter.emulator.moto import ACCESS_KEY, SECRET_KEY
-from cloudtrail_adapter.emulator.process import DaemonProcess
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.proxies import Routes
 from cloudtrail_adapter.secret import Secret
-from tests.conftest import INSTALLATION_KEY, OID, put_objects
-from tests.connect_proxy import ConnectProxy
+from tests.support.configs import INSTALLATION_KEY, OID
+from tests.support.connect_proxy import ConnectProxy
+from tests.support.process import DaemonProcess
+from tests.support.stand_in import ACCESS_KEY, SECRET_KEY, put_objects
 
 USER = "svc-lc"
 PASSWORD = "pr0xy-S3CRET-value"

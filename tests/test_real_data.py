@@ -17,7 +17,9 @@ from typing import Any
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.conftest import put_objects, s3_config, watch_logs
+from tests.support.configs import s3_config
+from tests.support.stand_in import put_objects
+from tests.support.watch import watch_logs
 
 DATA = Path(__file__).parent / "data" / "real_cloudtrail"
 PER_FILE = 4  # records per log file: ~250 files

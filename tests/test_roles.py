@@ -19,10 +19,11 @@ from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions, ConfigError, SourceConfig, parse_documents
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import log_file
-from cloudtrail_adapter.emulator.moto import STAND_IN
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.secret import Secret
-from tests.conftest import LogWatch, put_objects, s3_config, watch_logs
+from tests.support.configs import s3_config
+from tests.support.stand_in import STAND_IN, put_objects
+from tests.support.watch import LogWatch, watch_logs
 from tests.test_e2e_s3 import PREFIX, records
 from tests.test_e2e_sqs import stop_daemon
 

@@ -11,11 +11,11 @@ import yaml
 
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
-from cloudtrail_adapter.emulator import messages
 from cloudtrail_adapter.emulator.corpus import log_file
-from cloudtrail_adapter.emulator.moto import ACCESS_KEY, SECRET_KEY
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.conftest import INSTALLATION_KEY, OID
+from tests.support import messages
+from tests.support.configs import INSTALLATION_KEY, OID
+from tests.support.stand_in import ACCESS_KEY, SECRET_KEY
 from tests.test_e2e_s3 import PREFIX, records
 from tests.test_e2e_sqs import depth
 

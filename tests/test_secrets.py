@@ -25,9 +25,9 @@ import yaml
 
 from cloudtrail_adapter import cli
 from cloudtrail_adapter.config import AwsOptions, load_config
-from cloudtrail_adapter.emulator.moto import ACCESS_KEY
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.conftest import OID, put_objects
+from tests.support.configs import OID
+from tests.support.stand_in import ACCESS_KEY, put_objects
 from tests.test_e2e_s3 import PREFIX, records
 
 INSTALLATION_KEY = "c4a2a7e5-0b1d-4e5f-8a9b-5ec2e75ec2e7"

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.daemon import serve
-from cloudtrail_adapter.emulator import messages
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.conftest import put_objects, s3_config, sqs_config, watch_logs
+from tests.support import messages
+from tests.support.configs import s3_config, sqs_config
+from tests.support.stand_in import put_objects
+from tests.support.watch import watch_logs
 from tests.test_e2e_s3 import PREFIX, records
 from tests.test_e2e_sqs import depth, send
 

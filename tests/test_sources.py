@@ -16,9 +16,9 @@ from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions, DeliveryOptions
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import log_file, org_trail, write_directory
-from cloudtrail_adapter.emulator.moto import ACCESS_KEY, SECRET_KEY
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.conftest import INSTALLATION_KEY, OID, file_config, put_objects, s3_config
+from tests.support.configs import INSTALLATION_KEY, OID, file_config, s3_config
+from tests.support.stand_in import ACCESS_KEY, SECRET_KEY, put_objects
 from tests.test_e2e_s3 import PREFIX, records
 
 

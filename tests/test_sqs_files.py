@@ -26,7 +26,8 @@ from cloudtrail_adapter.notifications import (
     ObjectRef,
     parse_body,
 )
-from tests.conftest import INSTALLATION_KEY, OID, put_objects
+from tests.support.configs import INSTALLATION_KEY, OID
+from tests.support.stand_in import put_objects
 
 DEFAULTS = FilePaths("files/path")  # the reference's own defaults: bucket, files/path
 

@@ -18,10 +18,12 @@ import pytest
 from cloudtrail_adapter import aws, pipeline
 from cloudtrail_adapter.config import AwsOptions, DeliveryOptions, SourceConfig
 from cloudtrail_adapter.daemon import serve
-from cloudtrail_adapter.emulator import messages
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.conftest import file_config, put_objects, s3_config, sqs_config, watch_logs
+from tests.support import messages
+from tests.support.configs import file_config, s3_config, sqs_config
+from tests.support.stand_in import put_objects
+from tests.support.watch import watch_logs
 from tests.test_e2e_s3 import PREFIX, records
 
 RANGE = 64 << 10  # small ranges, so a test-sized object takes many ranged reads

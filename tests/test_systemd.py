@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from cloudtrail_adapter.emulator.corpus import log_file
-from cloudtrail_adapter.emulator.process import DaemonProcess
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.systemd import SystemdNotifier
-from tests.conftest import INSTALLATION_KEY, OID
+from tests.support.configs import INSTALLATION_KEY, OID
+from tests.support.process import DaemonProcess
 from tests.test_e2e_s3 import records
 
 UNIT = Path(__file__).parent.parent / "systemd" / "cloudtrail-adapter.service"

@@ -21,7 +21,8 @@ from cloudtrail_adapter.errors import FatalSinkError
 from cloudtrail_adapter.model import Batch
 from cloudtrail_adapter.secret import Secret
 from cloudtrail_adapter.sinks.usp import UspSink, discover_usp_url
-from tests.conftest import INSTALLATION_KEY, OID, AckRecorder
+from tests.support.configs import INSTALLATION_KEY, OID
+from tests.support.watch import AckRecorder
 
 HOST = "test-host"
 _gunzip: Callable[[bytes], bytes] = igzip.decompress  # isal's function is untyped

@@ -25,7 +25,8 @@ from cloudtrail_adapter.errors import FatalSinkError
 from cloudtrail_adapter.model import Batch
 from cloudtrail_adapter.secret import Secret
 from cloudtrail_adapter.sinks.webhook import RetryPolicy, WebhookSink, parse_retry_after
-from tests.conftest import OID, WEBHOOK_SECRET, AckRecorder, watch_logs
+from tests.support.configs import OID, WEBHOOK_SECRET
+from tests.support.watch import AckRecorder, watch_logs
 
 HOOK = "cloudtrail"
 FAST = RetryPolicy(initial=0.01, maximum=0.1, jitter=0.01)

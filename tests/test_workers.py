@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from cloudtrail_adapter.emulator.corpus import org_trail, write_directory
-from cloudtrail_adapter.emulator.process import DaemonProcess, descendants
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.workers import WorkerPool
+from tests.support.process import DaemonProcess, descendants
 
 
 def running(pid: int) -> bool:

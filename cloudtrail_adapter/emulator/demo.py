@@ -24,7 +24,7 @@ import yaml
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.emulator.corpus import CorpusFile, org_trail
-from cloudtrail_adapter.emulator.moto import ACCESS_KEY, REGION, SECRET_KEY, moto_server
+from cloudtrail_adapter.emulator.local_aws import ACCESS_KEY, REGION, SECRET_KEY, moto_server
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.secret import Secret
 

@@ -13,25 +13,34 @@ from types import TracebackType
 
 from aiohttp import web
 
-from cloudtrail_adapter.emulator.store import EventStore
+from cloudtrail_adapter.emulator.store import EventStore, Observer
 from cloudtrail_adapter.emulator.usp import UspEndpoint, UspFaults
 from cloudtrail_adapter.emulator.webhook import WebhookEndpoint, WebhookFaults
 
 
 class LimaCharlieEmulator:
-    """Start with `async with LimaCharlieEmulator() as lc:`; it binds 127.0.0.1 on a free port."""
+    """Start with `async with LimaCharlieEmulator() as lc:`; it binds 127.0.0.1 on a free port.
+
+    `observer`, when given, is told of every connection, refusal and accepted batch (the
+    `emulate` command logs them); tests read the store and the endpoints' counters instead.
+    """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        observer: Observer | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.ssl_context = ssl_context  # TLS: https:// and wss://, as LimaCharlie serves them
-        self.store = EventStore()
+        self.store = EventStore(observer)
         self.usp_faults = UspFaults()
         self.webhook_faults = WebhookFaults()
-        self.usp = UspEndpoint(self.store, self.usp_faults)
-        self.webhook = WebhookEndpoint(self.store, self.webhook_faults)
+        self.usp = UspEndpoint(self.store, self.usp_faults, observer)
+        self.webhook = WebhookEndpoint(self.store, self.webhook_faults, observer)
         self._runner: web.AppRunner | None = None
 
     @property

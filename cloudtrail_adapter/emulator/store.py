@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
 Transport = Literal["usp", "webhook"]
+#: Told what the emulator did, as an event name and its fields (`cloudtrail-adapter emulate`
+#: logs them): never a secret, an installation key or a record's content beyond its name.
+Observer = Callable[[str, Mapping[str, Any]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +35,8 @@ class EventStore:
     forgets to re-send them loses them here just as it would in the cloud.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, observer: Observer | None = None) -> None:
+        self._observer = observer
         self._events: list[AcceptedEvent] = []
         # Accepted but not yet made into AcceptedEvents: that waits until somebody looks, so
         # that a benchmark charges the daemon, not the stand-in for LimaCharlie's cloud.
@@ -50,6 +55,8 @@ class EventStore:
         kept = [line for line in lines if line]
         self._batches.append((transport, sensor, kept, time.monotonic()))
         self._count += len(kept)
+        if self._observer is not None:
+            self._observer("events_accepted", _summary(transport, sensor, kept, self._count))
         async with self._changed:
             self._changed.notify_all()
 
@@ -78,3 +85,24 @@ class EventStore:
         self._events.clear()
         self._batches.clear()
         self._count = 0
+
+
+def _summary(transport: Transport, sensor: str, lines: list[bytes], total: int) -> dict[str, Any]:
+    """What an observer learns of one accepted batch: how many records, and their event
+    names (`eventName`, or what kind of line it was when it is not a CloudTrail record)."""
+    names: Counter[str] = Counter()
+    for line in lines:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            names["(not JSON)"] += 1
+            continue
+        name = record.get("eventName") if isinstance(record, dict) else None
+        names[name if isinstance(name, str) else "(no eventName)"] += 1
+    return {
+        "transport": transport,
+        "sensor": sensor,
+        "records": len(lines),
+        "total": total,
+        "event_names": dict(names.most_common()),
+    }

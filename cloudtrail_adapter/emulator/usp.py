@@ -26,7 +26,7 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 from isal import igzip, isal_zlib
 
-from cloudtrail_adapter.emulator.store import EventStore
+from cloudtrail_adapter.emulator.store import EventStore, Observer
 
 _gunzip: Callable[[bytes], bytes] = igzip.decompress  # isal's function is untyped
 # isal's stub declares `error` as an instance; at run time it is the exception class.
@@ -117,9 +117,12 @@ class UspSession:
 class UspEndpoint:
     """`GET /usp`. Counters span all connections; `sessions` has one entry per connection."""
 
-    def __init__(self, store: EventStore, faults: UspFaults) -> None:
+    def __init__(
+        self, store: EventStore, faults: UspFaults, observer: Observer | None = None
+    ) -> None:
         self.store = store
         self.faults = faults
+        self._observer = observer
         self.sessions: list[UspSession] = []
         self.refused: list[str] = []  # the `err` of every refused handshake
         self.messages_received = 0
@@ -195,11 +198,26 @@ class UspEndpoint:
             window=self.faults.window,
         )
         self.sessions.append(session)
+        self._tell("usp_connected", sensor=session.sensor, platform=header["platform"])
         live = _Connection(self, request, ws, session, compressed=bool(header["is_compressed"]))
-        await live.run()
+        try:
+            await live.run()
+        finally:
+            self._tell(
+                "usp_disconnected",
+                sensor=session.sensor,
+                messages=session.messages,
+                acked_upto=session.acked_upto,
+                reason=session.ended or "connection lost",
+            )
+
+    def _tell(self, event: str, **fields: Any) -> None:
+        if self._observer is not None:
+            self._observer(event, fields)
 
     async def _refuse(self, ws: web.WebSocketResponse, err: str) -> None:
         self.refused.append(err)
+        self._tell("usp_refused", reason=err)
         await _send_control(ws, self.faults, {"v": "error", "err": err})
 
     async def _count(self, instance_id: str, seq: int, previous: int | None) -> None:

@@ -25,7 +25,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from isal import igzip
 
-from cloudtrail_adapter.emulator.store import EventStore
+from cloudtrail_adapter.emulator.store import EventStore, Observer
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _gunzip: Callable[[bytes], bytes] = igzip.decompress  # isal's function is untyped
@@ -59,9 +59,12 @@ class WebhookEndpoint:
     requests being handled at once.
     """
 
-    def __init__(self, store: EventStore, faults: WebhookFaults) -> None:
+    def __init__(
+        self, store: EventStore, faults: WebhookFaults, observer: Observer | None = None
+    ) -> None:
         self.store = store
         self.faults = faults
+        self._observer = observer
         self.requests = 0
         self.accepted = 0
         self.rejected: Counter[int] = Counter()
@@ -104,6 +107,10 @@ class WebhookEndpoint:
             self.accepted += 1
         else:
             self.rejected[response.status] += 1
+            if self._observer is not None:
+                hook = f"{request.match_info['oid']}/{request.match_info['hook']}"
+                fields = {"hook": hook, "status": response.status, "reason": _reason(response)}
+                self._observer("webhook_rejected", fields)
         return response
 
     async def _answer(self, request: web.Request) -> web.Response:
@@ -191,3 +198,13 @@ def _compact(event: Any) -> bytes:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _reason(response: web.Response) -> str:
+    """The `error` of one of our answers (never the request's path: it may hold the secret)."""
+    body = response.body
+    if isinstance(body, bytes):
+        answer = orjson.loads(body)
+        if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+            return str(answer["error"])
+    return f"HTTP {response.status}"

@@ -1,4 +1,4 @@
-"""SQS message bodies as AWS writes them, for tests, the demo and benchmarks."""
+"""SQS message bodies as AWS writes them, for the tests and the benchmarks."""
 
 from __future__ import annotations
 

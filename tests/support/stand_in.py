@@ -1,13 +1,19 @@
-"""A local S3/SQS/STS: moto in server mode on 127.0.0.1, reached over real HTTP."""
+"""The tests' S3/SQS/STS: moto in server mode on 127.0.0.1, reached over real HTTP, made to
+behave as AWS does where moto differs and the tests depend on it.
+
+moto runs in this process, so what it changes is moto's own classes (patched once, on the
+first `moto_server()`) and `STAND_IN`, the knobs a test turns: moto's backends are
+process-wide, and so are these.
+"""
 
 from __future__ import annotations
 
 import bisect
 import contextlib
 import functools
-import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,14 +24,25 @@ from moto.core.responses import BaseResponse
 from moto.core.utils import utcnow
 from moto.s3.models import S3Backend
 from moto.s3.utils import _VersionedKeyStore
-from moto.server import ThreadedMotoServer
 from moto.sqs.models import SQSBackend
 from moto.sts.models import AssumedRole, STSBackend, sts_backends
 
-# moto accepts any credentials; these only have to be well-formed.
-ACCESS_KEY = "AKIAMOTOEXAMPLE00000"
-SECRET_KEY = "moto-secret-key-not-a-real-one"  # noqa: S105 (moto takes any)
-REGION = "us-east-1"
+from cloudtrail_adapter import aws
+from cloudtrail_adapter.config import AwsOptions
+from cloudtrail_adapter.emulator import local_aws
+from cloudtrail_adapter.emulator.local_aws import ACCESS_KEY, REGION, SECRET_KEY
+
+__all__ = [
+    "ACCESS_KEY",
+    "REGION",
+    "SECRET_KEY",
+    "STAND_IN",
+    "StandIn",
+    "listings",
+    "moto_server",
+    "put_objects",
+]
+
 POLL_STEP = 0.02
 
 
@@ -164,10 +181,8 @@ def _refusing_expired(current_account: Callable[[BaseResponse], str]) -> Callabl
     return get_current_account
 
 
-@contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """Yields the endpoint URL of a fresh moto server on a free loopback port."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+def _patch_moto() -> None:
+    """Once per process: each patch marks what it wrapped with `__wrapped__`."""
     if not hasattr(SQSBackend.receive_message, "__wrapped__"):
         SQSBackend.receive_message = _atomic_receive(SQSBackend.receive_message)  # type: ignore[method-assign]
     if not hasattr(STSBackend.assume_role, "__wrapped__"):
@@ -178,10 +193,29 @@ def moto_server() -> Iterator[str]:
             setattr(_VersionedKeyStore, name, _forgetting_order(getattr(_VersionedKeyStore, name)))
     if not hasattr(BaseResponse.get_current_account, "__wrapped__"):
         BaseResponse.get_current_account = _refusing_expired(BaseResponse.get_current_account)  # type: ignore[method-assign]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """Yields the endpoint URL of a fresh stand-in on a free loopback port."""
+    _patch_moto()
+    with local_aws.moto_server() as endpoint:
+        yield endpoint
+
+
+async def put_objects(aws_options: AwsOptions, bucket: str, objects: dict[str, bytes]) -> None:
+    async with aws.client("s3", aws_options) as s3:
+        for key, body in objects.items():
+            await s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def listings(requests: list[tuple[str, str]], bucket: str) -> list[dict[str, str]]:
+    """The ListObjectsV2 calls on the bucket (from `STAND_IN.requests`), as their query
+    parameters."""
+    found = []
+    for method, url in requests:
+        parts = urllib.parse.urlsplit(url)
+        query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+        if method == "GET" and parts.path.strip("/") == bucket and query.get("list-type") == "2":
+            found.append(query)
+    return found

@@ -1,4 +1,4 @@
-"""The daemon as a child process, for harnesses (tests, bench, soak).
+"""The daemon as a child process, for harnesses (the tests, bench and soak).
 
 It runs the real CLI, as an operator would, and follows its JSON log lines so a harness can
 wait for an event ("every worker waits", "a retry was scheduled") instead of guessing how
@@ -37,9 +37,16 @@ class DaemonProcess:
         extra_args: Sequence[str] = (),
     ) -> None:
         self._args = [
-            "run", str(config), "--state-dir", str(state), "--log-level", log_level,
-            "--shutdown-grace", str(shutdown_grace), *extra_args,
-        ]  # fmt: skip
+            "run",
+            str(config),
+            "--state-dir",
+            str(state),
+            "--log-level",
+            log_level,
+            "--shutdown-grace",
+            str(shutdown_grace),
+            *extra_args,
+        ]
         self._keep = keep  # which lines to keep (all by default)
         self._env = None if env is None else {**os.environ, **env}
         self.lines: list[str] = []
@@ -49,9 +56,14 @@ class DaemonProcess:
 
     async def __aenter__(self) -> Self:
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cloudtrail_adapter", *self._args,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=self._env,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "cloudtrail_adapter",
+            *self._args,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=self._env,
+        )
         self._follower = asyncio.create_task(self._follow())
         return self
 
@@ -231,3 +243,13 @@ class PeakRss:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+async def all_workers_waiting(
+    daemon: DaemonProcess, workers: int, *, since: int = 0, timeout: float = 120.0
+) -> None:
+    """LimaCharlie is the bottleneck and the pipeline holds all the memory its bounds allow:
+    every worker waits downstream (the pipeline's `worker_waiting` debug line)."""
+    await daemon.wait_event(
+        "worker_waiting", lambda e: bool(e["waiting_workers"] == workers), timeout, since=since
+    )
