@@ -1,0 +1,170 @@
+"""One bad record never costs its neighbours: the salvage scanner on its own (pure)."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cloudtrail_adapter.decode import DecodeError, decode_object
+from cloudtrail_adapter.emulator.corpus import cloudtrail_record
+from cloudtrail_adapter.salvage import salvage
+
+MAX_RECORD = 1 << 20
+
+
+def records(n: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    when = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    return [
+        cloudtrail_record(rng, account="111122223333", region="us-east-1", when=when)
+        for _ in range(n)
+    ]
+
+
+def compact_file(recs: list[dict[str, Any]]) -> tuple[bytes, list[tuple[int, int]]]:
+    """The file and each record's byte range in it."""
+    parts = [orjson.dumps(r) for r in recs]
+    head = b'{"Records":['
+    ranges, at = [], len(head)
+    for part in parts:
+        ranges.append((at, at + len(part)))
+        at += len(part) + 1
+    return head + b",".join(parts) + b"]}", ranges
+
+
+def pretty_file(recs: list[dict[str, Any]]) -> tuple[bytes, list[tuple[int, int]]]:
+    parts = [json.dumps(r, indent=4).replace("\n", "\n    ").encode() for r in recs]
+    head = b'{\n  "Records": [\n    '
+    sep = b",\n    "
+    ranges, at = [], len(head)
+    for part in parts:
+        ranges.append((at, at + len(part)))
+        at += len(part) + len(sep)
+    return head + sep.join(parts) + b"\n  ]\n}\n", ranges
+
+
+DEFECTS = {
+    "lone_surrogate": (b'"eventName":"', b'"eventName":"X\\ud800'),
+    "invalid_utf8": (b'"eventName":"', b'"eventName":"\xff'),
+    "nan": (b'{"eventVersion"', b'{"bad":NaN,"eventVersion"'),
+    "control_character": (b'"eventName":"', b'"eventName":"\x01'),
+}
+
+
+def damaged(defect: str) -> tuple[bytes, list[dict[str, Any]], int]:
+    """Five compact records; the third carries the defect."""
+    recs = records(5, 3)
+    parts = [orjson.dumps(r) for r in recs]
+    old, new = DEFECTS[defect]
+    assert old in parts[2]
+    parts[2] = parts[2].replace(old, new, 1)
+    return b'{"Records":[' + b",".join(parts) + b"]}", recs, 2
+
+
+@pytest.mark.parametrize("defect", ["invalid_utf8", "nan", "control_character"])
+def test_one_defect_costs_one_record(defect: str) -> None:
+    data, recs, bad = damaged(defect)
+    with pytest.raises(DecodeError):
+        decode_object(data)  # the strict path refuses the whole file
+    got = salvage(data, max_record=MAX_RECORD)
+    assert [orjson.loads(r) for r in got.records] == recs[:bad] + recs[bad + 1 :]
+    [lost] = got.unreadable
+    expected = {"invalid_utf8": "invalid_utf8", "nan": "non_finite_number"}
+    assert lost.reason == expected.get(defect, "control_character")
+    assert lost.index == bad
+    assert data[lost.start : lost.end] == lost.raw
+    assert lost.raw.startswith(b"{") and lost.raw.endswith(b"}")
+    assert DEFECTS[defect][1][-4:] in lost.excerpt or b"NaN" in lost.excerpt
+
+
+def test_a_lone_surrogate_escape_is_json_and_ships_unchanged() -> None:
+    data, recs, bad = damaged("lone_surrogate")
+    with pytest.raises(DecodeError):
+        decode_object(data)
+    got = salvage(data, max_record=MAX_RECORD)
+    assert got.unreadable == []
+    assert [orjson.loads(r) for i, r in enumerate(got.records) if i != bad] == recs[:2] + recs[3:]
+    assert b"X\\ud800" in got.records[bad]  # the escape itself, byte for byte
+
+
+def test_pretty_printed_files_salvage_alike() -> None:
+    recs = records(6, 5)
+    data, ranges = pretty_file(recs)
+    start, _ = ranges[4]
+    broken = data[: start + 40] + b"\xff" + data[start + 41 :]
+    got = salvage(broken, max_record=MAX_RECORD)
+    assert [orjson.loads(r) for r in got.records] == recs[:4] + recs[5:]
+    assert all(b"\n" not in r for r in got.records)
+    assert [u.reason for u in got.unreadable] == ["invalid_utf8"]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"Records":[{"a":' + b"[" * 100 + b"]" * 100 + b'}, {"eventVersion":"1"}]}', "too_deep"),
+        (b'{"Records":[{"a":"' + b"x" * 5000 + b'"}, {"eventVersion":"1"}]}', "record_too_large"),
+        (b'{"Records":["' + b"x" * 5000, "not_a_record_start"),
+    ],
+)
+def test_limits_get_a_reason_not_a_crash(body: bytes, reason: str) -> None:
+    got = salvage(body, max_record=1024)
+    assert got.unreadable and got.unreadable[0].reason == reason
+    if b"eventVersion" in body:
+        assert got.records == [b'{"eventVersion":"1"}']
+
+
+def test_no_records_array_at_all_is_still_an_error() -> None:
+    with pytest.raises(DecodeError):
+        salvage(b"\x00\x01 not json at all", max_record=MAX_RECORD)
+
+
+# ---- random single-byte damage --------------------------------------------------------------
+
+FILES = {
+    "compact": compact_file(records(12, 21)),
+    "pretty": pretty_file(records(8, 22)),
+}
+
+
+def normal(record: bytes) -> bytes:
+    """A pretty record as compact bytes, to compare; a touched one may not even be that."""
+    try:
+        return orjson.dumps(orjson.loads(record))
+    except orjson.JSONDecodeError:
+        return record
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shape=st.sampled_from(sorted(FILES)),
+    where=st.floats(min_value=0, max_value=1, exclude_max=True),
+    byte=st.integers(min_value=0, max_value=255),
+)
+def test_random_damage_costs_only_the_record_it_touches(
+    shape: str, where: float, byte: int
+) -> None:
+    data, ranges = FILES[shape]
+    first, last = ranges[0][0], ranges[-1][1]
+    at = first + int(where * (last - first))
+    if data[at] == byte:
+        return
+    broken = data[:at] + bytes([byte]) + data[at + 1 :]
+    touched = {i for i, (s, e) in enumerate(ranges) if s <= at < e}
+    got = salvage(broken, max_record=MAX_RECORD)
+    originals = [data[s:e] for s, e in ranges]
+    expect = [
+        orjson.dumps(orjson.loads(o)) if shape == "pretty" else o
+        for i, o in enumerate(originals)
+        if i not in touched
+    ]
+    shipped = [normal(r) if shape == "pretty" else r for r in got.records]
+    untouched = [r for r in shipped if r in expect]
+    assert untouched == expect, f"damage at {at} ({byte:#x}) cost an untouched record"
+    assert len(shipped) - len(untouched) <= len(touched)  # only the touched one may differ
