@@ -45,7 +45,7 @@ from tenacity import (
 
 from cloudtrail_adapter.config import ClientOptions
 from cloudtrail_adapter.errors import Backoff, FatalSinkError
-from cloudtrail_adapter.model import AckCallback, Batch
+from cloudtrail_adapter.model import AckCallback, Batch, SinkStats, UspStats
 
 log = structlog.get_logger("cloudtrail_adapter.sinks.usp")
 
@@ -254,6 +254,9 @@ class UspSink:
         if self._down_since is None:
             return None
         return math.inf if self._connections == 0 else now - self._down_since
+
+    def stats(self) -> SinkStats:
+        return SinkStats(usp=UspStats(self.window, self.in_flight, self.reconnects, self.backoffs))
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None

@@ -16,7 +16,7 @@ import structlog
 
 from cloudtrail_adapter.aio import Stopped, unless_stopped
 from cloudtrail_adapter.decode import is_digest_key
-from cloudtrail_adapter.model import WorkItem
+from cloudtrail_adapter.model import ListingStats, SourceStats, WorkItem
 from cloudtrail_adapter.readers import Reader
 from cloudtrail_adapter.state import StateStore
 
@@ -45,7 +45,7 @@ class PassStats:
     listing_done: bool = False  # `offered` is final
 
 
-#: What metrics sum over passes.
+#: What `stats` sums over passes.
 _SUMMED = ("list_calls", "off_layout", "outside_window", "skipped_digest")
 
 
@@ -79,7 +79,7 @@ class PollingSource(ABC):
         self._too_large = 0
         self.current_pass = PassStats()  # what the pass under way listed and offered so far
         self._earlier = PassStats()  # the sums of the passes before it
-        self.quarantined: Counter[str] = Counter()  # objects quarantined since start, by reason
+        self._quarantined: Counter[str] = Counter()  # objects quarantined since start, by reason
 
     @abstractmethod
     def list_pages(self) -> AsyncIterator[list[Listed]]:
@@ -124,10 +124,20 @@ class PollingSource(ABC):
         except Stopped:
             return
 
-    def listing_counts(self) -> dict[str, int]:
-        """Since start, for metrics: the passes done and the one under way."""
+    def stats(self) -> SourceStats:
+        """Since start (the passes done and the one under way), and the pass under way."""
         now = self.current_pass
-        return {name: getattr(self._earlier, name) + getattr(now, name) for name in _SUMMED}
+        total = {name: getattr(self._earlier, name) + getattr(now, name) for name in _SUMMED}
+        listing = ListingStats(
+            list_calls=total["list_calls"],
+            off_layout=total["off_layout"],
+            digests=total["skipped_digest"],
+            outside_window=total["outside_window"],
+            quarantined=dict(self._quarantined),
+            offered=now.offered,
+            listing_done=now.listing_done,
+        )
+        return SourceStats(listing=listing)
 
     async def one_pass(self, out: asyncio.Queue[WorkItem]) -> PassStats:
         finished = self.current_pass
@@ -183,7 +193,7 @@ class PollingSource(ABC):
         )  # fmt: skip
         _, fields = self.describe(listed)
         if failure.quarantined:
-            self.quarantined[reason] += 1
+            self._quarantined[reason] += 1
             log.error(
                 "object_quarantined", reason=reason, error=error,
                 attempts=failure.attempts, **fields,
