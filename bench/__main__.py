@@ -4,7 +4,8 @@ S3 stand-in it reads from, and against what a user would otherwise write, on one
 Rows (records/s and uncompressed MB/s; peak RSS of the program measured, its worker
 processes included):
 - floor: one process, no I/O: decompress, split, frame and compress exactly as the
-  daemon does (`pack_in_memory` per object, fragments joined into gzip bundles);
+  daemon does (each object packed whole or in steps, as `packing.decoding` says, the
+  fragments joined into gzip bundles);
 - daemon, file source -> the LimaCharlie emulator over USP on loopback, acks on; and the
   same on a quarter of the corpus, to show that memory does not follow the corpus size,
   with a filter, and with eventID de-duplication (on by default) switched off;
@@ -52,7 +53,7 @@ from cloudtrail_adapter.emulator.corpus import CorpusFile, write_directory
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.filters import RecordFilter
 from cloudtrail_adapter.logs import configure_logging
-from cloudtrail_adapter.stream_decode import pack_in_memory
+from cloudtrail_adapter.packing import decoding, pack_steps, pack_whole
 
 LIBRARIES = ("msgspec", "isal", "aiohttp", "aiobotocore", "moto")
 PARALLEL_FETCH = 8
@@ -67,7 +68,8 @@ def floor(files: list[CorpusFile], totals: Totals) -> Row:
     records = size = 0
     started = time.perf_counter()
     for f in files:
-        for part in pack_in_memory(f.body, limits).fragments:
+        whole = decoding(len(f.body), delivery.stream_threshold, limits) == "whole"
+        for part in (pack_whole if whole else pack_steps)(f.body, limits).fragments:
             full = records + part.records > limits.max_records
             if bundle and (full or size + part.raw_bytes + 1 > limits.max_bytes):
                 gzip_bundle(bundle)

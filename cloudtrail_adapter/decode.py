@@ -16,7 +16,8 @@ Decisions a reader would otherwise have to rediscover:
 - `pack_object` is the daemon's path: from the slices straight to deflate fragments
   (bundles.py), without a bytes object per record, in a worker process (what it takes
   and returns pickles small). A document that decompresses to more than
-  `PackLimits.whole_max_raw` raises `TooLargeForWhole`, for the caller to stream.
+  `PackLimits.whole_max_raw` raises `TooLargeForWhole`, for the caller to decode in steps
+  (packing.py decides which objects are decoded whole).
 - Zero-byte and whitespace-only objects are kind "empty"; `{"Records":[]}` is a "log" with
   no records; an object without `Records` that is a digest (by its keys, or by the key
   hint) is a "digest". Anything else without `Records` is an error, not an empty log: an

@@ -33,14 +33,8 @@ from cloudtrail_adapter.dedup import BatchFlights, Deduplicator, Flight
 from cloudtrail_adapter.errors import failure_reason
 from cloudtrail_adapter.filters import RecordFilter, merge_counts
 from cloudtrail_adapter.model import AckToken, Batch, WorkItem
-from cloudtrail_adapter.stream_decode import (
-    STEP_OUTPUT,
-    StreamDecoder,
-    fits_whole,
-    pack_in_memory,
-    pack_step,
-    pack_stream,
-)
+from cloudtrail_adapter.packing import decoding, pack_step, pack_steps, pack_whole
+from cloudtrail_adapter.stream_decode import STEP_OUTPUT, StreamDecoder
 
 log = structlog.get_logger("cloudtrail_adapter.pipeline")
 
@@ -140,13 +134,14 @@ class Pipeline:
                 await self._decoded.put(None)  # the batcher need not wait out its linger
 
     async def _read(self, item: WorkItem, progress: ItemProgress) -> None:
-        """Whole for ordinary objects, streamed for large ones; a failure is logged and the
-        item released, never committed."""
+        """Held in memory, or from ranges for large objects (packing.decoding says which); a
+        failure is logged and the item released, never committed."""
         try:
             size = await item.reader.size()
             self.stats.bytes_loaded += size
-            streamed = size > self._delivery.stream_threshold
-            kind, total = await (self._stream if streamed else self._whole)(item, progress, size)
+            streamed = decoding(size, self._delivery.stream_threshold, self._limits) == "ranges"
+            read = self._from_ranges if streamed else self._held
+            kind, total = await read(item, progress, size)
         except DecodeError as exc:
             self._failed(item, progress, exc.reason, str(exc))
             return
@@ -160,17 +155,19 @@ class Pipeline:
             streamed=streamed, **item.log_fields,
         )  # fmt: skip
 
-    async def _whole(self, item: WorkItem, progress: ItemProgress, size: int) -> tuple[str, int]:
+    async def _held(self, item: WorkItem, progress: ItemProgress, size: int) -> tuple[str, int]:
+        """Read into memory, then decoded whole in the executor or in steps in a thread, as
+        packing.decoding says for the length read (which has the last word over a size a
+        notification announced)."""
         loop = asyncio.get_running_loop()
         reserved = await self._reserve(min(size * WHOLE_RATIO, self._budget.limit))
         try:
             data = await item.reader.read()
-            if fits_whole(len(data), self._limits):
-                packed = await loop.run_in_executor(
-                    self._executor, pack_in_memory, data, self._limits
-                )
+            threshold = self._delivery.stream_threshold
+            if decoding(len(data), threshold, self._limits) == "whole":
+                packed = await loop.run_in_executor(self._executor, pack_whole, data, self._limits)
             else:
-                packed = await asyncio.to_thread(pack_stream, data, self._limits)
+                packed = await asyncio.to_thread(pack_steps, data, self._limits)
         except BaseException:
             self._budget.release(reserved)
             raise
@@ -182,7 +179,9 @@ class Pipeline:
         await self._hand_on(progress, packed.fragments, reserved)
         return packed.kind, packed.records
 
-    async def _stream(self, item: WorkItem, progress: ItemProgress, _size: int) -> tuple[str, int]:
+    async def _from_ranges(
+        self, item: WorkItem, progress: ItemProgress, _size: int
+    ) -> tuple[str, int]:
         """Records go on as they are decoded; the total is known, and the item can commit,
         only once the whole object was read. The decoder keeps state between steps, so it
         runs in a thread (its inflate and compress release the GIL), not in the pool."""
