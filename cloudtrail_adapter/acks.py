@@ -52,7 +52,7 @@ class AckTracker:
 
     def __init__(self, source: str, on_latency: Callable[[float], None] | None = None) -> None:
         self.source = source
-        self._on_latency = on_latency  # seconds from bundle to acknowledgement
+        self._on_latency = on_latency  # seconds from batch to acknowledgement
         self.stats = TrackerStats()
         self._open: set[ItemProgress] = set()
         self._ready: asyncio.Queue[ItemProgress] = asyncio.Queue()

@@ -33,7 +33,7 @@ from cloudtrail_adapter.event_keys import ENTRY, KEY_BYTES
 
 if TYPE_CHECKING:
     from cloudtrail_adapter.acks import ItemProgress
-    from cloudtrail_adapter.bundles import Fragment
+    from cloudtrail_adapter.batches import Fragment
     from cloudtrail_adapter.config import DedupOptions
     from cloudtrail_adapter.state import StateStore
 

@@ -100,7 +100,7 @@ class AckToken(Protocol):
 
 @dataclass(eq=False, slots=True)
 class Batch:
-    """A bundle for either transport: `payload` is gzip of newline-separated compact records.
+    """A batch for either transport: `payload` is gzip of newline-separated compact records.
 
     `parts` says how many of its records came from which item, so that an acknowledgement
     can be credited back. Sinks never look inside `parts`.

@@ -73,7 +73,7 @@ class Monitor:
         # Observed on every ack, so a real histogram; served through the collector below.
         self.ack_latency = Histogram(
             f"{PREFIX}_ack_latency_seconds",
-            "seconds from a bundle being packed to LimaCharlie acknowledging it",
+            "seconds from a batch being packed to LimaCharlie acknowledging it",
             ["source"],
             registry=None,
             buckets=LATENCY_BUCKETS,
@@ -218,7 +218,7 @@ class _Families:
         self.counter("records_decoded", "records split from objects", name, st.records_decoded)
         self.counter("bytes_read", "compressed bytes of objects read", name, st.bytes_loaded)
         self.counter("records_sent", "records handed to the transport", name, st.records_sent)
-        self.counter("batches_sent", "bundles handed to the transport", name, st.batches_sent)
+        self.counter("batches_sent", "batches handed to the transport", name, st.batches_sent)
         self.counter(
             "records_oversized", "records over CloudTrail's 256 KB", name, st.records_oversized
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from cloudtrail_adapter.bundles import Fragment, PackedObject, PackLimits, pack_lines
+from cloudtrail_adapter.batches import Fragment, PackedObject, PackLimits, pack_lines
 from cloudtrail_adapter.decode import TooLargeForWhole, pack_object
 from cloudtrail_adapter.filters import apply_filter, merge_counts
 from cloudtrail_adapter.stream_decode import StreamDecoder

@@ -5,8 +5,8 @@
 
 CPU work (decompressing, splitting, compressing) happens in the executor, a process pool in
 the daemon: a worker hands it an object's bytes and gets back deflate fragments of at most
-a batch each (bundles.py). The batcher joins fragments, of one object or of many small
-ones, into gzip bundles by concatenation, so the event loop only moves bytes: it never
+a batch each (batches.py). The batcher joins fragments, of one object or of many small
+ones, into gzip batches by concatenation, so the event loop only moves bytes: it never
 looks at a record and never compresses.
 
 Every queue is bounded and `sink.send` waits while LimaCharlie's window is full, so a slow
@@ -26,7 +26,7 @@ import structlog
 
 from cloudtrail_adapter.acks import AckTracker, ItemProgress
 from cloudtrail_adapter.aio import ByteBudget
-from cloudtrail_adapter.bundles import Fragment, PackLimits, drop_lines, gzip_bundle
+from cloudtrail_adapter.batches import Fragment, PackLimits, drop_lines, gzip_batch
 from cloudtrail_adapter.config import DeliveryOptions
 from cloudtrail_adapter.decode import DecodeError
 from cloudtrail_adapter.dedup import BatchFlights, Deduplicator, Flight
@@ -100,7 +100,7 @@ class Pipeline:
         )
         self._busy = 0  # workers with an item
         self._waiting = 0  # workers waiting for the budget or for room in the decoded queue
-        # Decoded records not yet batched: with the sink's window and the bundle size, this
+        # Decoded records not yet batched: with the sink's window and the batch size, this
         # bounds memory however slow LimaCharlie is and however large the objects.
         self._budget = ByteBudget(delivery.max_buffered_bytes)
 
@@ -310,37 +310,37 @@ class Pipeline:
         )
 
     async def _batcher(self) -> None:
-        """Joins fragments into bundles bounded by count, bytes and linger."""
+        """Joins fragments into batches bounded by count, bytes and linger."""
         loop = asyncio.get_running_loop()
-        bundle = _Bundle()
+        forming = _Forming()
         deadline = 0.0
         while True:
-            timeout = None if bundle.empty else max(0.0, deadline - loop.time())
+            timeout = None if forming.empty else max(0.0, deadline - loop.time())
             try:
                 async with asyncio.timeout(timeout):
                     entry = await self._decoded.get()
             except TimeoutError:
-                await self._flush(bundle.take())
+                await self._flush(forming.take())
                 continue
             if entry is None:  # every worker is idle: lingering would only delay
-                if not bundle.empty:
-                    await self._flush(bundle.take())
+                if not forming.empty:
+                    await self._flush(forming.take())
                 continue
             for part, flight in zip(entry.fragments, entry.flights, strict=True):
-                if bundle.full(self._limits, part):
-                    await self._flush(bundle.take())
-                if bundle.empty:
+                if forming.full(self._limits, part):
+                    await self._flush(forming.take())
+                if forming.empty:
                     deadline = loop.time() + self._delivery.batch_linger
-                bundle.add(entry.progress, part, flight)
-            self._budget.release(entry.size)  # the bundle's own bound takes over
+                forming.add(entry.progress, part, flight)
+            self._budget.release(entry.size)  # the batch's own bound takes over
 
-    async def _flush(self, bundle: _Bundle) -> None:
-        payload, raw_bytes = gzip_bundle(bundle.fragments)  # concatenation: no compressing
-        parts = bundle.parts()
-        if bundle.flights:  # first: keys are stored before any item is credited
+    async def _flush(self, forming: _Forming) -> None:
+        payload, raw_bytes = gzip_batch(forming.fragments)  # concatenation: no compressing
+        parts = forming.parts()
+        if forming.flights:  # first: keys are stored before any item is credited
             assert self.dedup is not None
-            parts = ((BatchFlights(self.dedup, bundle.flights), 0), *parts)
-        batch = Batch(payload, bundle.records, raw_bytes, parts)
+            parts = ((BatchFlights(self.dedup, forming.flights), 0), *parts)
+        batch = Batch(payload, forming.records, raw_bytes, parts)
         await self._send(batch)
         self.stats.batches_sent += 1
         self.stats.records_sent += batch.records
@@ -350,8 +350,9 @@ def _size(fragments: Sequence[Fragment]) -> int:
     return sum(len(f.deflate) for f in fragments)
 
 
-class _Bundle:
-    """Fragments being joined, and how many records came from each item (in order)."""
+class _Forming:
+    """Fragments being joined into the next batch, and how many records came from each item
+    (in order)."""
 
     def __init__(self) -> None:
         self.fragments: list[Fragment] = []
@@ -386,8 +387,8 @@ class _Bundle:
     def parts(self) -> tuple[tuple[AckToken, int], ...]:
         return tuple(self._counts)
 
-    def take(self) -> _Bundle:
-        taken = _Bundle()
+    def take(self) -> _Forming:
+        taken = _Forming()
         taken.fragments, taken.records, taken.size = self.fragments, self.records, self.size
         taken._counts, taken.flights = self._counts, self.flights
         self.fragments, self.records, self.size, self._counts = [], 0, 0, []

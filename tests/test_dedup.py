@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from cloudtrail_adapter.acks import AckTracker, ItemProgress
-from cloudtrail_adapter.bundles import PackLimits, drop_lines, fragment, pack_lines
+from cloudtrail_adapter.batches import PackLimits, drop_lines, fragment, pack_lines
 from cloudtrail_adapter.config import AwsOptions, DedupOptions, DeliveryOptions, parse_documents
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.dedup import Deduplicator

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from cloudtrail_adapter.bundles import PackLimits, gzip_bundle
+from cloudtrail_adapter.batches import PackLimits, gzip_batch
 from cloudtrail_adapter.config import ConfigError, DeliveryOptions, load_config
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import log_file
@@ -48,7 +48,7 @@ RECORDS = [
 def kept_ids(keep: RecordFilter, *, stream: bool = False) -> tuple[list[str], dict[str, int]]:
     limits = PackLimits(5000, 8 << 20, keep=keep)
     packed = (pack_steps if stream else pack_whole)(log_file(RECORDS), limits)
-    payload, _ = gzip_bundle(packed.fragments)
+    payload, _ = gzip_batch(packed.fragments)
     lines = [line for line in gzip.decompress(payload).split(b"\n") if line]
     assert packed.records == len(lines)
     return [orjson.loads(line)["eventID"] for line in lines], dict(packed.dropped)

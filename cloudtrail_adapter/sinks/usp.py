@@ -1,4 +1,4 @@
-"""The USP transport: bundles over LimaCharlie's native adapter WebSocket, acked cumulatively.
+"""The USP transport: batches over LimaCharlie's native adapter WebSocket, acked cumulatively.
 
 Wire behaviour follows refractionPOINT/go-uspclient (client.go, ack_buffer.go, protocol/):
 
@@ -112,8 +112,8 @@ class _Pending:
 
 
 class _DataMessage(msgspec.Struct, omit_defaults=True):
-    """protocol.DataMessage, the fields we use: `x` sequence, `a` ack wanted, `p` gzip bundle,
-    `s` timestamp in ms."""
+    """protocol.DataMessage, the fields we use: `x` sequence, `a` ack wanted, `p` gzip batch
+    (the protocol's "bundle"), `s` timestamp in ms."""
 
     x: int
     p: bytes
@@ -380,7 +380,7 @@ class UspSink:
 
     async def _keep_alive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """A ping every interval, as the reference client does, and never a verdict on the
-        pong: on a slow uplink a ping queued behind megabytes of bundles is answered late,
+        pong: on a slow uplink a ping queued behind megabytes of batches is answered late,
         and dropping that healthy connection would cost the window and re-send everything.
         A dead peer is found by the failing writes and reads themselves."""
         while True:
