@@ -174,7 +174,7 @@ async def run_source(
         send=sink.send,
         tracker=tracker,
         delivery=cfg.delivery,
-        workers=cfg.source.parallel_fetch,
+        fetchers=cfg.source.parallel_fetch,
         executor=executor,
         keep=cfg.record_filter,
         dedup=dedup,

@@ -240,7 +240,7 @@ class _Families:
             "objects_failed", "objects that failed, by reason", name, st.failures_by_reason,
             "reason",
         )  # fmt: skip
-        self.gauge("work_queue_depth", "items waiting for a worker", name, p.work.qsize())
+        self.gauge("work_queue_depth", "items waiting for a fetcher", name, p.work.qsize())
         self.gauge(
             "buffered_bytes", "objects and compressed records in work", name, p.buffered_bytes
         )

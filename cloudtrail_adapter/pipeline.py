@@ -1,13 +1,15 @@
-"""The stages between a source and a sink: fetch+decode workers, the batcher, the committer.
+"""The stages between a source and a sink: the fetchers, the batcher, the committer.
 
-    source --WorkItem--> [work queue] --> workers (load; decode and pack in a process pool)
+    source --WorkItem--> [work queue] --> fetchers (read; decode and pack off the loop)
            --(progress, packs)--> [decoded queue] --> batcher --Batch--> sink.send()
 
-CPU work (decompressing, splitting, compressing) happens in the executor, a process pool in
-the daemon: a worker hands it an object's bytes and gets back deflate fragments of at most
-a batch each (batches.py). The batcher joins fragments, of one object or of many small
-ones, into gzip batches by concatenation, so the event loop only moves bytes: it never
-looks at a record and never compresses.
+A *fetcher* is one of this pipeline's asyncio tasks (`parallel_fetch` of them): it reads an
+item and has it decoded. *Workers* are the processes of the executor (workers.py), where the
+CPU work (decompressing, splitting, compressing) happens: a fetcher hands the pool an
+object's bytes and gets back deflate fragments of at most a batch each (batches.py). The
+batcher joins fragments, of one object or of many small ones, into gzip batches by
+concatenation, so the event loop only moves bytes: it never looks at a record and never
+compresses.
 
 Every queue is bounded and `sink.send` waits while LimaCharlie's window is full, so a slow
 LimaCharlie slows decoding, which slows the source: memory is bounded by queue sizes times
@@ -76,20 +78,20 @@ class Pipeline:
         send: SendBatch,
         tracker: AckTracker,
         delivery: DeliveryOptions,
-        workers: int,
+        fetchers: int,
         executor: Executor | None = None,
         keep: RecordFilter | None = None,
         dedup: Deduplicator | None = None,
     ) -> None:
         self.name = name
         self.stats = PipelineStats()
-        self.work: asyncio.Queue[WorkItem] = asyncio.Queue(maxsize=workers * 2)
-        # None: the workers went idle.
+        self.work: asyncio.Queue[WorkItem] = asyncio.Queue(maxsize=fetchers * 2)
+        # None: the fetchers went idle.
         self._decoded: asyncio.Queue[Decoded | None] = asyncio.Queue(maxsize=2)
         self._send = send
         self._tracker = tracker
         self._delivery = delivery
-        self._workers = workers
+        self._fetchers = fetchers
         self._executor = executor
         self.dedup = dedup
         self._limits = PackLimits(
@@ -98,8 +100,8 @@ class Pipeline:
             keep=keep if keep and keep.active else None,
             dedup=dedup is not None,
         )
-        self._busy = 0  # workers with an item
-        self._waiting = 0  # workers waiting for the budget or for room in the decoded queue
+        self._busy = 0  # fetchers with an item
+        self._waiting = 0  # fetchers waiting for the budget or for room in the decoded queue
         # Decoded records not yet batched: with the sink's window and the batch size, this
         # bounds memory however slow LimaCharlie is and however large the objects.
         self._budget = ByteBudget(delivery.max_buffered_bytes)
@@ -109,10 +111,10 @@ class Pipeline:
         return self._budget.used
 
     async def run(self) -> None:
-        """Runs the workers and the batcher until cancelled."""
+        """Runs the fetchers and the batcher until cancelled."""
         async with asyncio.TaskGroup() as tasks:
-            for _ in range(self._workers):
-                tasks.create_task(self._worker())
+            for _ in range(self._fetchers):
+                tasks.create_task(self._fetcher())
             tasks.create_task(self._batcher())
 
     async def drained(self) -> None:
@@ -120,7 +122,7 @@ class Pipeline:
         await self.work.join()
         await self._tracker.wait_idle()
 
-    async def _worker(self) -> None:
+    async def _fetcher(self) -> None:
         while True:
             item = await self.work.get()
             self._busy += 1
@@ -288,8 +290,9 @@ class Pipeline:
 
     @contextlib.contextmanager
     def _waiting_for(self, what: str) -> Iterator[None]:
-        """Downstream is full (LimaCharlie is the bottleneck); when every worker waits, the
-        pipeline holds all the memory its bounds allow."""
+        """Downstream is full (LimaCharlie is the bottleneck); when every fetcher waits, the
+        pipeline holds all the memory its bounds allow. The log line keeps the name it had
+        when fetchers were called workers: test harnesses wait on it."""
         self._waiting += 1
         log.debug("worker_waiting", on=what, waiting_workers=self._waiting)
         try:
@@ -322,7 +325,7 @@ class Pipeline:
             except TimeoutError:
                 await self._flush(forming.take())
                 continue
-            if entry is None:  # every worker is idle: lingering would only delay
+            if entry is None:  # every fetcher is idle: lingering would only delay
                 if not forming.empty:
                     await self._flush(forming.take())
                 continue
