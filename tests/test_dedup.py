@@ -143,7 +143,7 @@ def store(tmp_path: Path) -> StateStore:
 
 
 def dedup_of(store: StateStore, **options: Any) -> Deduplicator:
-    return Deduplicator("test", "scope", store, DedupOptions(**options))
+    return Deduplicator("test", store.scoped("scope").delivered_keys(), DedupOptions(**options))
 
 
 def keyed(lines: list[bytes]) -> Any:

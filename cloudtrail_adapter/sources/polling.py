@@ -18,7 +18,7 @@ from cloudtrail_adapter.aio import Stopped, unless_stopped
 from cloudtrail_adapter.decode import is_digest_key
 from cloudtrail_adapter.model import ListingStats, SourceStats, WorkItem
 from cloudtrail_adapter.readers import Reader
-from cloudtrail_adapter.state import StateStore
+from cloudtrail_adapter.state import Checkpoints
 
 log = structlog.get_logger("cloudtrail_adapter.sources")
 
@@ -56,9 +56,7 @@ class PollingSource(ABC):
         self,
         name: str,
         *,
-        state: StateStore,
-        scope: str,
-        container: str,
+        checkpoints: Checkpoints,
         poll_interval: float,
         single_load: bool,
         quarantine_after: int,
@@ -66,9 +64,7 @@ class PollingSource(ABC):
         max_object_size: int,
     ) -> None:
         self.name = name
-        self._state = state
-        self._scope = scope
-        self._container = container
+        self._checkpoints = checkpoints
         self._poll_interval = poll_interval
         self._single_load = single_load
         self._quarantine_after = quarantine_after
@@ -144,13 +140,11 @@ class PollingSource(ABC):
         for name in _SUMMED:
             setattr(self._earlier, name, getattr(self._earlier, name) + getattr(finished, name))
         stats = self.current_pass = PassStats()
-        blocked = self._state.blocked_keys(self._scope, self._container)
+        blocked = self._checkpoints.blocked()
         async for page in self.list_pages():
             stats.listed += len(page)
             candidates = [item for item in page if self._wanted(item, stats, blocked)]
-            done = self._state.committed_keys(
-                self._scope, self._container, [c.key for c in candidates]
-            )
+            done = self._checkpoints.committed(c.key for c in candidates)
             for listed in candidates:
                 if listed.key in done:
                     stats.skipped_done += 1
@@ -186,8 +180,8 @@ class PollingSource(ABC):
     def _failed(
         self, listed: Listed, reason: str, error: str, *, quarantine_after: int | None = None
     ) -> None:
-        failure = self._state.record_failure(
-            self._scope, self._container, listed.key, reason=reason, error=error,
+        failure = self._checkpoints.record_failure(
+            listed.key, reason=reason, error=error,
             quarantine_after=quarantine_after or self._quarantine_after,
             backoff=self._retry_backoff,
         )  # fmt: skip
@@ -209,9 +203,7 @@ class PollingSource(ABC):
         ref, fields = self.describe(listed)
 
         async def commit() -> None:
-            self._state.commit_object(
-                self._scope, self._container, listed.key, etag=listed.etag, size=listed.size
-            )
+            self._checkpoints.commit(listed.key, etag=listed.etag, size=listed.size)
             self._in_work.discard(listed.key)
             await self.after_commit(listed)
 

@@ -39,7 +39,7 @@ from cloudtrail_adapter.sources.trail_listing import (
     discover,
     plan_stream,
 )
-from cloudtrail_adapter.state import StateStore
+from cloudtrail_adapter.state import Checkpoints
 
 log = structlog.get_logger("cloudtrail_adapter.sources")
 
@@ -60,15 +60,12 @@ class S3Source(PollingSource):
         options: S3SourceOptions,
         *,
         s3: Any,
-        state: StateStore,
-        scope: str,
+        checkpoints: Checkpoints,
         clock: Clock = _now,
     ) -> None:
         super().__init__(
             name,
-            state=state,
-            scope=scope,
-            container=options.bucket_name,
+            checkpoints=checkpoints,
             poll_interval=options.poll_interval,
             single_load=options.single_load,
             quarantine_after=options.quarantine_after,
@@ -190,7 +187,7 @@ class S3Source(PollingSource):
         return not globs or any(fnmatch.fnmatchcase(region, g) for g in globs)
 
     async def _plan(self, stream: Stream, now: datetime) -> StreamPlan:
-        saved = self._state.cursor(self._scope, self._options.bucket_name, stream.prefix)
+        saved = self._checkpoints.cursor(stream.prefix)
         start = self._options.start_time.date() if self._options.start_time else None
         first = None if saved is None else min(date.fromisoformat(saved), self._lookback_day(now))
         if start is not None:
@@ -257,15 +254,13 @@ class S3Source(PollingSource):
     def _complete(self, page: list[Listed]) -> bool:
         """Whether every object of a day was committed (digests never are, nor need be)."""
         keys = [item.key for item in page if not is_digest_key(item.key)]
-        done = self._state.committed_keys(self._scope, self._options.bucket_name, keys)
+        done = self._checkpoints.committed(keys)
         return len(done) == len(keys)
 
     def _move_cursor(self, stream: Stream, cursor: date, now: datetime) -> None:
         """Days before both the cursor and the lookback are never listed again."""
         below = day_prefix(stream, min(cursor, self._lookback_day(now)))
-        self._state.move_cursor(
-            self._scope, self._options.bucket_name, stream.prefix, cursor.isoformat(), below
-        )
+        self._checkpoints.move_cursor(stream.prefix, cursor.isoformat(), below)
 
     def reader(self, listed: Listed) -> Reader:
         return S3Reader(
