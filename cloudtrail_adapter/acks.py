@@ -118,10 +118,7 @@ class AckTracker:
             except Exception as exc:  # the source offers it again; a duplicate, never a loss
                 error = f"{type(exc).__name__}: {exc}"
                 item.release("commit_failed", error)
-                log.error(
-                    "commit_failed", ref=item.ref, error=error,
-                    **item.log_fields,
-                )  # fmt: skip
+                log.error("commit_failed", ref=item.ref, error=error, **item.log_fields)
             else:
                 self.stats.committed += 1
                 log.debug("item_committed", ref=item.ref, records=progress.total)

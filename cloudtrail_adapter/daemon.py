@@ -78,11 +78,8 @@ async def open_source(cfg: SourceConfig, state: SourceState) -> AsyncIterator[So
     if isinstance(src, S3SourceOptions):
         session = aws.source_session(cfg.aws)
         region = await aws.bucket_region(cfg.aws, src.bucket_name, session)
-        s3_client = aws.client(
-            "s3", cfg.aws, region=region, pool=src.parallel_fetch + src.parallel_list,
-            session=session,
-        )  # fmt: skip
-        async with s3_client as s3:
+        pool = src.parallel_fetch + src.parallel_list  # GETs and listings at once
+        async with aws.client("s3", cfg.aws, region=region, pool=pool, session=session) as s3:
             yield S3Source(cfg.name, src, s3=s3, checkpoints=state.checkpoints(src.bucket_name))
     elif isinstance(src, FileSourceOptions):
         checkpoints = state.checkpoints(str(src.path.resolve()))  # a directory: by its path
@@ -102,10 +99,7 @@ def open_dedup(cfg: SourceConfig, state: SourceState) -> Deduplicator | None:
     started = time.monotonic()
     dedup = Deduplicator(cfg.name, state.delivered_keys(), cfg.dedup)
     loaded = dedup.load()
-    log.info(
-        "dedup_loaded", keys=loaded,
-        seconds=round(time.monotonic() - started, 3),
-    )  # fmt: skip
+    log.info("dedup_loaded", keys=loaded, seconds=round(time.monotonic() - started, 3))
     return dedup
 
 

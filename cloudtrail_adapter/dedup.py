@@ -215,9 +215,8 @@ class Deduplicator:
         if not self._warned:
             self._warned = True
             log.warning(
-                "dedup_window_shortened", max_keys=self._max_keys,
-                window_minutes=self._window,
-            )  # fmt: skip
+                "dedup_window_shortened", max_keys=self._max_keys, window_minutes=self._window
+            )
         while self.stats.keys_held > self._max_keys and self._heap:
             self.stats.forgotten_early += self._forget_group()
 

@@ -223,9 +223,12 @@ class _Families:
             "records_oversized", "records over CloudTrail's 256 KB", name, st.records_oversized
         )
         self.by_label(
-            "records_filtered", "records dropped by a filter, by filter", name,
-            st.records_filtered, "filter",
-        )  # fmt: skip
+            "records_filtered",
+            "records dropped by a filter, by filter",
+            name,
+            st.records_filtered,
+            "filter",
+        )
         if p.dedup is not None:
             d = p.dedup.stats
             self.counter("records_duplicate", "records dropped as duplicates", name, d.duplicates)
@@ -237,9 +240,12 @@ class _Families:
                 d.forgotten_early,
             )
         self.by_label(
-            "objects_failed", "objects that failed, by reason", name, st.failures_by_reason,
+            "objects_failed",
+            "objects that failed, by reason",
+            name,
+            st.failures_by_reason,
             "reason",
-        )  # fmt: skip
+        )
         self.gauge("work_queue_depth", "items waiting for a fetcher", name, p.work.qsize())
         self.gauge(
             "buffered_bytes", "objects and compressed records in work", name, p.buffered_bytes
@@ -283,18 +289,22 @@ class _Families:
     def _listing(self, name: str, st: ListingStats) -> None:
         self.counter("list_calls", "ListObjectsV2 requests (S3)", name, st.list_calls)
         self.counter(
-            "objects_off_layout", "objects listed from places off the CloudTrail layout "
-            "(shipped)", name, st.off_layout,
-        )  # fmt: skip
+            "objects_off_layout",
+            "objects listed from places off the CloudTrail layout (shipped)",
+            name,
+            st.off_layout,
+        )
         passed = {"digest": st.digests, "outside_window": st.outside_window}
         self.by_label(
-            "objects_passed_over", "objects listed and not shipped, by reason", name, passed,
+            "objects_passed_over",
+            "objects listed and not shipped, by reason",
+            name,
+            passed,
             "reason",
-        )  # fmt: skip
+        )
         self.by_label(
-            "objects_quarantined", "objects quarantined, by reason", name, st.quarantined,
-            "reason",
-        )  # fmt: skip
+            "objects_quarantined", "objects quarantined, by reason", name, st.quarantined, "reason"
+        )
 
     def _sqs(self, name: str, st: QueueStats) -> None:
         self.counter("sqs_messages_received", "messages received", name, st.received)

@@ -153,9 +153,13 @@ class Pipeline:
         self.stats.objects_decoded += 1
         self.stats.records_decoded += total
         log.debug(
-            "object_decoded", ref=item.ref, kind=kind, records=total,
-            streamed=streamed, **item.log_fields,
-        )  # fmt: skip
+            "object_decoded",
+            ref=item.ref,
+            kind=kind,
+            records=total,
+            streamed=streamed,
+            **item.log_fields,
+        )
 
     async def _held(self, item: WorkItem, progress: ItemProgress, size: int) -> tuple[str, int]:
         """Read into memory, then decoded whole in the executor or in steps in a thread, as

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cloudtrail_adapter.errors import Backoff
 
@@ -284,9 +285,9 @@ class DeliveredKeys:
         )
 
 
-def _failure(row: tuple[object, ...]) -> Failure:
+def _failure(row: tuple[Any, ...]) -> Failure:
+    """A `failures` row: its columns are Failure's fields, in order (SQLite gives TEXT as
+    str, INTEGER as int and REAL as float; `quarantined` is stored as 0 or 1)."""
     scope, bucket, key, attempts, reason, error, first, last, retry_at, quarantined = row
-    return Failure(
-        str(scope), str(bucket), str(key), int(str(attempts)), str(reason), str(error),
-        float(str(first)), float(str(last)), float(str(retry_at)), bool(quarantined),
-    )  # fmt: skip
+    flag = bool(quarantined)
+    return Failure(scope, bucket, key, attempts, reason, error, first, last, retry_at, flag)

@@ -107,13 +107,18 @@ class PollingSource(ABC):
             while True:
                 stats = await unless_stopped(self._stop, self.one_pass(out))
                 log.info(
-                    "source_pass_done", listed=stats.listed,
-                    offered=stats.offered, already_done=stats.skipped_done,
-                    digests=stats.skipped_digest, in_work=stats.skipped_in_work,
-                    failing=stats.skipped_failing, too_large=stats.too_large,
-                    outside_window=stats.outside_window, off_layout=stats.off_layout,
+                    "source_pass_done",
+                    listed=stats.listed,
+                    offered=stats.offered,
+                    already_done=stats.skipped_done,
+                    digests=stats.skipped_digest,
+                    in_work=stats.skipped_in_work,
+                    failing=stats.skipped_failing,
+                    too_large=stats.too_large,
+                    outside_window=stats.outside_window,
+                    off_layout=stats.off_layout,
                     list_calls=stats.list_calls,
-                )  # fmt: skip
+                )
                 if self._single_load:
                     return
                 await unless_stopped(self._stop, asyncio.sleep(self._poll_interval))
@@ -181,23 +186,30 @@ class PollingSource(ABC):
         self, listed: Listed, reason: str, error: str, *, quarantine_after: int | None = None
     ) -> None:
         failure = self._checkpoints.record_failure(
-            listed.key, reason=reason, error=error,
+            listed.key,
+            reason=reason,
+            error=error,
             quarantine_after=quarantine_after or self._quarantine_after,
             backoff=self._retry_backoff,
-        )  # fmt: skip
+        )
         _, fields = self.describe(listed)
         if failure.quarantined:
             self._quarantined[reason] += 1
             log.error(
-                "object_quarantined", reason=reason, error=error,
-                attempts=failure.attempts, **fields,
-            )  # fmt: skip
+                "object_quarantined",
+                reason=reason,
+                error=error,
+                attempts=failure.attempts,
+                **fields,
+            )
         else:
             log.warning(
-                "object_retry_scheduled", reason=reason,
-                attempts=failure.attempts, retry_in=round(failure.retry_at - failure.last_failed),
+                "object_retry_scheduled",
+                reason=reason,
+                attempts=failure.attempts,
+                retry_in=round(failure.retry_at - failure.last_failed),
                 **fields,
-            )  # fmt: skip
+            )
 
     def _work_item(self, listed: Listed) -> WorkItem:
         ref, fields = self.describe(listed)

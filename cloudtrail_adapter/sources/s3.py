@@ -121,27 +121,31 @@ class S3Source(PollingSource):
 
     def _report_discovery(self, layout: Layout) -> None:
         log.info(
-            "layout_discovered", bucket=self._options.bucket_name,
-            streams=len(layout.streams), off_layout=len(layout.off.where()),
+            "layout_discovered",
+            bucket=self._options.bucket_name,
+            streams=len(layout.streams),
+            off_layout=len(layout.off.where()),
             passed_over={reason: len(f) for reason, f in layout.passed_over.items()},
-        )  # fmt: skip
+        )
         for reason, folders in layout.passed_over.items():
             new = self._unreported(folders)
             if new:
                 log.info(
-                    "folders_passed_over", reason=reason,
-                    count=len(new), examples=new[:EXAMPLES],
-                )  # fmt: skip
+                    "folders_passed_over", reason=reason, count=len(new), examples=new[:EXAMPLES]
+                )
         self._report_off_layout(layout.off, None)
 
     def _report_off_layout(self, off: OffLayout, stream: Stream | None) -> None:
         new = self._unreported(off.where())
         if new:
             log.warning(
-                "off_layout_found", bucket=self._options.bucket_name,
-                stream=stream.prefix if stream else None, count=len(new),
-                examples=new[:EXAMPLES], action="listed whole and shipped every pass",
-            )  # fmt: skip
+                "off_layout_found",
+                bucket=self._options.bucket_name,
+                stream=stream.prefix if stream else None,
+                count=len(new),
+                examples=new[:EXAMPLES],
+                action="listed whole and shipped every pass",
+            )
 
     def _unreported(self, where: list[str]) -> list[str]:
         new = [w for w in where if w not in self._reported]
@@ -154,13 +158,15 @@ class S3Source(PollingSource):
             return
         found = [d for p in plans for d in p.days]
         log.info(
-            "backfill_starting", bucket=self._options.bucket_name,
-            streams=len(plans), day_folders=len(found),
+            "backfill_starting",
+            bucket=self._options.bucket_name,
+            streams=len(plans),
+            day_folders=len(found),
             first_day=min(found).isoformat() if found else None,
             last_day=max(found).isoformat() if found else None,
             off_layout=len(layout.off.where()) + sum(len(p.off.where()) for p in plans),
             start_time=self._options.start_time.isoformat() if self._options.start_time else None,
-        )  # fmt: skip
+        )
 
     async def _list(self, prefix: str) -> AsyncIterator[list[Listed]]:
         paginator = self._s3.get_paginator("list_objects_v2")
@@ -193,9 +199,13 @@ class S3Source(PollingSource):
         if start is not None:
             first = start if first is None else max(first, start)
         plan = await plan_stream(
-            self._level, stream, first, self._last_day(now),
-            calendar_days=self._calendar_days, resumed=saved is not None,
-        )  # fmt: skip
+            self._level,
+            stream,
+            first,
+            self._last_day(now),
+            calendar_days=self._calendar_days,
+            resumed=saved is not None,
+        )
         self._report_off_layout(plan.off, stream)
         return plan
 

@@ -56,9 +56,15 @@ GONE_HANDLE_CODES = frozenset(
     {"ReceiptHandleIsInvalid", "AWS.SimpleQueueService.MessageNotInflight", "MessageNotInflight"}
 )
 FATAL_QUEUE_CODES = frozenset(
-    {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "AccessDenied",
-     "AccessDeniedException", "InvalidClientTokenId", "SignatureDoesNotMatch"}
-)  # fmt: skip
+    {
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "AccessDenied",
+        "AccessDeniedException",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+    }
+)
 
 
 @dataclass
@@ -291,9 +297,11 @@ class SqsSource:
             self._poison(message_id, receives, "parser_error", f"{type(exc).__name__}: {exc}")
             return
         log.debug(
-            "sqs_message_received", message_id=message_id,
-            receive_count=receives, kind=type(note).__name__,
-        )  # fmt: skip
+            "sqs_message_received",
+            message_id=message_id,
+            receive_count=receives,
+            kind=type(note).__name__,
+        )
         items = self._items(note, message_id)
         state = _Message(message_id, str(message["ReceiptHandle"]), len(items))
         self._enter(state)
@@ -316,9 +324,12 @@ class SqsSource:
         """Left as received: back after its visibility timeout, then to the dead-letter queue."""
         self._counts.poison += 1
         log.error(
-            "sqs_message_poison", message_id=message_id, reason=reason,
-            error=error, receive_count=receives,
-        )  # fmt: skip
+            "sqs_message_poison",
+            message_id=message_id,
+            reason=reason,
+            error=error,
+            receive_count=receives,
+        )
 
     def _items(self, note: Notification, message_id: str) -> list[ItemFactory]:
         """Factories of the message's WorkItems (made once its state exists)."""
@@ -356,9 +367,13 @@ class SqsSource:
             self._item_failed(state, reason, error)
 
         return WorkItem(
-            source=self.name, ref=ref, reader=reader, commit=commit, release=release,
+            source=self.name,
+            ref=ref,
+            reader=reader,
+            commit=commit,
+            release=release,
             log_fields=fields,
-        )  # fmt: skip
+        )
 
     def _item_failed(self, state: _Message, reason: str, error: str) -> None:
         state.failed = True
@@ -376,10 +391,7 @@ class SqsSource:
             self._leave(state)
         elif state.failed:
             self._counts.left_for_redelivery += 1
-            log.warning(
-                "sqs_message_left", message_id=state.message_id,
-                reason=state.failure,
-            )  # fmt: skip
+            log.warning("sqs_message_left", message_id=state.message_id, reason=state.failure)
             self._leave(state)
         else:
             self._deletes.put_nowait(state)
@@ -409,8 +421,9 @@ class SqsSource:
                 code = failure_reason(exc)
                 log.warning(
                     "sqs_visibility_extend_failed",
-                    message_id=state.message_id, error=f"{code}: {exc}",
-                )  # fmt: skip
+                    message_id=state.message_id,
+                    error=f"{code}: {exc}",
+                )
                 if code in GONE_HANDLE_CODES or code == "InvalidParameterValue":
                     return  # deleted, expired or past SQS's 12-hour cap: nothing to keep
                 continue
