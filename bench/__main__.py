@@ -4,7 +4,8 @@ S3 stand-in it reads from, and against what a user would otherwise write, on one
 Rows (records/s and uncompressed MB/s; peak RSS of the program measured, its worker
 processes included):
 - floor: one process, no I/O: decompress, split, frame and compress exactly as the
-  daemon does (`pack_in_memory` per object, fragments joined into gzip bundles);
+  daemon does (each object packed whole or in steps, as `packing.decoding` says, the
+  fragments joined into gzip batches);
 - daemon, file source -> the LimaCharlie emulator over USP on loopback, acks on; and the
   same on a quarter of the corpus, to show that memory does not follow the corpus size,
   with a filter, and with eventID de-duplication (on by default) switched off;
@@ -48,13 +49,13 @@ from bench.corpus import bench_corpus
 from bench.listing import ORG_ACCOUNTS, ListingRow, listing_rows, render_listing
 from bench.table import Row, render
 from bench.usp_recovery import recovery_rows, render_recovery
-from cloudtrail_adapter.bundles import Fragment, PackLimits, gzip_bundle
+from cloudtrail_adapter.batches import Fragment, PackLimits, gzip_batch
 from cloudtrail_adapter.config import DeliveryOptions
 from cloudtrail_adapter.emulator.corpus import CorpusFile, write_directory
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.filters import RecordFilter
 from cloudtrail_adapter.logs import configure_logging
-from cloudtrail_adapter.stream_decode import pack_in_memory
+from cloudtrail_adapter.packing import decoding, pack_steps, pack_whole
 
 LIBRARIES = ("msgspec", "isal", "aiohttp", "aiobotocore", "moto")
 PARALLEL_FETCH = 8
@@ -62,25 +63,26 @@ PARALLEL_FETCH = 8
 
 def floor(files: list[CorpusFile], totals: Totals) -> Row:
     """The daemon's CPU work on one core: each object packed into fragments, the fragments
-    joined into bundles as the batcher joins them."""
+    joined into batches as the batcher joins them."""
     delivery = DeliveryOptions()
     limits = PackLimits(delivery.batch_max_records, delivery.batch_max_bytes)
-    bundle: list[Fragment] = []
+    batch: list[Fragment] = []
     records = size = 0
     started = time.perf_counter()
     for f in files:
-        for part in pack_in_memory(f.body, limits).fragments:
+        whole = decoding(len(f.body), delivery.stream_threshold, limits) == "whole"
+        for part in (pack_whole if whole else pack_steps)(f.body, limits).fragments:
             full = records + part.records > limits.max_records
-            if bundle and (full or size + part.raw_bytes + 1 > limits.max_bytes):
-                gzip_bundle(bundle)
-                bundle, records, size = [], 0, 0
-            bundle.append(part)
+            if batch and (full or size + part.raw_bytes + 1 > limits.max_bytes):
+                gzip_batch(batch)
+                batch, records, size = [], 0, 0
+            batch.append(part)
             records += part.records
             size += part.raw_bytes + 1
-    gzip_bundle(bundle)
+    gzip_batch(batch)
     seconds = time.perf_counter() - started
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return Row("floor (pack + bundle, 1 core, no I/O)", totals.records, totals.raw_bytes,
+    return Row("floor (pack + batch, 1 core, no I/O)", totals.records, totals.raw_bytes,
                seconds, note=f"this process: {rss:.0f} MB (holds the corpus)")  # fmt: skip
 
 

@@ -346,7 +346,7 @@ def aws_options(endpoint: str) -> AwsOptions:
 
 def in_flight_bound(plan: KillPlan) -> int:
     """Records that can be sent but not yet committed when a kill lands: every object in
-    work (workers, work queue, decoded queue, batcher) at the largest object size."""
+    work (fetchers, work queue, decoded queue, batcher) at the largest object size."""
     return (PARALLEL_FETCH * 3 + 4) * plan.records_per_object[1]
 
 

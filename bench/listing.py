@@ -92,7 +92,8 @@ async def passes(
     store = StateStore(state)
     found: list[tuple[int, float]] = []
     async with aws.client("s3", aws_options(endpoint), pool=16) as s3:
-        source = S3Source("bench", options, s3=s3, state=store, scope="bench")
+        checkpoints = store.scoped("bench").checkpoints(bucket)
+        source = S3Source("bench", options, s3=s3, checkpoints=checkpoints)
         for _ in range(count):
             out: asyncio.Queue[WorkItem] = asyncio.Queue()
             committer = asyncio.create_task(_commit_all(out))

@@ -52,7 +52,7 @@ class AckTracker:
 
     def __init__(self, source: str, on_latency: Callable[[float], None] | None = None) -> None:
         self.source = source
-        self._on_latency = on_latency  # seconds from bundle to acknowledgement
+        self._on_latency = on_latency  # seconds from batch to acknowledgement
         self.stats = TrackerStats()
         self._open: set[ItemProgress] = set()
         self._ready: asyncio.Queue[ItemProgress] = asyncio.Queue()
@@ -118,10 +118,7 @@ class AckTracker:
             except Exception as exc:  # the source offers it again; a duplicate, never a loss
                 error = f"{type(exc).__name__}: {exc}"
                 item.release("commit_failed", error)
-                log.error(
-                    "commit_failed", ref=item.ref, error=error,
-                    **item.log_fields,
-                )  # fmt: skip
+                log.error("commit_failed", ref=item.ref, error=error, **item.log_fields)
             else:
                 self.stats.committed += 1
                 log.debug("item_committed", ref=item.ref, records=progress.total)

@@ -38,7 +38,7 @@ from cloudtrail_adapter.sinks.webhook import WebhookSink
 from cloudtrail_adapter.sources.files import FileSource
 from cloudtrail_adapter.sources.s3 import S3Source
 from cloudtrail_adapter.sources.sqs import SqsSource
-from cloudtrail_adapter.state import StateError, StateStore
+from cloudtrail_adapter.state import SourceState, StateError, StateStore
 from cloudtrail_adapter.systemd import SystemdNotifier
 from cloudtrail_adapter.workers import WorkerPool, tune_allocator
 
@@ -79,20 +79,19 @@ def make_sink(cfg: SourceConfig, on_ack: AckCallback, http: aiohttp.ClientSessio
 
 
 @contextlib.asynccontextmanager
-async def open_source(cfg: SourceConfig, state: StateStore) -> AsyncIterator[Source]:
-    scope = checkpoint_scope(cfg)
+async def open_source(cfg: SourceConfig, state: SourceState) -> AsyncIterator[Source]:
+    """The source, with the checkpoints of its bucket or directory (an SQS source keeps
+    none: SQS remembers what is deleted)."""
     src = cfg.source
     if isinstance(src, S3SourceOptions):
         session = aws.source_session(cfg.aws)
         region = await aws.bucket_region(cfg.aws, src.bucket_name, session)
-        s3_client = aws.client(
-            "s3", cfg.aws, region=region, pool=src.parallel_fetch + src.parallel_list,
-            session=session,
-        )  # fmt: skip
-        async with s3_client as s3:
-            yield S3Source(cfg.name, src, s3=s3, state=state, scope=scope)
+        pool = src.parallel_fetch + src.parallel_list  # GETs and listings at once
+        async with aws.client("s3", cfg.aws, region=region, pool=pool, session=session) as s3:
+            yield S3Source(cfg.name, src, s3=s3, checkpoints=state.checkpoints(src.bucket_name))
     elif isinstance(src, FileSourceOptions):
-        yield FileSource(cfg.name, src, state=state, scope=scope)
+        checkpoints = state.checkpoints(str(src.path.resolve()))  # a directory: by its path
+        yield FileSource(cfg.name, src, checkpoints=checkpoints)
     else:
         async with contextlib.AsyncExitStack() as stack:
             session = aws.source_session(cfg.aws)
@@ -101,17 +100,14 @@ async def open_source(cfg: SourceConfig, state: StateStore) -> AsyncIterator[Sou
             yield SqsSource(cfg.name, src, sqs=sqs, buckets=buckets)
 
 
-def open_dedup(cfg: SourceConfig, state: StateStore) -> Deduplicator | None:
+def open_dedup(cfg: SourceConfig, state: SourceState) -> Deduplicator | None:
     """The source's de-duplication, with the keys delivered within its window read back."""
     if not cfg.dedup.enabled:
         return None
     started = time.monotonic()
-    dedup = Deduplicator(cfg.name, checkpoint_scope(cfg), state, cfg.dedup)
+    dedup = Deduplicator(cfg.name, state.delivered_keys(), cfg.dedup)
     loaded = dedup.load()
-    log.info(
-        "dedup_loaded", keys=loaded,
-        seconds=round(time.monotonic() - started, 3),
-    )  # fmt: skip
+    log.info("dedup_loaded", keys=loaded, seconds=round(time.monotonic() - started, 3))
     return dedup
 
 
@@ -131,7 +127,7 @@ class Shutdown:
 
 async def supervise(
     cfg: SourceConfig,
-    state: StateStore,
+    state: SourceState,
     http: aiohttp.ClientSession,
     executor: Executor,
     shutdown: Shutdown,
@@ -165,7 +161,7 @@ async def supervise(
 
 async def run_source(
     cfg: SourceConfig,
-    state: StateStore,
+    state: SourceState,
     http: aiohttp.ClientSession,
     executor: Executor,
     shutdown: Shutdown,
@@ -182,7 +178,7 @@ async def run_source(
         send=sink.send,
         tracker=tracker,
         delivery=cfg.delivery,
-        workers=cfg.source.parallel_fetch,
+        fetchers=cfg.source.parallel_fetch,
         executor=executor,
         keep=cfg.record_filter,
         dedup=dedup,
@@ -277,7 +273,10 @@ async def serve(
 ) -> int:
     """Runs every source until all single-load sources are done, or until SIGTERM/SIGINT:
     the first asks for a graceful stop, a second stops at once (still safely: nothing that
-    LimaCharlie did not acknowledge was ever committed). `notifier` tells systemd."""
+    LimaCharlie did not acknowledge was ever committed). `notifier` tells systemd.
+
+    The state database is opened and closed here, and nowhere else in a run: each source
+    is given only its own scope's part of it (`StateStore.scoped`)."""
     notifier = notifier or SystemdNotifier()
     monitor = monitor or Monitor()
     try:
@@ -310,7 +309,14 @@ async def serve(
                 await stack.enter_async_context(http_api.serving(monitor, *http_address))
             runs = [
                 asyncio.create_task(
-                    supervise(c, state, http, executor, shutdown, monitor.add(c.name, c.kind))
+                    supervise(
+                        c,
+                        state.scoped(checkpoint_scope(c)),
+                        http,
+                        executor,
+                        shutdown,
+                        monitor.add(c.name, c.kind),
+                    )
                 )
                 for c in sources
             ]

@@ -1,4 +1,4 @@
-"""CloudTrail object bytes -> compact one-line records, and records -> a gzip bundle.
+"""CloudTrail object bytes -> compact one-line records, and records -> batch fragments.
 
 Pure and CPU-bound: no asyncio, no logging, no global state. Everything taken and returned
 is bytes, str or a small frozen value, so these functions run unchanged in a thread or a
@@ -14,9 +14,10 @@ Decisions a reader would otherwise have to rediscover:
   with a line break is compacted by `msgspec.json.format(indent=-1)`. JSON strings cannot
   hold a raw newline (msgspec rejects one), so a record is always exactly one line.
 - `pack_object` is the daemon's path: from the slices straight to deflate fragments
-  (bundles.py), without a bytes object per record, in a worker process (what it takes
+  (batches.py), without a bytes object per record, in a worker process (what it takes
   and returns pickles small). A document that decompresses to more than
-  `PackLimits.whole_max_raw` raises `TooLargeForWhole`, for the caller to stream.
+  `PackLimits.whole_max_raw` raises `TooLargeForWhole`, for the caller to decode in steps
+  (packing.py decides which objects are decoded whole).
 - Zero-byte and whitespace-only objects are kind "empty"; `{"Records":[]}` is a "log" with
   no records; an object without `Records` that is a digest (by its keys, or by the key
   hint) is a "digest". Anything else without `Records` is an error, not an empty log: an
@@ -33,7 +34,7 @@ from typing import Final, Literal
 import msgspec
 from isal import isal_zlib
 
-from cloudtrail_adapter.bundles import Line, PackedObject, PackLimits, pack_lines
+from cloudtrail_adapter.batches import Line, PackedObject, PackLimits, pack_lines
 from cloudtrail_adapter.filters import apply_filter
 
 __all__ = [

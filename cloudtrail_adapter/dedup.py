@@ -33,9 +33,9 @@ from cloudtrail_adapter.event_keys import ENTRY, KEY_BYTES
 
 if TYPE_CHECKING:
     from cloudtrail_adapter.acks import ItemProgress
-    from cloudtrail_adapter.bundles import Fragment
+    from cloudtrail_adapter.batches import Fragment
     from cloudtrail_adapter.config import DedupOptions
-    from cloudtrail_adapter.state import StateStore
+    from cloudtrail_adapter.state import DeliveredKeys
 
 __all__ = ["BatchFlights", "Deduplicator", "Flight"]
 
@@ -92,10 +92,9 @@ class Deduplicator:
     forgotten when that minute leaves the window.
     """
 
-    def __init__(self, source: str, scope: str, store: StateStore, options: DedupOptions):
+    def __init__(self, source: str, store: DeliveredKeys, options: DedupOptions):
         self.source = source
         self.stats = DedupStats()
-        self._scope = scope
         self._store = store
         self._window = max(1, int(options.window // 60))  # minutes
         self._max_keys = options.max_keys
@@ -113,7 +112,7 @@ class Deduplicator:
 
     def load(self) -> int:
         """Reads back the keys delivered within the window, newest first, up to `max_keys`."""
-        newest, blobs = self._store.delivered_keys(self._scope, self._window)
+        newest, blobs = self._store.read(self._window)
         self._newest = newest
         for blob in blobs:
             if self.stats.keys_held >= self._max_keys:
@@ -167,7 +166,7 @@ class Deduplicator:
         claimed = [f for f in flights if f.keys]
         if claimed:
             newest = max(max(f.keys) for f in claimed) >> _MINUTE_SHIFT
-            self._store.save_delivered_keys(self._scope, newest, b"".join(f.blob for f in claimed))
+            self._store.save(newest, b"".join(f.blob for f in claimed))
         for flight in claimed:
             collections.deque(map(self._pending.__delitem__, flight.keys), maxlen=0)
             self._remember(flight.keys)
@@ -209,16 +208,15 @@ class Deduplicator:
         while self._heap and self._heap[0] < self._cutoff:
             self._forget_group()
         if self._cutoff > self._pruned_before:
-            self._store.prune_delivered_keys(self._scope, self._cutoff)
+            self._store.prune(self._cutoff)
             self._pruned_before = self._cutoff
         if self.stats.keys_held <= self._max_keys:
             return
         if not self._warned:
             self._warned = True
             log.warning(
-                "dedup_window_shortened", max_keys=self._max_keys,
-                window_minutes=self._window,
-            )  # fmt: skip
+                "dedup_window_shortened", max_keys=self._max_keys, window_minutes=self._window
+            )
         while self.stats.keys_held > self._max_keys and self._heap:
             self.stats.forgotten_early += self._forget_group()
 

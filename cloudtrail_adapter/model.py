@@ -2,13 +2,15 @@
 
 Nothing here imports a source or a sink, so data flows one way:
 source -> WorkItem -> decode -> batcher -> Batch -> sink -> ack -> tracker -> item.commit().
+The stats values are what a source or a sink shows an operator (monitor.py, progress.py),
+so that those read them through the protocols and never look at a concrete class.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -34,13 +36,47 @@ class WorkItem:
     log_fields: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class ListingStats:
+    """A listing source's (S3, file) counts since it started, and its pass under way."""
+
+    list_calls: int  # ListObjectsV2 requests
+    off_layout: int  # objects listed from places off the CloudTrail layout (and shipped)
+    digests: int  # objects listed and passed over: digest files
+    outside_window: int  # ... and files outside start_time/end_time
+    quarantined: Mapping[str, int]  # objects quarantined, by reason
+    offered: int  # objects the pass under way offered so far
+    listing_done: bool  # the pass under way listed everything: `offered` is final
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """A queue source's (SQS) counts since it started."""
+
+    received: int
+    deleted: int  # after every record of the message was acknowledged
+    poison: int  # left for the dead-letter queue
+    visibility_extensions: int
+    delete_failures: int
+    in_work: int  # received and not yet deleted or left
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStats:
+    """What a source counted, as of now: the part for its kind is set, the others are None."""
+
+    listing: ListingStats | None = None
+    queue: QueueStats | None = None
+
+
 class Source(Protocol):
     """Puts WorkItems into `out` (waiting when it is full: that is the backpressure).
 
     `run` returns in single-load mode once everything it offered is finished with, and
     after `stop_intake()` once what it already offered is finished with. `hand_back()` gives
     back what is still in work when the shutdown grace ran out (SQS: visibility 0).
-    `problems` counts what it gave up on (poison messages, say) for the exit code.
+    `problems` counts what it gave up on (poison messages, say) for the exit code. `stats`
+    is read at scrape time: it costs the data path nothing.
     """
 
     name: str
@@ -53,6 +89,8 @@ class Source(Protocol):
 
     def problems(self) -> int: ...
 
+    def stats(self) -> SourceStats: ...
+
 
 class AckToken(Protocol):
     """What a batch remembers about each item it carries; only the tracker interprets it."""
@@ -62,7 +100,7 @@ class AckToken(Protocol):
 
 @dataclass(eq=False, slots=True)
 class Batch:
-    """A bundle for either transport: `payload` is gzip of newline-separated compact records.
+    """A batch for either transport: `payload` is gzip of newline-separated compact records.
 
     `parts` says how many of its records came from which item, so that an acknowledgement
     can be credited back. Sinks never look inside `parts`.
@@ -81,6 +119,30 @@ class Batch:
 AckCallback = Callable[[Batch], None]
 
 
+@dataclass(frozen=True, slots=True)
+class UspStats:
+    window: int  # messages LimaCharlie lets us have unacknowledged
+    unacknowledged: int  # messages sent and not yet acknowledged
+    reconnects: int  # connections after the first
+    backoffs: int  # `bo` back-off requests obeyed
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookStats:
+    in_flight: int  # batches sent and not yet acknowledged
+    max_in_flight_seen: int
+    retries: int  # POSTs retried after 429, 5xx or a network error
+    acked: int
+
+
+@dataclass(frozen=True, slots=True)
+class SinkStats:
+    """What a transport counted, as of now: the part for its kind is set, the other is None."""
+
+    usp: UspStats | None = None
+    webhook: WebhookStats | None = None
+
+
 class Sink(Protocol):
     """A LimaCharlie transport.
 
@@ -89,7 +151,7 @@ class Sink(Protocol):
     `send` is delivered eventually, retried across errors and reconnects, and reported exactly
     once, in order, to the `on_ack` callback given at construction. `run` is the transport's
     long-lived task: it raises FatalSinkError when retrying cannot help, and returns once
-    `close` was called.
+    `close` was called. `stats` is read at scrape time.
     """
 
     async def run(self) -> None: ...
@@ -102,3 +164,5 @@ class Sink(Protocol):
         """Seconds (on the monotonic clock) LimaCharlie has been out of reach, None when it
         is reachable; infinite before a transport with connections first connected."""
         ...
+
+    def stats(self) -> SinkStats: ...

@@ -1,9 +1,9 @@
 """What the running daemon shows an operator: Prometheus metrics and readiness.
 
 Nothing here counts anything itself. Each source's stages already keep their numbers
-(PipelineStats, TrackerStats, the sinks' and sources' own); a `SourceRuntime` points at
-the current ones and a collector reads them at scrape time, so the data path pays nothing
-for being watched and a restarted source simply points at new stages.
+(PipelineStats, TrackerStats, and what the Source and Sink protocols' `stats()` give); a
+`SourceRuntime` points at the current ones and a collector reads them at scrape time, so the
+data path pays nothing for being watched and a restarted source simply points at new stages.
 """
 
 from __future__ import annotations
@@ -20,12 +20,15 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from cloudtrail_adapter.acks import AckTracker
 from cloudtrail_adapter.config import DEFAULT_UNREADY_AFTER
-from cloudtrail_adapter.model import Sink, Source
+from cloudtrail_adapter.model import (
+    ListingStats,
+    QueueStats,
+    Sink,
+    Source,
+    UspStats,
+    WebhookStats,
+)
 from cloudtrail_adapter.pipeline import Pipeline
-from cloudtrail_adapter.sinks.usp import UspSink
-from cloudtrail_adapter.sinks.webhook import WebhookSink, WebhookStats
-from cloudtrail_adapter.sources.polling import PollingSource
-from cloudtrail_adapter.sources.sqs import SqsSource, SqsStats
 
 log = structlog.get_logger("cloudtrail_adapter.monitor")
 PREFIX = "cloudtrail_adapter"
@@ -70,7 +73,7 @@ class Monitor:
         # Observed on every ack, so a real histogram; served through the collector below.
         self.ack_latency = Histogram(
             f"{PREFIX}_ack_latency_seconds",
-            "seconds from a bundle being packed to LimaCharlie acknowledging it",
+            "seconds from a batch being packed to LimaCharlie acknowledging it",
             ["source"],
             registry=None,
             buckets=LATENCY_BUCKETS,
@@ -192,19 +195,18 @@ class _Families:
             self._pipeline(name, rt.pipeline)
         if rt.tracker is not None:
             self._tracker(name, rt.tracker)
-        if isinstance(rt.source, SqsSource):
-            self._sqs(name, rt.source.stats)
-        elif isinstance(rt.source, PollingSource):
-            self._listing(name, rt.source.listing_counts())
-            self.by_label(
-                "objects_quarantined", "objects quarantined, by reason", name,
-                rt.source.quarantined, "reason",
-            )  # fmt: skip
-        if isinstance(rt.sink, UspSink):
-            self._usp(name, rt.sink)
-        elif isinstance(rt.sink, WebhookSink):
-            self._webhook(name, rt.sink.stats)
+        if rt.source is not None:
+            source = rt.source.stats()
+            if source.queue is not None:
+                self._sqs(name, source.queue)
+            if source.listing is not None:
+                self._listing(name, source.listing)
         if rt.sink is not None:
+            sink = rt.sink.stats()
+            if sink.usp is not None:
+                self._usp(name, sink.usp)
+            if sink.webhook is not None:
+                self._webhook(name, sink.webhook)
             down = rt.sink.unreachable_for(time.monotonic())
             self.gauge(
                 "limacharlie_reachable", "1 when LimaCharlie is reachable", name, down is None
@@ -216,14 +218,17 @@ class _Families:
         self.counter("records_decoded", "records split from objects", name, st.records_decoded)
         self.counter("bytes_read", "compressed bytes of objects read", name, st.bytes_loaded)
         self.counter("records_sent", "records handed to the transport", name, st.records_sent)
-        self.counter("batches_sent", "bundles handed to the transport", name, st.batches_sent)
+        self.counter("batches_sent", "batches handed to the transport", name, st.batches_sent)
         self.counter(
             "records_oversized", "records over CloudTrail's 256 KB", name, st.records_oversized
         )
         self.by_label(
-            "records_filtered", "records dropped by a filter, by filter", name,
-            st.records_filtered, "filter",
-        )  # fmt: skip
+            "records_filtered",
+            "records dropped by a filter, by filter",
+            name,
+            st.records_filtered,
+            "filter",
+        )
         if p.dedup is not None:
             d = p.dedup.stats
             self.counter("records_duplicate", "records dropped as duplicates", name, d.duplicates)
@@ -235,10 +240,13 @@ class _Families:
                 d.forgotten_early,
             )
         self.by_label(
-            "objects_failed", "objects that failed, by reason", name, st.failures_by_reason,
+            "objects_failed",
+            "objects that failed, by reason",
+            name,
+            st.failures_by_reason,
             "reason",
-        )  # fmt: skip
-        self.gauge("work_queue_depth", "items waiting for a worker", name, p.work.qsize())
+        )
+        self.gauge("work_queue_depth", "items waiting for a fetcher", name, p.work.qsize())
         self.gauge(
             "buffered_bytes", "objects and compressed records in work", name, p.buffered_bytes
         )
@@ -262,15 +270,15 @@ class _Families:
             t.oldest_open_age(time.monotonic()),
         )
 
-    def _usp(self, name: str, sink: UspSink) -> None:
+    def _usp(self, name: str, st: UspStats) -> None:
         self.gauge(
-            "usp_window", "messages LimaCharlie lets us have unacknowledged", name, sink.window
+            "usp_window", "messages LimaCharlie lets us have unacknowledged", name, st.window
         )
         self.gauge(
-            "usp_unacknowledged", "messages sent and not yet acknowledged", name, sink.in_flight
+            "usp_unacknowledged", "messages sent and not yet acknowledged", name, st.unacknowledged
         )
-        self.counter("usp_reconnects", "USP connections after the first", name, sink.reconnects)
-        self.counter("usp_backoffs", "`bo` back-off requests obeyed", name, sink.backoffs)
+        self.counter("usp_reconnects", "USP connections after the first", name, st.reconnects)
+        self.counter("usp_backoffs", "`bo` back-off requests obeyed", name, st.backoffs)
 
     def _webhook(self, name: str, st: WebhookStats) -> None:
         self.gauge("webhook_in_flight", "POSTs not yet answered with 2xx", name, st.in_flight)
@@ -278,19 +286,27 @@ class _Families:
             "webhook_retries", "POSTs retried after 429, 5xx or a network error", name, st.retries
         )
 
-    def _listing(self, name: str, counts: dict[str, int]) -> None:
-        self.counter("list_calls", "ListObjectsV2 requests (S3)", name, counts["list_calls"])
+    def _listing(self, name: str, st: ListingStats) -> None:
+        self.counter("list_calls", "ListObjectsV2 requests (S3)", name, st.list_calls)
         self.counter(
-            "objects_off_layout", "objects listed from places off the CloudTrail layout "
-            "(shipped)", name, counts["off_layout"],
-        )  # fmt: skip
-        passed = {"digest": counts["skipped_digest"], "outside_window": counts["outside_window"]}
+            "objects_off_layout",
+            "objects listed from places off the CloudTrail layout (shipped)",
+            name,
+            st.off_layout,
+        )
+        passed = {"digest": st.digests, "outside_window": st.outside_window}
         self.by_label(
-            "objects_passed_over", "objects listed and not shipped, by reason", name, passed,
+            "objects_passed_over",
+            "objects listed and not shipped, by reason",
+            name,
+            passed,
             "reason",
-        )  # fmt: skip
+        )
+        self.by_label(
+            "objects_quarantined", "objects quarantined, by reason", name, st.quarantined, "reason"
+        )
 
-    def _sqs(self, name: str, st: SqsStats) -> None:
+    def _sqs(self, name: str, st: QueueStats) -> None:
         self.counter("sqs_messages_received", "messages received", name, st.received)
         self.counter(
             "sqs_messages_deleted",

@@ -1,13 +1,15 @@
-"""The stages between a source and a sink: fetch+decode workers, the batcher, the committer.
+"""The stages between a source and a sink: the fetchers, the batcher, the committer.
 
-    source --WorkItem--> [work queue] --> workers (load; decode and pack in a process pool)
+    source --WorkItem--> [work queue] --> fetchers (read; decode and pack off the loop)
            --(progress, packs)--> [decoded queue] --> batcher --Batch--> sink.send()
 
-CPU work (decompressing, splitting, compressing) happens in the executor, a process pool in
-the daemon: a worker hands it an object's bytes and gets back deflate fragments of at most
-a batch each (bundles.py). The batcher joins fragments, of one object or of many small
-ones, into gzip bundles by concatenation, so the event loop only moves bytes: it never
-looks at a record and never compresses.
+A *fetcher* is one of this pipeline's asyncio tasks (`parallel_fetch` of them): it reads an
+item and has it decoded. *Workers* are the processes of the executor (workers.py), where the
+CPU work (decompressing, splitting, compressing) happens: a fetcher hands the pool an
+object's bytes and gets back deflate fragments of at most a batch each (batches.py). The
+batcher joins fragments, of one object or of many small ones, into gzip batches by
+concatenation, so the event loop only moves bytes: it never looks at a record and never
+compresses.
 
 Every queue is bounded and `sink.send` waits while LimaCharlie's window is full, so a slow
 LimaCharlie slows decoding, which slows the source: memory is bounded by queue sizes times
@@ -26,21 +28,15 @@ import structlog
 
 from cloudtrail_adapter.acks import AckTracker, ItemProgress
 from cloudtrail_adapter.aio import ByteBudget
-from cloudtrail_adapter.bundles import Fragment, PackLimits, drop_lines, gzip_bundle
+from cloudtrail_adapter.batches import Fragment, PackLimits, drop_lines, gzip_batch
 from cloudtrail_adapter.config import DeliveryOptions
 from cloudtrail_adapter.decode import DecodeError
 from cloudtrail_adapter.dedup import BatchFlights, Deduplicator, Flight
 from cloudtrail_adapter.errors import failure_reason
 from cloudtrail_adapter.filters import RecordFilter, merge_counts
 from cloudtrail_adapter.model import AckToken, Batch, WorkItem
-from cloudtrail_adapter.stream_decode import (
-    STEP_OUTPUT,
-    StreamDecoder,
-    fits_whole,
-    pack_in_memory,
-    pack_step,
-    pack_stream,
-)
+from cloudtrail_adapter.packing import decoding, pack_step, pack_steps, pack_whole
+from cloudtrail_adapter.stream_decode import STEP_OUTPUT, StreamDecoder
 
 log = structlog.get_logger("cloudtrail_adapter.pipeline")
 
@@ -82,20 +78,20 @@ class Pipeline:
         send: SendBatch,
         tracker: AckTracker,
         delivery: DeliveryOptions,
-        workers: int,
+        fetchers: int,
         executor: Executor | None = None,
         keep: RecordFilter | None = None,
         dedup: Deduplicator | None = None,
     ) -> None:
         self.name = name
         self.stats = PipelineStats()
-        self.work: asyncio.Queue[WorkItem] = asyncio.Queue(maxsize=workers * 2)
-        # None: the workers went idle.
+        self.work: asyncio.Queue[WorkItem] = asyncio.Queue(maxsize=fetchers * 2)
+        # None: the fetchers went idle.
         self._decoded: asyncio.Queue[Decoded | None] = asyncio.Queue(maxsize=2)
         self._send = send
         self._tracker = tracker
         self._delivery = delivery
-        self._workers = workers
+        self._fetchers = fetchers
         self._executor = executor
         self.dedup = dedup
         self._limits = PackLimits(
@@ -104,9 +100,9 @@ class Pipeline:
             keep=keep if keep and keep.active else None,
             dedup=dedup is not None,
         )
-        self._busy = 0  # workers with an item
-        self._waiting = 0  # workers waiting for the budget or for room in the decoded queue
-        # Decoded records not yet batched: with the sink's window and the bundle size, this
+        self._busy = 0  # fetchers with an item
+        self._waiting = 0  # fetchers waiting for the budget or for room in the decoded queue
+        # Decoded records not yet batched: with the sink's window and the batch size, this
         # bounds memory however slow LimaCharlie is and however large the objects.
         self._budget = ByteBudget(delivery.max_buffered_bytes)
 
@@ -115,10 +111,10 @@ class Pipeline:
         return self._budget.used
 
     async def run(self) -> None:
-        """Runs the workers and the batcher until cancelled."""
+        """Runs the fetchers and the batcher until cancelled."""
         async with asyncio.TaskGroup() as tasks:
-            for _ in range(self._workers):
-                tasks.create_task(self._worker())
+            for _ in range(self._fetchers):
+                tasks.create_task(self._fetcher())
             tasks.create_task(self._batcher())
 
     async def drained(self) -> None:
@@ -126,7 +122,7 @@ class Pipeline:
         await self.work.join()
         await self._tracker.wait_idle()
 
-    async def _worker(self) -> None:
+    async def _fetcher(self) -> None:
         while True:
             item = await self.work.get()
             self._busy += 1
@@ -140,13 +136,14 @@ class Pipeline:
                 await self._decoded.put(None)  # the batcher need not wait out its linger
 
     async def _read(self, item: WorkItem, progress: ItemProgress) -> None:
-        """Whole for ordinary objects, streamed for large ones; a failure is logged and the
-        item released, never committed."""
+        """Held in memory, or from ranges for large objects (packing.decoding says which); a
+        failure is logged and the item released, never committed."""
         try:
             size = await item.reader.size()
             self.stats.bytes_loaded += size
-            streamed = size > self._delivery.stream_threshold
-            kind, total = await (self._stream if streamed else self._whole)(item, progress, size)
+            streamed = decoding(size, self._delivery.stream_threshold, self._limits) == "ranges"
+            read = self._from_ranges if streamed else self._held
+            kind, total = await read(item, progress, size)
         except DecodeError as exc:
             self._failed(item, progress, exc.reason, str(exc))
             return
@@ -156,21 +153,27 @@ class Pipeline:
         self.stats.objects_decoded += 1
         self.stats.records_decoded += total
         log.debug(
-            "object_decoded", ref=item.ref, kind=kind, records=total,
-            streamed=streamed, **item.log_fields,
-        )  # fmt: skip
+            "object_decoded",
+            ref=item.ref,
+            kind=kind,
+            records=total,
+            streamed=streamed,
+            **item.log_fields,
+        )
 
-    async def _whole(self, item: WorkItem, progress: ItemProgress, size: int) -> tuple[str, int]:
+    async def _held(self, item: WorkItem, progress: ItemProgress, size: int) -> tuple[str, int]:
+        """Read into memory, then decoded whole in the executor or in steps in a thread, as
+        packing.decoding says for the length read (which has the last word over a size a
+        notification announced)."""
         loop = asyncio.get_running_loop()
         reserved = await self._reserve(min(size * WHOLE_RATIO, self._budget.limit))
         try:
             data = await item.reader.read()
-            if fits_whole(len(data), self._limits):
-                packed = await loop.run_in_executor(
-                    self._executor, pack_in_memory, data, self._limits
-                )
+            threshold = self._delivery.stream_threshold
+            if decoding(len(data), threshold, self._limits) == "whole":
+                packed = await loop.run_in_executor(self._executor, pack_whole, data, self._limits)
             else:
-                packed = await asyncio.to_thread(pack_stream, data, self._limits)
+                packed = await asyncio.to_thread(pack_steps, data, self._limits)
         except BaseException:
             self._budget.release(reserved)
             raise
@@ -182,7 +185,9 @@ class Pipeline:
         await self._hand_on(progress, packed.fragments, reserved)
         return packed.kind, packed.records
 
-    async def _stream(self, item: WorkItem, progress: ItemProgress, _size: int) -> tuple[str, int]:
+    async def _from_ranges(
+        self, item: WorkItem, progress: ItemProgress, _size: int
+    ) -> tuple[str, int]:
         """Records go on as they are decoded; the total is known, and the item can commit,
         only once the whole object was read. The decoder keeps state between steps, so it
         runs in a thread (its inflate and compress release the GIL), not in the pool."""
@@ -289,8 +294,9 @@ class Pipeline:
 
     @contextlib.contextmanager
     def _waiting_for(self, what: str) -> Iterator[None]:
-        """Downstream is full (LimaCharlie is the bottleneck); when every worker waits, the
-        pipeline holds all the memory its bounds allow."""
+        """Downstream is full (LimaCharlie is the bottleneck); when every fetcher waits, the
+        pipeline holds all the memory its bounds allow. The log line keeps the name it had
+        when fetchers were called workers: test harnesses wait on it."""
         self._waiting += 1
         log.debug("worker_waiting", on=what, waiting_workers=self._waiting)
         try:
@@ -311,37 +317,37 @@ class Pipeline:
         )
 
     async def _batcher(self) -> None:
-        """Joins fragments into bundles bounded by count, bytes and linger."""
+        """Joins fragments into batches bounded by count, bytes and linger."""
         loop = asyncio.get_running_loop()
-        bundle = _Bundle()
+        forming = _Forming()
         deadline = 0.0
         while True:
-            timeout = None if bundle.empty else max(0.0, deadline - loop.time())
+            timeout = None if forming.empty else max(0.0, deadline - loop.time())
             try:
                 async with asyncio.timeout(timeout):
                     entry = await self._decoded.get()
             except TimeoutError:
-                await self._flush(bundle.take())
+                await self._flush(forming.take())
                 continue
-            if entry is None:  # every worker is idle: lingering would only delay
-                if not bundle.empty:
-                    await self._flush(bundle.take())
+            if entry is None:  # every fetcher is idle: lingering would only delay
+                if not forming.empty:
+                    await self._flush(forming.take())
                 continue
             for part, flight in zip(entry.fragments, entry.flights, strict=True):
-                if bundle.full(self._limits, part):
-                    await self._flush(bundle.take())
-                if bundle.empty:
+                if forming.full(self._limits, part):
+                    await self._flush(forming.take())
+                if forming.empty:
                     deadline = loop.time() + self._delivery.batch_linger
-                bundle.add(entry.progress, part, flight)
-            self._budget.release(entry.size)  # the bundle's own bound takes over
+                forming.add(entry.progress, part, flight)
+            self._budget.release(entry.size)  # the batch's own bound takes over
 
-    async def _flush(self, bundle: _Bundle) -> None:
-        payload, raw_bytes = gzip_bundle(bundle.fragments)  # concatenation: no compressing
-        parts = bundle.parts()
-        if bundle.flights:  # first: keys are stored before any item is credited
+    async def _flush(self, forming: _Forming) -> None:
+        payload, raw_bytes = gzip_batch(forming.fragments)  # concatenation: no compressing
+        parts = forming.parts()
+        if forming.flights:  # first: keys are stored before any item is credited
             assert self.dedup is not None
-            parts = ((BatchFlights(self.dedup, bundle.flights), 0), *parts)
-        batch = Batch(payload, bundle.records, raw_bytes, parts)
+            parts = ((BatchFlights(self.dedup, forming.flights), 0), *parts)
+        batch = Batch(payload, forming.records, raw_bytes, parts)
         await self._send(batch)
         self.stats.batches_sent += 1
         self.stats.records_sent += batch.records
@@ -351,8 +357,9 @@ def _size(fragments: Sequence[Fragment]) -> int:
     return sum(len(f.deflate) for f in fragments)
 
 
-class _Bundle:
-    """Fragments being joined, and how many records came from each item (in order)."""
+class _Forming:
+    """Fragments being joined into the next batch, and how many records came from each item
+    (in order)."""
 
     def __init__(self) -> None:
         self.fragments: list[Fragment] = []
@@ -387,8 +394,8 @@ class _Bundle:
     def parts(self) -> tuple[tuple[AckToken, int], ...]:
         return tuple(self._counts)
 
-    def take(self) -> _Bundle:
-        taken = _Bundle()
+    def take(self) -> _Forming:
+        taken = _Forming()
         taken.fragments, taken.records, taken.size = self.fragments, self.records, self.size
         taken._counts, taken.flights = self._counts, self.flights
         self.fragments, self.records, self.size, self._counts = [], 0, 0, []

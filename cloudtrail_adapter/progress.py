@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from cloudtrail_adapter.monitor import Monitor, SourceRuntime
-from cloudtrail_adapter.sources.polling import PollingSource
 
 REFRESH = 0.5
 
@@ -33,11 +32,12 @@ class Snapshot:
             if rt.tracker is not None and rt.pipeline is not None:
                 done += rt.tracker.stats.committed + rt.pipeline.stats.objects_failed
                 records += rt.tracker.stats.records_acked
-            if isinstance(rt.source, PollingSource):
-                todo += rt.source.current_pass.offered
-                final = final and rt.source.current_pass.listing_done
+            listing = rt.source.stats().listing if rt.source is not None else None
+            if listing is not None:
+                todo += listing.offered
+                final = final and listing.listing_done
             else:
-                final = False
+                final = False  # a queue (or a source not started yet) has no end to count to
         return cls(done, max(todo, done), final, records)
 
 

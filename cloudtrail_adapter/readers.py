@@ -1,7 +1,8 @@
 """How an item's bytes are read: whole for ordinary objects, in ranges for large ones.
 
 The pipeline asks a reader for its size and then either reads it whole or streams it in
-ranges, so an object of any size is decoded with bounded memory. S3 ranges are separate
+ranges (packing.decoding decides which), so an object of any size is decoded with bounded
+memory. S3 ranges are separate
 short GETs pinned to the object's ETag: a stalled LimaCharlie never holds an idle S3
 connection open, and an object replaced mid-stream fails cleanly instead of being mixed.
 """

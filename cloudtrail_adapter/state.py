@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cloudtrail_adapter.errors import Backoff
 
@@ -79,7 +80,10 @@ class StateError(Exception):
 
 
 class StateStore:
-    """A small synchronous facade: every call is one short transaction (well under a ms)."""
+    """The database, opened and closed by its one owner: the daemon for a run (`serve`), or
+    the `quarantine` command. A source never holds it: it is given its own part,
+    `scoped(scope)`, and each of its stages only the narrow view it uses (`Checkpoints`,
+    `DeliveredKeys`). Every call is one short transaction (well under a ms)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -97,71 +101,9 @@ class StateStore:
     def in_dir(cls, state_dir: Path) -> StateStore:
         return cls(state_dir / "state.db")
 
-    def committed_keys(self, scope: str, bucket: str, keys: Iterable[str]) -> set[str]:
-        """Which of `keys` were already committed (asked in chunks to stay under SQLite limits)."""
-        wanted = list(keys)
-        found: set[str] = set()
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT key FROM s3_checkpoints WHERE scope=? AND bucket=? AND key IN ({marks})",  # noqa: S608
-                (scope, bucket, *chunk),
-            )
-            found.update(row[0] for row in rows)
-        return found
-
-    def commit_object(self, scope: str, bucket: str, key: str, *, etag: str, size: int) -> None:
-        """The checkpoint, and the end of any failure record, in one transaction."""
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute(
-                "INSERT OR REPLACE INTO s3_checkpoints VALUES (?,?,?,?,?,?)",
-                (scope, bucket, key, etag, size, time.time()),
-            )
-            self._db.execute(
-                "DELETE FROM failures WHERE scope=? AND bucket=? AND key=?", (scope, bucket, key)
-            )
-
-    def record_failure(
-        self,
-        scope: str,
-        bucket: str,
-        key: str,
-        *,
-        reason: str,
-        error: str,
-        quarantine_after: int,
-        backoff: float,
-        now: float | None = None,
-    ) -> Failure:
-        """One more failed attempt: retry after an exponential backoff, or quarantine the
-        object once it failed `quarantine_after` times."""
-        at = time.time() if now is None else now
-        row = self._db.execute(
-            "SELECT attempts, first_failed FROM failures WHERE scope=? AND bucket=? AND key=?",
-            (scope, bucket, key),
-        ).fetchone()
-        attempts, first = (row[0] + 1, row[1]) if row else (1, at)
-        quarantined = attempts >= quarantine_after
-        retry_at = at + Backoff(backoff, MAX_BACKOFF).delay(attempts)
-        failure = Failure(
-            scope, bucket, key, attempts, reason, error, first, at, retry_at, quarantined
-        )
-        self._db.execute(
-            "INSERT OR REPLACE INTO failures VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (scope, bucket, key, attempts, reason, error, first, at, retry_at, int(quarantined)),
-        )
-        return failure
-
-    def blocked_keys(self, scope: str, bucket: str, now: float | None = None) -> set[str]:
-        """Keys not to offer now: quarantined, or still backing off after a failure."""
-        at = time.time() if now is None else now
-        rows = self._db.execute(
-            "SELECT key FROM failures WHERE scope=? AND bucket=? AND (quarantined=1 OR retry_at>?)",
-            (scope, bucket, at),
-        )
-        return {row[0] for row in rows}
+    def scoped(self, scope: str) -> SourceState:
+        """One source's part: what it may read and write, and nothing of another scope's."""
+        return SourceState(self._db, scope)
 
     def failures(self, *, quarantined_only: bool = False) -> list[Failure]:
         query = "SELECT * FROM failures"
@@ -180,18 +122,120 @@ class StateStore:
             released += cursor.rowcount
         return released
 
-    def cursor(self, scope: str, bucket: str, stream: str) -> str | None:
+    def count_committed(self, scope: str) -> int:
+        row = self._db.execute("SELECT COUNT(*) FROM s3_checkpoints WHERE scope=?", (scope,))
+        return int(row.fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class SourceState:
+    """One source's part of the database, by its scope (its LimaCharlie destination): the
+    views its source and its de-duplication are given."""
+
+    __slots__ = ("_db", "_scope")
+
+    def __init__(self, db: sqlite3.Connection, scope: str) -> None:
+        self._db = db
+        self._scope = scope
+
+    def checkpoints(self, container: str) -> Checkpoints:
+        """The source's objects in `container`: a bucket, or a directory's absolute path."""
+        return Checkpoints(self._db, self._scope, container)
+
+    def delivered_keys(self) -> DeliveredKeys:
+        return DeliveredKeys(self._db, self._scope)
+
+
+class Checkpoints:
+    """What a polling source keeps of one bucket (or directory): the objects committed, the
+    ones that failed and when they may be tried again, and each CloudTrail stream's cursor."""
+
+    __slots__ = ("_container", "_db", "_scope")
+
+    def __init__(self, db: sqlite3.Connection, scope: str, container: str) -> None:
+        self._db = db
+        self._scope = scope
+        self._container = container
+
+    def committed(self, keys: Iterable[str]) -> set[str]:
+        """Which of `keys` were already committed (asked in chunks to stay under SQLite limits)."""
+        wanted = list(keys)
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT key FROM s3_checkpoints WHERE scope=? AND bucket=? AND key IN ({marks})",  # noqa: S608
+                (self._scope, self._container, *chunk),
+            )
+            found.update(row[0] for row in rows)
+        return found
+
+    def commit(self, key: str, *, etag: str, size: int) -> None:
+        """The checkpoint, and the end of any failure record, in one transaction."""
+        where = (self._scope, self._container, key)
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO s3_checkpoints VALUES (?,?,?,?,?,?)",
+                (*where, etag, size, time.time()),
+            )
+            self._db.execute("DELETE FROM failures WHERE scope=? AND bucket=? AND key=?", where)
+
+    def record_failure(
+        self,
+        key: str,
+        *,
+        reason: str,
+        error: str,
+        quarantine_after: int,
+        backoff: float,
+        now: float | None = None,
+    ) -> Failure:
+        """One more failed attempt: retry after an exponential backoff, or quarantine the
+        object once it failed `quarantine_after` times."""
+        at = time.time() if now is None else now
+        scope, bucket = self._scope, self._container
+        row = self._db.execute(
+            "SELECT attempts, first_failed FROM failures WHERE scope=? AND bucket=? AND key=?",
+            (scope, bucket, key),
+        ).fetchone()
+        attempts, first = (row[0] + 1, row[1]) if row else (1, at)
+        quarantined = attempts >= quarantine_after
+        retry_at = at + Backoff(backoff, MAX_BACKOFF).delay(attempts)
+        failure = Failure(
+            scope, bucket, key, attempts, reason, error, first, at, retry_at, quarantined
+        )
+        self._db.execute(
+            "INSERT OR REPLACE INTO failures VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (scope, bucket, key, attempts, reason, error, first, at, retry_at, int(quarantined)),
+        )
+        return failure
+
+    def blocked(self, now: float | None = None) -> set[str]:
+        """Keys not to offer now: quarantined, or still backing off after a failure."""
+        at = time.time() if now is None else now
+        rows = self._db.execute(
+            "SELECT key FROM failures WHERE scope=? AND bucket=? AND (quarantined=1 OR retry_at>?)",
+            (self._scope, self._container, at),
+        )
+        return {row[0] for row in rows}
+
+    def cursor(self, stream: str) -> str | None:
         """The first day (YYYY-MM-DD) of a CloudTrail stream with anything not committed."""
         row = self._db.execute(
             "SELECT day FROM trail_cursors WHERE scope=? AND bucket=? AND stream=?",
-            (scope, bucket, stream),
+            (self._scope, self._container, stream),
         ).fetchone()
         return None if row is None else str(row[0])
 
-    def move_cursor(self, scope: str, bucket: str, stream: str, day: str, prune_below: str) -> None:
+    def move_cursor(self, stream: str, day: str, prune_below: str) -> None:
         """The stream's cursor, and the end of its checkpoints in day folders below
         `prune_below`: they are never listed again. Keys off the layout (`stream/2024/1/`)
         keep theirs: a walk of the stream may list them again."""
+        scope, bucket = self._scope, self._container
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
@@ -204,38 +248,46 @@ class StateStore:
                 (scope, bucket, stream, prune_below, len(stream) + 1, DAY_FOLDER_GLOB),
             )
 
-    def save_delivered_keys(self, scope: str, newest: int, entries: bytes) -> None:
-        """One acknowledged batch's de-duplication keys (dedup.py); `newest` is its latest
-        event minute, by which the row is pruned."""
-        self._db.execute("INSERT INTO delivered_keys VALUES (?,?,?)", (scope, newest, entries))
 
-    def delivered_keys(self, scope: str, window: int) -> tuple[int, Iterator[bytes]]:
+class DeliveredKeys:
+    """The eventIDs LimaCharlie acknowledged for one scope (dedup.py), stored in rows of one
+    acknowledged batch each."""
+
+    __slots__ = ("_db", "_scope")
+
+    def __init__(self, db: sqlite3.Connection, scope: str) -> None:
+        self._db = db
+        self._scope = scope
+
+    def save(self, newest: int, entries: bytes) -> None:
+        """One acknowledged batch's keys; `newest` is its latest event minute, by which the
+        row is pruned."""
+        self._db.execute(
+            "INSERT INTO delivered_keys VALUES (?,?,?)", (self._scope, newest, entries)
+        )
+
+    def read(self, window: int) -> tuple[int, Iterator[bytes]]:
         """The newest event minute stored, and the rows within `window` minutes of it,
         newest first."""
         row = self._db.execute(
-            "SELECT MAX(newest) FROM delivered_keys WHERE scope=?", (scope,)
+            "SELECT MAX(newest) FROM delivered_keys WHERE scope=?", (self._scope,)
         ).fetchone()
         newest = int(row[0] or 0)
         rows = self._db.execute(
             "SELECT entries FROM delivered_keys WHERE scope=? AND newest>=? ORDER BY newest DESC",
-            (scope, newest - window),
+            (self._scope, newest - window),
         )
         return newest, (bytes(r[0]) for r in rows)
 
-    def prune_delivered_keys(self, scope: str, before: int) -> None:
-        self._db.execute("DELETE FROM delivered_keys WHERE scope=? AND newest<?", (scope, before))
-
-    def count_committed(self, scope: str) -> int:
-        row = self._db.execute("SELECT COUNT(*) FROM s3_checkpoints WHERE scope=?", (scope,))
-        return int(row.fetchone()[0])
-
-    def close(self) -> None:
-        self._db.close()
+    def prune(self, before: int) -> None:
+        self._db.execute(
+            "DELETE FROM delivered_keys WHERE scope=? AND newest<?", (self._scope, before)
+        )
 
 
-def _failure(row: tuple[object, ...]) -> Failure:
+def _failure(row: tuple[Any, ...]) -> Failure:
+    """A `failures` row: its columns are Failure's fields, in order (SQLite gives TEXT as
+    str, INTEGER as int and REAL as float; `quarantined` is stored as 0 or 1)."""
     scope, bucket, key, attempts, reason, error, first, last, retry_at, quarantined = row
-    return Failure(
-        str(scope), str(bucket), str(key), int(str(attempts)), str(reason), str(error),
-        float(str(first)), float(str(last)), float(str(retry_at)), bool(quarantined),
-    )  # fmt: skip
+    flag = bool(quarantined)
+    return Failure(scope, bucket, key, attempts, reason, error, first, last, retry_at, flag)

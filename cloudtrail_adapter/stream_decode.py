@@ -25,7 +25,6 @@ from typing import Final, Literal
 import msgspec
 from isal import isal_zlib
 
-from cloudtrail_adapter.bundles import Fragment, PackedObject, PackLimits, pack_lines
 from cloudtrail_adapter.decode import (
     GZIP_MAGIC,
     GZIP_WBITS,
@@ -33,34 +32,20 @@ from cloudtrail_adapter.decode import (
     UTF8_BOM,
     DecodeError,
     DecodeReason,
-    TooLargeForWhole,
     check_record,
     check_utf8,
     json_type,
     no_records,
     one_line,
-    pack_object,
 )
-from cloudtrail_adapter.filters import apply_filter, merge_counts
 
-__all__ = [
-    "DEFAULT_MAX_VALUE",
-    "STEP_OUTPUT",
-    "StreamDecoder",
-    "StreamSummary",
-    "fits_whole",
-    "pack_in_memory",
-    "pack_step",
-    "pack_stream",
-]
+__all__ = ["DEFAULT_MAX_VALUE", "STEP_OUTPUT", "StreamDecoder", "StreamSummary"]
 
 #: Decompressed bytes per `step`: bounds the memory and the records of one step.
 STEP_OUTPUT: Final = 4 << 20
 #: The largest single JSON value (a record) held while looking for its end.
 DEFAULT_MAX_VALUE: Final = 32 << 20
 
-#: Text bytes per compressed byte that CloudTrail's gzip usually gives (at least).
-_LIKELY_RATIO: Final = 6
 _IsalError: Final[type[Exception]] = isal_zlib.error  # type: ignore[assignment]
 _NOT_WS: Final = re.compile(rb"[^ \t\r\n]")
 # A whole string, a bracket, or a bare quote: a string that does not end in the buffer yet.
@@ -83,48 +68,6 @@ class StreamSummary:
     raw_bytes: int
     #: (index, size) of records over CloudTrail's documented maximum
     oversized: tuple[tuple[int, int], ...] = ()
-
-
-def pack_in_memory(data: bytes, limits: PackLimits) -> PackedObject:
-    """The worker pool's entry point: an object held in memory, packed into batches; decoded
-    whole when its text fits `limits.whole_max_raw`, else a step at a time (then only its
-    batches are held, never all of its text)."""
-    if fits_whole(len(data), limits):
-        try:
-            return pack_object(data, None, limits)
-        except TooLargeForWhole:
-            pass
-    return pack_stream(data, limits)
-
-
-def fits_whole(size: int, limits: PackLimits) -> bool:
-    """Whether an object of `size` compressed bytes is likely to decode whole."""
-    return size * _LIKELY_RATIO <= limits.whole_max_raw
-
-
-def pack_stream(data: bytes, limits: PackLimits) -> PackedObject:
-    decoder = StreamDecoder()
-    decoder.feed(data)
-    del data
-    fragments: list[Fragment] = []
-    dropped: dict[str, int] = {}
-    while not decoder.hungry:
-        fragments += pack_step(decoder, limits, dropped)
-    summary = decoder.finish()
-    kept = sum(f.records for f in fragments)
-    return PackedObject(
-        summary.kind, kept, summary.raw_bytes, tuple(fragments), summary.oversized,
-        tuple(dropped.items()),
-    )  # fmt: skip
-
-
-def pack_step(
-    decoder: StreamDecoder, limits: PackLimits, dropped: dict[str, int]
-) -> list[Fragment]:
-    """One decoding step's records, filtered (drops counted into `dropped`) and packed."""
-    kept, refused = apply_filter(decoder.step(), limits.keep)
-    merge_counts(dropped, refused.items())
-    return pack_lines(kept, limits)
 
 
 class StreamDecoder:

@@ -72,9 +72,10 @@ class SystemdNotifier:
             self._dropped += 1
             if self._dropped == 1:
                 log.warning(
-                    "systemd_notify_dropped", notification=message.split("\n", 1)[0],
+                    "systemd_notify_dropped",
+                    notification=message.split("\n", 1)[0],
                     reason="the notification socket's queue is full (nobody reads it)",
-                )  # fmt: skip
+                )
             return
         except OSError as exc:  # systemd gone or the socket wrong: never fatal to the data path
             log.warning("systemd_notify_failed", error=str(exc))

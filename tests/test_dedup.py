@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from cloudtrail_adapter.acks import AckTracker, ItemProgress
-from cloudtrail_adapter.bundles import PackLimits, drop_lines, fragment, pack_lines
+from cloudtrail_adapter.batches import PackLimits, drop_lines, fragment, pack_lines
 from cloudtrail_adapter.config import AwsOptions, DedupOptions, DeliveryOptions, parse_documents
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.dedup import Deduplicator
@@ -145,7 +145,7 @@ def store(tmp_path: Path) -> StateStore:
 
 
 def dedup_of(store: StateStore, **options: Any) -> Deduplicator:
-    return Deduplicator("test", "scope", store, DedupOptions(**options))
+    return Deduplicator("test", store.scoped("scope").delivered_keys(), DedupOptions(**options))
 
 
 def keyed(lines: list[bytes]) -> Any:

@@ -10,13 +10,13 @@ from typing import Any
 import orjson
 import pytest
 
-from cloudtrail_adapter.bundles import PackLimits, gzip_bundle
+from cloudtrail_adapter.batches import PackLimits, gzip_batch
 from cloudtrail_adapter.config import ConfigError, DeliveryOptions, load_config
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.filters import RecordFilter
-from cloudtrail_adapter.stream_decode import pack_in_memory, pack_stream
+from cloudtrail_adapter.packing import pack_steps, pack_whole
 from tests.support.configs import INSTALLATION_KEY, OID, file_config
 
 
@@ -47,8 +47,8 @@ RECORDS = [
 
 def kept_ids(keep: RecordFilter, *, stream: bool = False) -> tuple[list[str], dict[str, int]]:
     limits = PackLimits(5000, 8 << 20, keep=keep)
-    packed = (pack_stream if stream else pack_in_memory)(log_file(RECORDS), limits)
-    payload, _ = gzip_bundle(packed.fragments)
+    packed = (pack_steps if stream else pack_whole)(log_file(RECORDS), limits)
+    payload, _ = gzip_batch(packed.fragments)
     lines = [line for line in gzip.decompress(payload).split(b"\n") if line]
     assert packed.records == len(lines)
     return [orjson.loads(line)["eventID"] for line in lines], dict(packed.dropped)

@@ -189,7 +189,7 @@ class ClientOptions:
         Boolean(),
         "whether data frames are compressed",
         lc=True,
-        unused="bundles always travel gzip-compressed (the p field), whatever it says",
+        unused="batches always travel gzip-compressed (the p field), whatever it says",
         shown="(always compressed)",
     ).field()
     buffer_options: dict[str, Any] | None = Setting(
@@ -242,14 +242,14 @@ def _url_holds(url: str, secret: str) -> bool:
 
 @dataclass(frozen=True)
 class DeliveryOptions:
-    """How records are packed into bundles before either transport."""
+    """How records are packed into batches before either transport."""
 
-    batch_max_records: int = Setting(Integer(1, 100_000), "records per bundle").field(5000)
+    batch_max_records: int = Setting(Integer(1, 100_000), "records per batch").field(5000)
     batch_max_bytes: int = Setting(
-        Integer(1024, 64 << 20, unit="bytes"), "uncompressed bytes per bundle"
+        Integer(1024, 64 << 20, unit="bytes"), "uncompressed bytes per batch"
     ).field(8 << 20)
     batch_linger: float = Setting(
-        Seconds(0, 60), "seconds a part-filled bundle waits for more records"
+        Seconds(0, 60), "seconds a part-filled batch waits for more records"
     ).field(0.5)
     stream_threshold: int = Setting(
         Integer(1024, 1 << 40, unit="bytes"),
@@ -259,7 +259,7 @@ class DeliveryOptions:
     max_buffered_bytes: int = Setting(
         Integer(1 << 20, 1 << 34, unit="bytes"),
         "objects being decoded and compressed records waiting for the batcher; with the USP "
-        "window and the bundle size, it bounds memory however slow LimaCharlie is",
+        "window and the batch size, it bounds memory however slow LimaCharlie is",
     ).field(64 << 20)
 
 
@@ -560,7 +560,7 @@ class Destinations:
     webhook: WebhookOptions | None = Setting(
         Nested(WebhookOptions), "a LimaCharlie webhook adapter instead of USP"
     ).field()
-    delivery: DeliveryOptions = Setting(Nested(DeliveryOptions), "how records are bundled").factory(
+    delivery: DeliveryOptions = Setting(Nested(DeliveryOptions), "how records are batched").factory(
         DeliveryOptions
     )
     filter: RecordFilter = Setting(Nested(RecordFilter), "which records to ship").factory(

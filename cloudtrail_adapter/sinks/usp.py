@@ -1,4 +1,4 @@
-"""The USP transport: bundles over LimaCharlie's native adapter WebSocket, acked cumulatively.
+"""The USP transport: batches over LimaCharlie's native adapter WebSocket, acked cumulatively.
 
 Wire behaviour follows refractionPOINT/go-uspclient (client.go, ack_buffer.go, protocol/):
 
@@ -46,7 +46,7 @@ from tenacity import (
 
 from cloudtrail_adapter.config import ClientOptions
 from cloudtrail_adapter.errors import Backoff, FatalSinkError
-from cloudtrail_adapter.model import AckCallback, Batch
+from cloudtrail_adapter.model import AckCallback, Batch, SinkStats, UspStats
 from cloudtrail_adapter.proxies import Route, Routes, refused_by_proxy
 
 log = structlog.get_logger("cloudtrail_adapter.sinks.usp")
@@ -119,8 +119,8 @@ class _Pending:
 
 
 class _DataMessage(msgspec.Struct, omit_defaults=True):
-    """protocol.DataMessage, the fields we use: `x` sequence, `a` ack wanted, `p` gzip bundle,
-    `s` timestamp in ms."""
+    """protocol.DataMessage, the fields we use: `x` sequence, `a` ack wanted, `p` gzip batch
+    (the protocol's "bundle"), `s` timestamp in ms."""
 
     x: int
     p: bytes
@@ -273,6 +273,9 @@ class UspSink:
             return None
         return math.inf if self._connections == 0 else now - self._down_since
 
+    def stats(self) -> SinkStats:
+        return SinkStats(usp=UspStats(self.window, self.in_flight, self.reconnects, self.backoffs))
+
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         log.warning(
@@ -422,7 +425,7 @@ class UspSink:
 
     async def _keep_alive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """A ping every interval, as the reference client does, and never a verdict on the
-        pong: on a slow uplink a ping queued behind megabytes of bundles is answered late,
+        pong: on a slow uplink a ping queued behind megabytes of batches is answered late,
         and dropping that healthy connection would cost the window and re-send everything.
         A dead peer is found by the failing writes and reads themselves."""
         while True:

@@ -37,7 +37,7 @@ from tenacity import (
 
 from cloudtrail_adapter.config import WebhookOptions
 from cloudtrail_adapter.errors import Backoff, FatalSinkError
-from cloudtrail_adapter.model import AckCallback, Batch
+from cloudtrail_adapter.model import AckCallback, Batch, SinkStats, WebhookStats
 from cloudtrail_adapter.proxies import Routes, refused_by_proxy
 
 log = structlog.get_logger("cloudtrail_adapter.sinks.webhook")
@@ -68,16 +68,6 @@ class RetryPolicy:
     maximum: float = 30.0
     jitter: float = 0.5
     retry_after_cap: float = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookStats:
-    """A snapshot: `in_flight` counts batches sent but not yet acknowledged."""
-
-    in_flight: int
-    max_in_flight_seen: int
-    retries: int
-    acked: int
 
 
 class _Retryable(Exception):
@@ -159,9 +149,10 @@ class WebhookSink:
             f"in_flight={len(self._unacked)}, acked={self._acked})"
         )
 
-    @property
-    def stats(self) -> WebhookStats:
-        return WebhookStats(len(self._unacked), self._max_seen, self._retries, self._acked)
+    def stats(self) -> SinkStats:
+        """`in_flight` counts batches sent but not yet acknowledged."""
+        counts = WebhookStats(len(self._unacked), self._max_seen, self._retries, self._acked)
+        return SinkStats(webhook=counts)
 
     async def run(self) -> None:
         await self._stopped.wait()
@@ -359,4 +350,4 @@ class WebhookSink:
         return text.replace(secret, "***") if secret else text
 
 
-__all__ = ["RetryPolicy", "WebhookSink", "WebhookStats", "parse_retry_after"]
+__all__ = ["RetryPolicy", "WebhookSink", "parse_retry_after"]

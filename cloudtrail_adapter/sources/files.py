@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from cloudtrail_adapter.config import FileSourceOptions
 from cloudtrail_adapter.readers import FileReader, Reader
 from cloudtrail_adapter.sources.polling import Listed, PollingSource
-from cloudtrail_adapter.state import StateStore
+from cloudtrail_adapter.state import Checkpoints
 
 PAGE = 1000
 
@@ -16,14 +16,10 @@ PAGE = 1000
 class FileSource(PollingSource):
     """Keys are paths relative to the directory, in sorted order, like an S3 listing."""
 
-    def __init__(
-        self, name: str, options: FileSourceOptions, *, state: StateStore, scope: str
-    ) -> None:
+    def __init__(self, name: str, options: FileSourceOptions, *, checkpoints: Checkpoints) -> None:
         super().__init__(
             name,
-            state=state,
-            scope=scope,
-            container=str(options.path.resolve()),
+            checkpoints=checkpoints,
             poll_interval=options.poll_interval,
             single_load=options.single_load,
             quarantine_after=options.quarantine_after,

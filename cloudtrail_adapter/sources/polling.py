@@ -16,9 +16,9 @@ import structlog
 
 from cloudtrail_adapter.aio import Stopped, unless_stopped
 from cloudtrail_adapter.decode import is_digest_key
-from cloudtrail_adapter.model import WorkItem
+from cloudtrail_adapter.model import ListingStats, SourceStats, WorkItem
 from cloudtrail_adapter.readers import Reader
-from cloudtrail_adapter.state import StateStore
+from cloudtrail_adapter.state import Checkpoints
 
 log = structlog.get_logger("cloudtrail_adapter.sources")
 
@@ -45,7 +45,7 @@ class PassStats:
     listing_done: bool = False  # `offered` is final
 
 
-#: What metrics sum over passes.
+#: What `stats` sums over passes.
 _SUMMED = ("list_calls", "off_layout", "outside_window", "skipped_digest")
 
 
@@ -56,9 +56,7 @@ class PollingSource(ABC):
         self,
         name: str,
         *,
-        state: StateStore,
-        scope: str,
-        container: str,
+        checkpoints: Checkpoints,
         poll_interval: float,
         single_load: bool,
         quarantine_after: int,
@@ -66,9 +64,7 @@ class PollingSource(ABC):
         max_object_size: int,
     ) -> None:
         self.name = name
-        self._state = state
-        self._scope = scope
-        self._container = container
+        self._checkpoints = checkpoints
         self._poll_interval = poll_interval
         self._single_load = single_load
         self._quarantine_after = quarantine_after
@@ -79,7 +75,7 @@ class PollingSource(ABC):
         self._too_large = 0
         self.current_pass = PassStats()  # what the pass under way listed and offered so far
         self._earlier = PassStats()  # the sums of the passes before it
-        self.quarantined: Counter[str] = Counter()  # objects quarantined since start, by reason
+        self._quarantined: Counter[str] = Counter()  # objects quarantined since start, by reason
 
     @abstractmethod
     def list_pages(self) -> AsyncIterator[list[Listed]]:
@@ -111,36 +107,49 @@ class PollingSource(ABC):
             while True:
                 stats = await unless_stopped(self._stop, self.one_pass(out))
                 log.info(
-                    "source_pass_done", listed=stats.listed,
-                    offered=stats.offered, already_done=stats.skipped_done,
-                    digests=stats.skipped_digest, in_work=stats.skipped_in_work,
-                    failing=stats.skipped_failing, too_large=stats.too_large,
-                    outside_window=stats.outside_window, off_layout=stats.off_layout,
+                    "source_pass_done",
+                    listed=stats.listed,
+                    offered=stats.offered,
+                    already_done=stats.skipped_done,
+                    digests=stats.skipped_digest,
+                    in_work=stats.skipped_in_work,
+                    failing=stats.skipped_failing,
+                    too_large=stats.too_large,
+                    outside_window=stats.outside_window,
+                    off_layout=stats.off_layout,
                     list_calls=stats.list_calls,
-                )  # fmt: skip
+                )
                 if self._single_load:
                     return
                 await unless_stopped(self._stop, asyncio.sleep(self._poll_interval))
         except Stopped:
             return
 
-    def listing_counts(self) -> dict[str, int]:
-        """Since start, for metrics: the passes done and the one under way."""
+    def stats(self) -> SourceStats:
+        """Since start (the passes done and the one under way), and the pass under way."""
         now = self.current_pass
-        return {name: getattr(self._earlier, name) + getattr(now, name) for name in _SUMMED}
+        total = {name: getattr(self._earlier, name) + getattr(now, name) for name in _SUMMED}
+        listing = ListingStats(
+            list_calls=total["list_calls"],
+            off_layout=total["off_layout"],
+            digests=total["skipped_digest"],
+            outside_window=total["outside_window"],
+            quarantined=dict(self._quarantined),
+            offered=now.offered,
+            listing_done=now.listing_done,
+        )
+        return SourceStats(listing=listing)
 
     async def one_pass(self, out: asyncio.Queue[WorkItem]) -> PassStats:
         finished = self.current_pass
         for name in _SUMMED:
             setattr(self._earlier, name, getattr(self._earlier, name) + getattr(finished, name))
         stats = self.current_pass = PassStats()
-        blocked = self._state.blocked_keys(self._scope, self._container)
+        blocked = self._checkpoints.blocked()
         async for page in self.list_pages():
             stats.listed += len(page)
             candidates = [item for item in page if self._wanted(item, stats, blocked)]
-            done = self._state.committed_keys(
-                self._scope, self._container, [c.key for c in candidates]
-            )
+            done = self._checkpoints.committed(c.key for c in candidates)
             for listed in candidates:
                 if listed.key in done:
                     stats.skipped_done += 1
@@ -176,32 +185,37 @@ class PollingSource(ABC):
     def _failed(
         self, listed: Listed, reason: str, error: str, *, quarantine_after: int | None = None
     ) -> None:
-        failure = self._state.record_failure(
-            self._scope, self._container, listed.key, reason=reason, error=error,
+        failure = self._checkpoints.record_failure(
+            listed.key,
+            reason=reason,
+            error=error,
             quarantine_after=quarantine_after or self._quarantine_after,
             backoff=self._retry_backoff,
-        )  # fmt: skip
+        )
         _, fields = self.describe(listed)
         if failure.quarantined:
-            self.quarantined[reason] += 1
+            self._quarantined[reason] += 1
             log.error(
-                "object_quarantined", reason=reason, error=error,
-                attempts=failure.attempts, **fields,
-            )  # fmt: skip
+                "object_quarantined",
+                reason=reason,
+                error=error,
+                attempts=failure.attempts,
+                **fields,
+            )
         else:
             log.warning(
-                "object_retry_scheduled", reason=reason,
-                attempts=failure.attempts, retry_in=round(failure.retry_at - failure.last_failed),
+                "object_retry_scheduled",
+                reason=reason,
+                attempts=failure.attempts,
+                retry_in=round(failure.retry_at - failure.last_failed),
                 **fields,
-            )  # fmt: skip
+            )
 
     def _work_item(self, listed: Listed) -> WorkItem:
         ref, fields = self.describe(listed)
 
         async def commit() -> None:
-            self._state.commit_object(
-                self._scope, self._container, listed.key, etag=listed.etag, size=listed.size
-            )
+            self._checkpoints.commit(listed.key, etag=listed.etag, size=listed.size)
             self._in_work.discard(listed.key)
             await self.after_commit(listed)
 

@@ -39,7 +39,7 @@ from cloudtrail_adapter.sources.trail_listing import (
     discover,
     plan_stream,
 )
-from cloudtrail_adapter.state import StateStore
+from cloudtrail_adapter.state import Checkpoints
 
 log = structlog.get_logger("cloudtrail_adapter.sources")
 
@@ -60,15 +60,12 @@ class S3Source(PollingSource):
         options: S3SourceOptions,
         *,
         s3: Any,
-        state: StateStore,
-        scope: str,
+        checkpoints: Checkpoints,
         clock: Clock = _now,
     ) -> None:
         super().__init__(
             name,
-            state=state,
-            scope=scope,
-            container=options.bucket_name,
+            checkpoints=checkpoints,
             poll_interval=options.poll_interval,
             single_load=options.single_load,
             quarantine_after=options.quarantine_after,
@@ -124,27 +121,31 @@ class S3Source(PollingSource):
 
     def _report_discovery(self, layout: Layout) -> None:
         log.info(
-            "layout_discovered", bucket=self._options.bucket_name,
-            streams=len(layout.streams), off_layout=len(layout.off.where()),
+            "layout_discovered",
+            bucket=self._options.bucket_name,
+            streams=len(layout.streams),
+            off_layout=len(layout.off.where()),
             passed_over={reason: len(f) for reason, f in layout.passed_over.items()},
-        )  # fmt: skip
+        )
         for reason, folders in layout.passed_over.items():
             new = self._unreported(folders)
             if new:
                 log.info(
-                    "folders_passed_over", reason=reason,
-                    count=len(new), examples=new[:EXAMPLES],
-                )  # fmt: skip
+                    "folders_passed_over", reason=reason, count=len(new), examples=new[:EXAMPLES]
+                )
         self._report_off_layout(layout.off, None)
 
     def _report_off_layout(self, off: OffLayout, stream: Stream | None) -> None:
         new = self._unreported(off.where())
         if new:
             log.warning(
-                "off_layout_found", bucket=self._options.bucket_name,
-                stream=stream.prefix if stream else None, count=len(new),
-                examples=new[:EXAMPLES], action="listed whole and shipped every pass",
-            )  # fmt: skip
+                "off_layout_found",
+                bucket=self._options.bucket_name,
+                stream=stream.prefix if stream else None,
+                count=len(new),
+                examples=new[:EXAMPLES],
+                action="listed whole and shipped every pass",
+            )
 
     def _unreported(self, where: list[str]) -> list[str]:
         new = [w for w in where if w not in self._reported]
@@ -157,13 +158,15 @@ class S3Source(PollingSource):
             return
         found = [d for p in plans for d in p.days]
         log.info(
-            "backfill_starting", bucket=self._options.bucket_name,
-            streams=len(plans), day_folders=len(found),
+            "backfill_starting",
+            bucket=self._options.bucket_name,
+            streams=len(plans),
+            day_folders=len(found),
             first_day=min(found).isoformat() if found else None,
             last_day=max(found).isoformat() if found else None,
             off_layout=len(layout.off.where()) + sum(len(p.off.where()) for p in plans),
             start_time=self._options.start_time.isoformat() if self._options.start_time else None,
-        )  # fmt: skip
+        )
 
     async def _list(self, prefix: str) -> AsyncIterator[list[Listed]]:
         paginator = self._s3.get_paginator("list_objects_v2")
@@ -190,15 +193,19 @@ class S3Source(PollingSource):
         return not globs or any(fnmatch.fnmatchcase(region, g) for g in globs)
 
     async def _plan(self, stream: Stream, now: datetime) -> StreamPlan:
-        saved = self._state.cursor(self._scope, self._options.bucket_name, stream.prefix)
+        saved = self._checkpoints.cursor(stream.prefix)
         start = self._options.start_time.date() if self._options.start_time else None
         first = None if saved is None else min(date.fromisoformat(saved), self._lookback_day(now))
         if start is not None:
             first = start if first is None else max(first, start)
         plan = await plan_stream(
-            self._level, stream, first, self._last_day(now),
-            calendar_days=self._calendar_days, resumed=saved is not None,
-        )  # fmt: skip
+            self._level,
+            stream,
+            first,
+            self._last_day(now),
+            calendar_days=self._calendar_days,
+            resumed=saved is not None,
+        )
         self._report_off_layout(plan.off, stream)
         return plan
 
@@ -257,15 +264,13 @@ class S3Source(PollingSource):
     def _complete(self, page: list[Listed]) -> bool:
         """Whether every object of a day was committed (digests never are, nor need be)."""
         keys = [item.key for item in page if not is_digest_key(item.key)]
-        done = self._state.committed_keys(self._scope, self._options.bucket_name, keys)
+        done = self._checkpoints.committed(keys)
         return len(done) == len(keys)
 
     def _move_cursor(self, stream: Stream, cursor: date, now: datetime) -> None:
         """Days before both the cursor and the lookback are never listed again."""
         below = day_prefix(stream, min(cursor, self._lookback_day(now)))
-        self._state.move_cursor(
-            self._scope, self._options.bucket_name, stream.prefix, cursor.isoformat(), below
-        )
+        self._checkpoints.move_cursor(stream.prefix, cursor.isoformat(), below)
 
     def reader(self, listed: Listed) -> Reader:
         return S3Reader(

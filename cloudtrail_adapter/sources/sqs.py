@@ -31,7 +31,7 @@ from cloudtrail_adapter.aws import BucketClients
 from cloudtrail_adapter.config import SqsFilesSourceOptions, SqsSourceOptions
 from cloudtrail_adapter.decode import is_digest_key
 from cloudtrail_adapter.errors import Backoff, QueueUnavailable, failure_reason
-from cloudtrail_adapter.model import WorkItem
+from cloudtrail_adapter.model import QueueStats, SourceStats, WorkItem
 from cloudtrail_adapter.notifications import (
     FetchObjects,
     FilePaths,
@@ -57,13 +57,21 @@ GONE_HANDLE_CODES = frozenset(
     {"ReceiptHandleIsInvalid", "AWS.SimpleQueueService.MessageNotInflight", "MessageNotInflight"}
 )
 FATAL_QUEUE_CODES = frozenset(
-    {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "AccessDenied",
-     "AccessDeniedException", "InvalidClientTokenId", "SignatureDoesNotMatch"}
-)  # fmt: skip
+    {
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "AccessDenied",
+        "AccessDeniedException",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+    }
+)
 
 
 @dataclass
 class SqsStats:
+    """The source's own counters; `stats()` shows them."""
+
     received: int = 0
     deleted: int = 0
     nothing_to_do: int = 0
@@ -105,7 +113,7 @@ class SqsSource:
         self, name: str, options: SqsSourceOptions, *, sqs: Any, buckets: BucketClients
     ) -> None:
         self.name = name
-        self.stats = SqsStats()
+        self._counts = SqsStats()
         self._options = options
         self._sqs = sqs
         self._buckets = buckets
@@ -121,7 +129,19 @@ class SqsSource:
 
     def problems(self) -> int:
         """Messages given up on in this run (poison, or their objects failed)."""
-        return self.stats.poison + self.stats.left_for_redelivery
+        return self._counts.poison + self._counts.left_for_redelivery
+
+    def stats(self) -> SourceStats:
+        c = self._counts
+        queue = QueueStats(
+            received=c.received,
+            deleted=c.deleted,
+            poison=c.poison,
+            visibility_extensions=c.visibility_extensions,
+            delete_failures=c.delete_failures,
+            in_work=c.in_work,
+        )
+        return SourceStats(queue=queue)
 
     def stop_intake(self) -> None:
         self._stop.set()
@@ -247,7 +267,7 @@ class SqsSource:
     @property
     def _taken(self) -> int:
         """Messages in work, and room other receive loops asked for."""
-        return self.stats.in_work + self._reserved
+        return self._counts.in_work + self._reserved
 
     async def _taken_below(self, limit: int) -> None:
         while self._taken >= limit:
@@ -263,7 +283,7 @@ class SqsSource:
             MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
         messages: list[dict[str, Any]] = answer.get("Messages", [])
-        self.stats.received += len(messages)
+        self._counts.received += len(messages)
         return messages
 
     async def _receive_failed(self, exc: Exception, failures: int) -> None:
@@ -288,14 +308,16 @@ class SqsSource:
             self._poison(message_id, receives, "parser_error", f"{type(exc).__name__}: {exc}")
             return
         log.debug(
-            "sqs_message_received", message_id=message_id,
-            receive_count=receives, kind=type(note).__name__,
-        )  # fmt: skip
+            "sqs_message_received",
+            message_id=message_id,
+            receive_count=receives,
+            kind=type(note).__name__,
+        )
         items = self._items(note, message_id)
         state = _Message(message_id, str(message["ReceiptHandle"]), len(items))
         self._enter(state)
         if not items:
-            self.stats.nothing_to_do += 1
+            self._counts.nothing_to_do += 1
             why = note.reason if isinstance(note, NothingToDo) else "digest_files_only"
             log.info("sqs_message_nothing_to_do", message_id=message_id, why=why)
             self._deletes.put_nowait(state)
@@ -311,11 +333,14 @@ class SqsSource:
 
     def _poison(self, message_id: str, receives: str, reason: str, error: str) -> None:
         """Left as received: back after its visibility timeout, then to the dead-letter queue."""
-        self.stats.poison += 1
+        self._counts.poison += 1
         log.error(
-            "sqs_message_poison", message_id=message_id, reason=reason,
-            error=error, receive_count=receives,
-        )  # fmt: skip
+            "sqs_message_poison",
+            message_id=message_id,
+            reason=reason,
+            error=error,
+            receive_count=receives,
+        )
 
     def _items(self, note: Notification, message_id: str) -> list[ItemFactory]:
         """Factories of the message's WorkItems (made once its state exists)."""
@@ -353,9 +378,13 @@ class SqsSource:
             self._item_failed(state, reason, error)
 
         return WorkItem(
-            source=self.name, ref=ref, reader=reader, commit=commit, release=release,
+            source=self.name,
+            ref=ref,
+            reader=reader,
+            commit=commit,
+            release=release,
             log_fields=fields,
-        )  # fmt: skip
+        )
 
     def _item_failed(self, state: _Message, reason: str, error: str) -> None:
         state.failed = True
@@ -372,23 +401,20 @@ class SqsSource:
             self._unstarted.append(state)
             self._leave(state)
         elif state.failed:
-            self.stats.left_for_redelivery += 1
-            log.warning(
-                "sqs_message_left", message_id=state.message_id,
-                reason=state.failure,
-            )  # fmt: skip
+            self._counts.left_for_redelivery += 1
+            log.warning("sqs_message_left", message_id=state.message_id, reason=state.failure)
             self._leave(state)
         else:
             self._deletes.put_nowait(state)
 
     def _enter(self, state: _Message) -> None:
         self._messages.add(state)
-        self.stats.in_work += 1
+        self._counts.in_work += 1
 
     def _leave(self, state: _Message) -> None:
         """The message is no longer ours: deleted, or left for redelivery."""
         self._messages.discard(state)
-        self.stats.in_work -= 1
+        self._counts.in_work -= 1
         self._left.set()
 
     async def _heartbeat(self, state: _Message) -> None:
@@ -406,12 +432,13 @@ class SqsSource:
                 code = failure_reason(exc)
                 log.warning(
                     "sqs_visibility_extend_failed",
-                    message_id=state.message_id, error=f"{code}: {exc}",
-                )  # fmt: skip
+                    message_id=state.message_id,
+                    error=f"{code}: {exc}",
+                )
                 if code in GONE_HANDLE_CODES or code == "InvalidParameterValue":
                     return  # deleted, expired or past SQS's 12-hour cap: nothing to keep
                 continue
-            self.stats.visibility_extensions += 1
+            self._counts.visibility_extensions += 1
             log.debug("sqs_visibility_extended", message_id=state.message_id)
 
     async def _deleter(self) -> None:
@@ -433,7 +460,7 @@ class SqsSource:
                 if i not in retry:
                     self._gone(pending[i], code)
             for i in pending.keys() - failed.keys():
-                self.stats.deleted += 1
+                self._counts.deleted += 1
                 log.debug("sqs_message_deleted", message_id=pending[i].message_id)
                 self._leave(pending[i])
             pending = retry
@@ -458,6 +485,6 @@ class SqsSource:
 
     def _gone(self, state: _Message, code: str) -> None:
         """Could not delete: the message will come back and be shipped again (a duplicate)."""
-        self.stats.delete_failures += 1
+        self._counts.delete_failures += 1
         log.warning("sqs_message_not_deleted", message_id=state.message_id, code=code)
         self._leave(state)

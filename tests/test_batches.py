@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloudtrail_adapter.bundles import PackLimits, fragment, gzip_bundle, pack_lines
+from cloudtrail_adapter.batches import PackLimits, fragment, gzip_batch, pack_lines
 from cloudtrail_adapter.config import DeliveryOptions
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import START, cloudtrail_record, log_file
@@ -35,7 +35,7 @@ def one_member(payload: bytes) -> bytes:
 def test_joined_fragments_are_one_gzip_member_of_the_newline_joined_lines(
     groups: list[list[bytes]],
 ) -> None:
-    payload, length = gzip_bundle([fragment(lines) for lines in groups])
+    payload, length = gzip_batch([fragment(lines) for lines in groups])
     expected = b"\n".join(line for lines in groups for line in lines)
     assert one_member(payload) == expected == gzip.decompress(payload)
     assert length == len(expected)
@@ -45,7 +45,7 @@ def test_joined_fragments_are_one_gzip_member_of_the_newline_joined_lines(
 def test_pack_lines_keeps_order_and_limits(lines: list[bytes], records: int, size: int) -> None:
     limits = PackLimits(max_records=records, max_bytes=size)
     fragments = pack_lines(lines, limits)
-    texts = [one_member(gzip_bundle([f])[0]) for f in fragments]
+    texts = [one_member(gzip_batch([f])[0]) for f in fragments]
     assert b"\n".join(texts) == b"\n".join(lines) and sum(f.records for f in fragments) == len(
         lines
     )

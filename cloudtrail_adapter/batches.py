@@ -1,4 +1,4 @@
-"""Records -> deflate fragments -> one gzip bundle per batch.
+"""Records -> deflate fragments -> gzip batches joined by concatenation.
 
 A worker process compresses an object's records into *fragments*: raw deflate streams that
 end on a sync flush (not final), each with the CRC-32 and length of its text. Fragments,
@@ -23,20 +23,20 @@ from cloudtrail_adapter.event_keys import Line, record_keys
 from cloudtrail_adapter.filters import RecordFilter
 
 __all__ = [
-    "BUNDLE_LEVEL",
+    "BATCH_LEVEL",
     "Fragment",
     "Line",
     "PackLimits",
     "PackedObject",
-    "compress_bundle",
+    "compress_batch",
     "drop_lines",
     "fragment",
-    "gzip_bundle",
+    "gzip_batch",
     "pack_lines",
 ]
 
-#: isa-l level for outgoing bundles: about as fast as level 0, and much smaller.
-BUNDLE_LEVEL: Final = 1
+#: isa-l level for outgoing batches: about as fast as level 0, and much smaller.
+BATCH_LEVEL: Final = 1
 
 
 # gzip header: magic, deflate, no flags, mtime 0, no extra flags, OS unknown (RFC 1952).
@@ -85,7 +85,7 @@ class PackedObject:
 
 def fragment(lines: Sequence[Line], *, keyed: bool = False) -> Fragment:
     text = b"\n".join(lines)
-    deflater = isal_zlib.compressobj(BUNDLE_LEVEL, isal_zlib.DEFLATED, _RAW_DEFLATE)
+    deflater = isal_zlib.compressobj(BATCH_LEVEL, isal_zlib.DEFLATED, _RAW_DEFLATE)
     body = deflater.compress(text) + deflater.flush(isal_zlib.Z_SYNC_FLUSH)
     keys = record_keys(lines) if keyed else b""
     return Fragment(body, len(lines), len(text), isal_zlib.crc32(text), keys)
@@ -118,7 +118,7 @@ def pack_lines(lines: Sequence[Line], limits: PackLimits) -> list[Fragment]:
     return fragments
 
 
-def gzip_bundle(fragments: Sequence[Fragment]) -> tuple[bytes, int]:
+def gzip_batch(fragments: Sequence[Fragment]) -> tuple[bytes, int]:
     """One gzip member holding the fragments' texts joined by newlines, and its length."""
     parts = [_HEADER]
     crc = length = 0
@@ -134,6 +134,6 @@ def gzip_bundle(fragments: Sequence[Fragment]) -> tuple[bytes, int]:
     return b"".join(parts), length
 
 
-def compress_bundle(lines: Sequence[Line]) -> tuple[bytes, int]:
+def compress_batch(lines: Sequence[Line]) -> tuple[bytes, int]:
     """gzip of the newline-joined lines (one member, mtime 0), and the uncompressed length."""
-    return gzip_bundle([fragment(lines)] if lines else [])
+    return gzip_batch([fragment(lines)] if lines else [])
