@@ -28,6 +28,7 @@ __all__ = [
     "Line",
     "PackLimits",
     "PackedObject",
+    "Unreadable",
     "compress_batch",
     "drop_lines",
     "fragment",
@@ -81,6 +82,28 @@ class PackedObject:
     oversized: tuple[tuple[int, int], ...] = ()
     #: (filter, records it dropped); `records` counts only what was kept
     dropped: tuple[tuple[str, int], ...] = ()
+    #: parts of a damaged object that are no record on their own (salvage.py)
+    unreadable: tuple[Unreadable, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """One element of a damaged object's `Records` that is not a record on its own (or junk
+    between two): set aside in the state database instead of costing its neighbours."""
+
+    index: int  # among the array's elements, as found
+    start: int  # byte range in the decompressed document
+    end: int
+    reason: str
+    excerpt: bytes  # the bytes around the fault
+    raw: bytes  # the part itself, up to salvage.RAW_CAP
+
+    def describe(self) -> str:
+        """For logs: where and why, and the bytes around the fault (repr, so never raw)."""
+        return (
+            f"Records[{self.index}] (bytes {self.start}-{self.end}): {self.reason} "
+            f"near {self.excerpt!r}"
+        )
 
 
 def fragment(lines: Sequence[Line], *, keyed: bool = False) -> Fragment:

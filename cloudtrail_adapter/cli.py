@@ -31,7 +31,7 @@ from cloudtrail_adapter.config import (
     load_config,
     parse_dotted,
 )
-from cloudtrail_adapter.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from cloudtrail_adapter.errors import EXIT_OK, EXIT_USAGE
 
 DEFAULT_STATE_DIR = Path("state")
 #: LimaCharlie's adapter commands: `KIND CONFIG` or `KIND key=value ...`.
@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     if command == "validate":
         return _validate(Path(args.config), env)
     if command == "quarantine":
-        return _quarantine(args.action, args.keys, state_dir(args.state_dir, env))
+        from cloudtrail_adapter.quarantine import run as quarantine
+
+        return quarantine(args.action, args.keys, state_dir(args.state_dir, env), args.to)
     kind = next((k for k in _FORMS if k == command), None)
     arguments: list[str] = [args.config] if command == "run" else args.arguments
     state = state_dir(args.state_dir, env)
@@ -147,33 +149,6 @@ def _validate(config: Path, env: Mapping[str, str]) -> int:
     _print_problems(warnings, None, sys.stderr)
     for source in sources:
         print(summary(source))
-    return EXIT_OK
-
-
-def _quarantine(action: str, keys: list[str], state_dir: Path) -> int:
-    """`list`: objects given up on, with why; `retry`: forget them (all, or the keys named)
-    so the next pass of a running or restarted daemon fetches them again."""
-    from cloudtrail_adapter.state import StateError, StateStore
-
-    if not (state_dir / "state.db").exists():
-        print(f"no state database in {state_dir} (see --state-dir)", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        store = StateStore.in_dir(state_dir)
-    except StateError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_FAILED
-    try:
-        if action == "list":
-            entries = store.failures(quarantined_only=True)
-            for f in entries:
-                print(f"{f.bucket}\t{f.key}\t{f.attempts} attempts\t{f.reason}: {f.error}")
-            print(f"{len(entries)} quarantined", file=sys.stderr)
-        else:
-            released = store.release_quarantine(keys or None)
-            print(f"{released} released; the next pass fetches them again", file=sys.stderr)
-    finally:
-        store.close()
     return EXIT_OK
 
 
@@ -275,11 +250,18 @@ def _parser() -> argparse.ArgumentParser:
         _daemon_options(form)
 
     quarantine = commands.add_parser(
-        "quarantine", help="objects that kept failing: `list`, or `retry [KEY ...]`"
+        "quarantine",
+        help="what was given up on: objects that kept failing, records that were unreadable",
+        description="list: both; retry [KEY ...]: fetch quarantined objects again; "
+        "show [REF ...]: the unreadable records, with the bytes around each fault; "
+        "export --to DIR [REF ...]: write each unreadable record's bytes to a file",
     )
-    quarantine.add_argument("action", choices=("list", "retry"))
-    quarantine.add_argument("keys", nargs="*", metavar="KEY", help="retry: only these keys")
+    quarantine.add_argument("action", choices=("list", "retry", "show", "export"))
+    quarantine.add_argument(
+        "keys", nargs="*", metavar="KEY|REF", help="only these objects (keys, or refs as listed)"
+    )
     quarantine.add_argument("--state-dir", metavar="DIR", help="as for run")
+    quarantine.add_argument("--to", metavar="DIR", type=Path, help="export: where to write")
 
     emulate = commands.add_parser(
         "emulate",

@@ -182,6 +182,7 @@ async def run_source(
         executor=executor,
         keep=cfg.record_filter,
         dedup=dedup,
+        set_aside=state.set_aside,
     )
     runtime.attach(pipeline, tracker, sink)
     try:
@@ -196,6 +197,7 @@ async def run_source(
         runtime.detach()
         await sink.close()
     failed = pipeline.stats.objects_failed + given_up
+    unreadable = sum(pipeline.stats.records_unreadable.values())
     log.info(
         "source_finished",
         objects=tracker.stats.committed,
@@ -204,13 +206,17 @@ async def run_source(
         records=pipeline.stats.records_sent,
         batches=pipeline.stats.batches_sent,
         oversized=pipeline.stats.records_oversized,
+        unreadable=unreadable,
         filtered=pipeline.stats.records_filtered,
         duplicates=dedup.stats.duplicates if dedup else None,
     )
-    # A single-load run is a job: anything left undone fails it. A long-running source
-    # reports failures as they happen; being stopped is its normal end.
-    ok = failed == 0 or not cfg.source.single_load
-    return SourceOutcome(cfg.name, ok=ok, error=f"{failed} items failed" if failed else "")
+    # A single-load run is a job: anything left undone, or set aside as unreadable, fails it.
+    # A long-running source reports failures as they happen; being stopped is its normal end.
+    ok = (failed == 0 and unreadable == 0) or not cfg.source.single_load
+    error = f"{failed} items failed" if failed else ""
+    if unreadable:
+        error = ", ".join(filter(None, [error, f"{unreadable} records unreadable"]))
+    return SourceOutcome(cfg.name, ok=ok, error=error)
 
 
 async def _produce(

@@ -29,7 +29,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import BinaryIO, Final, Literal
 
 import msgspec
 from isal import isal_zlib
@@ -50,6 +50,8 @@ __all__ = [
     "check_record",
     "check_utf8",
     "decode_object",
+    "inflate",
+    "inflate_file",
     "is_digest_key",
     "json_type",
     "no_records",
@@ -241,6 +243,35 @@ def _gunzip(data: bytes, max_raw: int | None = None) -> bytes:
                 f"{len(rest)} bytes that are not gzip follow the gzip member(s)",
             )
     return members[0] if len(members) == 1 else b"".join(members)
+
+
+def inflate(data: bytes) -> bytes:
+    """An object's text: every gzip member decompressed, or the bytes as they are."""
+    return _gunzip(data) if data[:2] == GZIP_MAGIC else data
+
+
+def inflate_file(source: BinaryIO, target: BinaryIO, piece: int = 4 << 20) -> None:
+    """`inflate`, from file to file a piece at a time, for objects too large to hold."""
+    source.seek(0)
+    head = source.read(2)
+    source.seek(0)
+    if head != GZIP_MAGIC:
+        while chunk := source.read(piece):
+            target.write(chunk)
+        target.flush()
+        return
+    inflater = isal_zlib.decompressobj(wbits=GZIP_WBITS)
+    while chunk := source.read(piece):
+        while chunk:
+            try:
+                target.write(inflater.decompress(chunk))
+            except _IsalError as exc:
+                raise DecodeError("corrupt_gzip", f"corrupt gzip data: {exc}") from None
+            if not inflater.eof:
+                break
+            chunk = inflater.unused_data.lstrip(b"\0")
+            inflater = isal_zlib.decompressobj(wbits=GZIP_WBITS)
+    target.flush()
 
 
 def check_utf8(data: bytes, offset: int = 0) -> None:

@@ -229,6 +229,13 @@ class _Families:
             st.records_filtered,
             "filter",
         )
+        self.by_label(
+            "records_unreadable",
+            "parts of damaged objects that were no record on their own, set aside, by reason",
+            name,
+            st.records_unreadable,
+            "reason",
+        )
         if p.dedup is not None:
             d = p.dedup.stats
             self.counter("records_duplicate", "records dropped as duplicates", name, d.duplicates)

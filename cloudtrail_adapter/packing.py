@@ -16,14 +16,39 @@ Everything here is pure and CPU-bound, and what it takes and returns pickles sma
 
 from __future__ import annotations
 
-from typing import Final, Literal
+import mmap
+import tempfile
+from typing import BinaryIO, Final, Literal
 
 from cloudtrail_adapter.batches import Fragment, PackedObject, PackLimits, pack_lines
-from cloudtrail_adapter.decode import TooLargeForWhole, pack_object
+from cloudtrail_adapter.decode import (
+    OVERSIZED_RECORD,
+    DecodeError,
+    TooLargeForWhole,
+    inflate,
+    inflate_file,
+    pack_object,
+)
 from cloudtrail_adapter.filters import apply_filter, merge_counts
-from cloudtrail_adapter.stream_decode import StreamDecoder
+from cloudtrail_adapter.salvage import Text, record_at, salvage
+from cloudtrail_adapter.stream_decode import DEFAULT_MAX_VALUE, StreamDecoder
 
-__all__ = ["Decoding", "decoding", "pack_step", "pack_steps", "pack_whole"]
+__all__ = [
+    "SALVAGEABLE",
+    "Decoding",
+    "decoding",
+    "pack_salvaged",
+    "pack_spooled",
+    "pack_step",
+    "pack_steps",
+    "pack_whole",
+]
+
+#: What the strict decoders refuse for damage inside `Records`: salvaged record by record.
+#: A gzip stream that is corrupt or cut short, or a document of another shape, is not.
+SALVAGEABLE: Final = frozenset(
+    {"not_json", "invalid_utf8", "record_not_object", "record_too_large"}
+)
 
 Decoding = Literal["whole", "steps", "ranges"]
 
@@ -45,16 +70,68 @@ def decoding(size: int, stream_threshold: int, limits: PackLimits) -> Decoding:
 def pack_whole(data: bytes, limits: PackLimits) -> PackedObject:
     """The worker pool's entry point: an object held in memory, decoded whole and packed;
     should its text turn out larger than `limits.whole_max_raw` after all (a small object
-    may hold a lot), it is decoded in steps instead."""
+    may hold a lot), it is decoded in steps instead. A damaged one is salvaged."""
     try:
         return pack_object(data, None, limits)
     except TooLargeForWhole:
         return pack_steps(data, limits)
+    except DecodeError as exc:
+        if exc.reason not in SALVAGEABLE:
+            raise
+        return pack_salvaged(inflate(data), limits, exc)
 
 
 def pack_steps(data: bytes, limits: PackLimits) -> PackedObject:
     """An object held in memory, decoded a step at a time: its fragments are held, never
-    all of its text."""
+    all of its text. A damaged one is salvaged from its text spooled to a file."""
+    try:
+        return _pack_steps(data, limits)
+    except DecodeError as exc:
+        if exc.reason not in SALVAGEABLE:
+            raise
+        with tempfile.TemporaryFile() as raw:
+            raw.write(data)
+            del data
+            return pack_spooled(raw, limits, exc)
+
+
+def pack_spooled(raw: BinaryIO, limits: PackLimits, cause: DecodeError) -> PackedObject:
+    """A damaged object spooled to `raw`, salvaged from its text in a second file, read
+    through a memory map: the text is never held, only the records' fragments."""
+    with tempfile.TemporaryFile() as text:
+        inflate_file(raw, text)
+        if not text.tell():
+            raise cause
+        with mmap.mmap(text.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return pack_salvaged(mapped, limits, cause)
+
+
+def pack_salvaged(text: Text, limits: PackLimits, cause: DecodeError) -> PackedObject:
+    """What the strict decoders refused (`cause`): every record readable on its own,
+    packed, and the unreadable parts, to be set aside. Without a Records array to salvage
+    from, the strict decoder's error stands."""
+    try:
+        found = salvage(text, max_record=DEFAULT_MAX_VALUE)
+    except DecodeError:
+        raise cause from None
+    lines = [record_at(text, span) for span in found.records]
+    kept, dropped = apply_filter(lines, limits.keep)
+    fragments = tuple(pack_lines(kept, limits))
+    oversized = tuple(
+        (i, len(line)) for i, line in enumerate(lines) if len(line) > OVERSIZED_RECORD
+    )
+    return PackedObject(
+        "log",
+        len(kept),
+        len(text),
+        fragments,
+        oversized,
+        tuple(dropped.items()),
+        tuple(found.unreadable),
+    )
+
+
+def _pack_steps(data: bytes, limits: PackLimits) -> PackedObject:
     decoder = StreamDecoder()
     decoder.feed(data)
     del data

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -28,14 +29,21 @@ import structlog
 
 from cloudtrail_adapter.acks import AckTracker, ItemProgress
 from cloudtrail_adapter.aio import ByteBudget
-from cloudtrail_adapter.batches import Fragment, PackLimits, drop_lines, gzip_batch
+from cloudtrail_adapter.batches import Fragment, PackLimits, Unreadable, drop_lines, gzip_batch
 from cloudtrail_adapter.config import DeliveryOptions
 from cloudtrail_adapter.decode import DecodeError
 from cloudtrail_adapter.dedup import BatchFlights, Deduplicator, Flight
 from cloudtrail_adapter.errors import failure_reason
 from cloudtrail_adapter.filters import RecordFilter, merge_counts
 from cloudtrail_adapter.model import AckToken, Batch, WorkItem
-from cloudtrail_adapter.packing import decoding, pack_step, pack_steps, pack_whole
+from cloudtrail_adapter.packing import (
+    SALVAGEABLE,
+    decoding,
+    pack_spooled,
+    pack_step,
+    pack_steps,
+    pack_whole,
+)
 from cloudtrail_adapter.stream_decode import STEP_OUTPUT, StreamDecoder
 
 log = structlog.get_logger("cloudtrail_adapter.pipeline")
@@ -57,6 +65,7 @@ class PipelineStats:
     records_sent: int = 0
     records_oversized: int = 0
     records_filtered: dict[str, int] = field(default_factory=dict)  # by filter
+    records_unreadable: dict[str, int] = field(default_factory=dict)  # set aside, by reason
     failures_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -66,6 +75,10 @@ class Decoded:
     fragments: Sequence[Fragment]
     size: int  # bytes of `fragments`, held in the buffer budget until batched
     flights: Sequence[Flight | None]  # the keys each fragment claimed (de-duplication)
+
+
+#: Keeps a damaged object's unreadable parts (state.SourceState.set_aside): by its ref.
+SetAside = Callable[[str, Sequence[Unreadable]], None]
 
 
 class Pipeline:
@@ -82,8 +95,10 @@ class Pipeline:
         executor: Executor | None = None,
         keep: RecordFilter | None = None,
         dedup: Deduplicator | None = None,
+        set_aside: SetAside | None = None,
     ) -> None:
         self.name = name
+        self._set_aside = set_aside
         self.stats = PipelineStats()
         self.work: asyncio.Queue[WorkItem] = asyncio.Queue(maxsize=fetchers * 2)
         # None: the fetchers went idle.
@@ -178,6 +193,11 @@ class Pipeline:
             self._budget.release(reserved)
             raise
         del data
+        try:
+            self._keep_unreadable(item, packed.unreadable)
+        except BaseException:
+            self._budget.release(reserved)
+            raise
         reserved = self._budget.resize(reserved, _size(packed.fragments))
         self._tracker.set_total(progress, packed.records)
         self._report_oversized(item, packed.oversized)
@@ -194,15 +214,39 @@ class Pipeline:
         decoder = StreamDecoder()
         total = 0
         dropped: dict[str, int] = {}  # filled by the decoding thread, read after it
-        async for chunk in item.reader.chunks(STREAM_RANGE):
-            decoder.feed(chunk)
-            while not decoder.hungry:
-                total += await self._step(decoder, progress, dropped)
-        summary = decoder.finish()
+        try:
+            async for chunk in item.reader.chunks(STREAM_RANGE):
+                decoder.feed(chunk)
+                while not decoder.hungry:
+                    total += await self._step(decoder, progress, dropped)
+            summary = decoder.finish()
+        except DecodeError as exc:
+            if exc.reason not in SALVAGEABLE:
+                raise
+            total += await self._salvage_ranges(item, progress, exc)
+            self._tracker.set_total(progress, total)
+            return "log", total
         self._tracker.set_total(progress, total)
         self._report_oversized(item, summary.oversized)
         merge_counts(self.stats.records_filtered, dropped.items())
         return summary.kind, total
+
+    async def _salvage_ranges(
+        self, item: WorkItem, progress: ItemProgress, cause: DecodeError
+    ) -> int:
+        """A large object the stream decoder refused: read again into a file and salvaged
+        from its text there (packing.pack_spooled). Records handed on before the refusal
+        go again, as on any retry; de-duplication drops them when it is on."""
+        with tempfile.TemporaryFile() as raw:
+            async for chunk in item.reader.chunks(STREAM_RANGE):
+                await asyncio.to_thread(raw.write, chunk)
+            packed = await asyncio.to_thread(pack_spooled, raw, self._limits, cause)
+        self._keep_unreadable(item, packed.unreadable)
+        reserved = await self._reserve(_size(packed.fragments))  # fits once nothing else is held
+        self._report_oversized(item, packed.oversized)
+        merge_counts(self.stats.records_filtered, packed.dropped)
+        await self._hand_on(progress, packed.fragments, reserved)
+        return packed.records
 
     async def _step(
         self, decoder: StreamDecoder, progress: ItemProgress, dropped: dict[str, int]
@@ -216,6 +260,25 @@ class Pipeline:
         reserved = self._budget.resize(reserved, _size(fragments))
         await self._hand_on(progress, fragments, reserved)
         return sum(f.records for f in fragments)
+
+    def _keep_unreadable(self, item: WorkItem, parts: Sequence[Unreadable]) -> None:
+        """A damaged object's unreadable parts go to the state database before any of its
+        records can be acknowledged, so the object's commit never forgets them."""
+        if not parts:
+            return
+        if self._set_aside is not None:
+            self._set_aside(item.ref, parts)
+        for part in parts:
+            reasons = self.stats.records_unreadable
+            reasons[part.reason] = reasons.get(part.reason, 0) + 1
+        log.warning(
+            "records_unreadable",
+            ref=item.ref,
+            count=len(parts),
+            reasons=sorted({p.reason for p in parts}),
+            parts=[p.describe() for p in parts[:10]],
+            **item.log_fields,
+        )
 
     def _report_oversized(self, item: WorkItem, oversized: tuple[tuple[int, int], ...]) -> None:
         """Delivered all the same (an audit event is never dropped), but worth knowing."""

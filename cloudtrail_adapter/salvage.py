@@ -25,15 +25,20 @@ line break is compacted (with ASCII escapes where msgspec cannot: a lone surroga
 from __future__ import annotations
 
 import json
+import mmap
 import re
 from dataclasses import dataclass
 from typing import Final
 
 import msgspec
 
-from cloudtrail_adapter.decode import UTF8_BOM, DecodeError
+from cloudtrail_adapter.batches import Unreadable
+from cloudtrail_adapter.decode import DecodeError
 
-__all__ = ["EXCERPT", "RAW_CAP", "Salvaged", "Unreadable", "salvage"]
+__all__ = ["EXCERPT", "RAW_CAP", "Salvaged", "Text", "record_at", "salvage"]
+
+#: The decompressed document: bytes, or a memory map of it spooled to a file (a large one).
+Text = bytes | mmap.mmap
 
 #: Bytes shown either side of a fault.
 EXCERPT: Final = 40
@@ -51,38 +56,22 @@ _NON_FINITE: Final = re.compile(rb"-?(?:NaN|Infinity)")
 
 
 @dataclass(frozen=True, slots=True)
-class Unreadable:
-    """One element of `Records` that is not a record on its own (or junk between two)."""
-
-    index: int  # among the array's elements, as found
-    start: int  # byte range in the decompressed document
-    end: int
-    reason: str
-    excerpt: bytes  # the bytes around the fault
-    raw: bytes  # the part itself, up to RAW_CAP
-
-    def describe(self) -> str:
-        """For logs: where and why, and the bytes around the fault (repr, so never raw)."""
-        return (
-            f"Records[{self.index}] (bytes {self.start}-{self.end}): {self.reason} "
-            f"near {self.excerpt!r}"
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class Salvaged:
-    records: list[bytes]  # compact one-line records, in file order
+    records: list[tuple[int, int]]  # each record's byte range, in file order (`record_at`)
     unreadable: list[Unreadable]
 
 
-def salvage(data: bytes, *, max_record: int) -> Salvaged:
+def record_at(data: Text, span: tuple[int, int]) -> bytes:
+    """The record at `span` as one line, byte for byte unless it holds a line break."""
+    return _one_line(data[span[0] : span[1]])
+
+
+def salvage(data: Text, *, max_record: int) -> Salvaged:
     """Every readable record of a decompressed document, and every unreadable part.
 
     Raises DecodeError when no `Records` array can be found at all (the file is quarantined
     whole, as before). `max_record` bounds one record: a longer one is `record_too_large`.
     """
-    if data[:3] == UTF8_BOM:
-        data = data[3:]
     found = _RECORDS.search(data)
     if found is None:
         raise DecodeError("no_records", "no Records array found to salvage records from")
@@ -90,10 +79,10 @@ def salvage(data: bytes, *, max_record: int) -> Salvaged:
 
 
 class _Scanner:
-    def __init__(self, data: bytes, max_record: int) -> None:
+    def __init__(self, data: Text, max_record: int) -> None:
         self.data = data
         self.max_record = max_record
-        self.records: list[bytes] = []
+        self.records: list[tuple[int, int]] = []
         self.unreadable: list[Unreadable] = []
         self.index = 0
 
@@ -159,7 +148,7 @@ class _Scanner:
         """The element at `start`: its end, and why it is not a record (None if it is)."""
         data = self.data
         if data[start] != ord("{"):
-            return start + 1, "not_a_record_start", start
+            return start + 1, "record_not_object", start
         end, problem = _scan(data, start, self.max_record)
         if problem is not None:
             return end, problem, end
@@ -184,7 +173,7 @@ class _Scanner:
         return None
 
     def _take(self, start: int, end: int) -> None:
-        self.records.append(_one_line(self.data[start:end]))
+        self.records.append((start, end))
         self.index += 1
 
     def _lose(self, start: int, stop: int, reason: str, fault: int) -> None:
@@ -200,13 +189,13 @@ class _Scanner:
         self.index += 1
 
 
-def _skip_ws(data: bytes, p: int) -> int:
+def _skip_ws(data: Text, p: int) -> int:
     while p < len(data) and data[p] in _WS:
         p += 1
     return p
 
 
-def _scan(data: bytes, start: int, max_record: int) -> tuple[int, str | None]:
+def _scan(data: Text, start: int, max_record: int) -> tuple[int, str | None]:
     """Where the value starting with `{` at `start` ends, by its tokens; or why not known."""
     depth = 0
     limit = start + max_record
@@ -297,7 +286,7 @@ def _one_line(piece: bytes) -> bytes:
     return compact
 
 
-def _array_end(data: bytes, after: int) -> int:
+def _array_end(data: Text, after: int) -> int:
     """Where the unreadable tail ends when no record follows: the array's last `]`."""
     end = data.rfind(b"]")
     return end if end > after else len(data)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloudtrail_adapter.batches import Unreadable
 from cloudtrail_adapter.errors import Backoff
 
 SCHEMA = """
@@ -53,6 +54,18 @@ CREATE TABLE IF NOT EXISTS delivered_keys (
     entries      BLOB    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS delivered_keys_by_age ON delivered_keys (scope, newest);
+CREATE TABLE IF NOT EXISTS unreadable_records (
+    scope        TEXT    NOT NULL,
+    ref          TEXT    NOT NULL,
+    idx          INTEGER NOT NULL,
+    start        INTEGER NOT NULL,
+    end          INTEGER NOT NULL,
+    reason       TEXT    NOT NULL,
+    excerpt      BLOB    NOT NULL,
+    raw          BLOB    NOT NULL,
+    found_at     REAL    NOT NULL,
+    PRIMARY KEY (scope, ref, idx)
+) WITHOUT ROWID;
 """
 MAX_BACKOFF = 3600.0
 #: A key in a day folder, below its stream: `YYYY/MM/DD/...`.
@@ -73,6 +86,26 @@ class Failure:
     last_failed: float
     retry_at: float
     quarantined: bool
+
+
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """A part of a damaged object that was no record on its own, set aside (salvage.py):
+    where it was (`ref`: s3://bucket/key, a file's path, an SQS message), its index in
+    `Records`, its byte range in the decompressed object, why, and its bytes (up to a cap)."""
+
+    scope: str
+    ref: str
+    index: int
+    start: int
+    end: int
+    reason: str
+    excerpt: bytes
+    raw: bytes
+    found_at: float
+
+    def __repr__(self) -> str:
+        return f"UnreadableRecord({self.ref!r}, index={self.index}, reason={self.reason!r})"
 
 
 class StateError(Exception):
@@ -122,6 +155,14 @@ class StateStore:
             released += cursor.rowcount
         return released
 
+    def unreadable_records(self, ref: str | None = None) -> list[UnreadableRecord]:
+        """Every part set aside (or those of one `ref`), by where they were."""
+        query, args = "SELECT * FROM unreadable_records", tuple[str, ...]()
+        if ref is not None:
+            query, args = query + " WHERE ref=?", (ref,)
+        rows = self._db.execute(query + " ORDER BY ref, idx, scope", args)
+        return [UnreadableRecord(*row) for row in rows]
+
     def count_committed(self, scope: str) -> int:
         row = self._db.execute("SELECT COUNT(*) FROM s3_checkpoints WHERE scope=?", (scope,))
         return int(row.fetchone()[0])
@@ -146,6 +187,21 @@ class SourceState:
 
     def delivered_keys(self) -> DeliveredKeys:
         return DeliveredKeys(self._db, self._scope)
+
+    def set_aside(self, ref: str, parts: Iterable[Unreadable]) -> None:
+        """Keeps a damaged object's unreadable parts, in one transaction, before the object
+        can commit: its good records are acknowledged, and these are what remains of it.
+        Set aside again (a retry), they replace themselves."""
+        now = time.time()
+        rows = [
+            (self._scope, ref, p.index, p.start, p.end, p.reason, p.excerpt, p.raw, now)
+            for p in parts
+        ]
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO unreadable_records VALUES (?,?,?,?,?,?,?,?,?)", rows
+            )
 
 
 class Checkpoints:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import os
 import signal
 from collections import Counter
@@ -38,12 +39,55 @@ BAD: dict[str, tuple[bytes, str]] = {
     "not_json": (gzip.compress(b"this is not json"), "not_json"),
     "json_without_records": (gzip.compress(b'{"hello": "world"}'), "no_records"),
     "records_not_a_list": (gzip.compress(b'{"Records": {"a": 1}}'), "records_not_list"),
-    "record_not_an_object": (gzip.compress(b'{"Records": [{"a": 1}, 5]}'), "record_not_object"),
-    "invalid_utf8": (b'{"Records": [{"eventID": "\xff\xfe"}]}', "invalid_utf8"),
-    "lone_surrogate_bytes": (b'{"Records": [{"eventID": "\xed\xa0\x80"}]}', "invalid_utf8"),
-    # RFC 8259 leaves a lone surrogate escape's meaning open; msgspec refuses it as malformed.
-    "lone_surrogate_escape": (b'{"Records": [{"eventID": "\\ud800"}]}', "not_json"),
 }
+# Damage inside Records costs only the record it is in (salvage.py): the object commits, the
+# part is set aside with its reason. A lone surrogate escape is JSON (RFC 8259 grammar): it
+# ships as it is.
+DAMAGED: dict[str, tuple[bytes, list[str], list[object]]] = {
+    "record_not_an_object": (
+        gzip.compress(b'{"Records": [{"a": 1}, 5]}'),
+        ["record_not_object"],
+        [{"a": 1}],
+    ),
+    "invalid_utf8": (b'{"Records": [{"eventID": "\xff\xfe"}]}', ["invalid_utf8"], []),
+    "lone_surrogate_bytes": (b'{"Records": [{"eventID": "\xed\xa0\x80"}]}', ["invalid_utf8"], []),
+    "lone_surrogate_escape": (
+        b'{"Records": [{"eventID": "\\ud800"}]}',
+        [],
+        [{"eventID": "\ud800"}],
+    ),
+}
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+async def test_a_damaged_record_is_set_aside_and_its_object_committed(
+    case: str,
+    streamed: bool,
+    aws_options: AwsOptions,
+    bucket: str,
+    lc: LimaCharlieEmulator,
+    state_dir: Path,
+) -> None:
+    body, reasons, readable = DAMAGED[case]
+    key = f"{PREFIX}{case}.json.gz"
+    await put_objects(aws_options, bucket, {key: body, GOOD_KEY: log_file(GOOD)})
+    delivery = DeliveryOptions(batch_max_records=500, stream_threshold=0 if streamed else 1 << 30)
+    cfg = s3_config(aws_options, bucket, lc, delivery=delivery)
+
+    with watch_logs() as logs:
+        assert await serve([cfg], state_dir) == (1 if reasons else 0)
+
+    assert logs.named("object_failed") == []
+    delivered = [json.loads(e.raw) for e in lc.store.events]  # orjson refuses a lone surrogate
+    assert sorted(map(repr, delivered)) == sorted(map(repr, [*GOOD, *readable]))
+    store = StateStore.in_dir(state_dir)
+    try:
+        assert store.failures() == []
+        assert [p.reason for p in store.unreadable_records()] == reasons
+        assert all(p.ref == f"s3://{bucket}/{key}" for p in store.unreadable_records())
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])

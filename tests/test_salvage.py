@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
+import tempfile
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,11 +14,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cloudtrail_adapter.batches import PackLimits
 from cloudtrail_adapter.decode import DecodeError, decode_object
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record
-from cloudtrail_adapter.salvage import salvage
+from cloudtrail_adapter.packing import pack_spooled, pack_steps, pack_whole
+from cloudtrail_adapter.salvage import Salvaged, record_at, salvage
 
 MAX_RECORD = 1 << 20
+
+
+def lines(data: bytes, got: Salvaged) -> list[bytes]:
+    return [record_at(data, span) for span in got.records]
 
 
 def records(n: int, seed: int) -> list[dict[str, Any]]:
@@ -74,7 +82,7 @@ def test_one_defect_costs_one_record(defect: str) -> None:
     with pytest.raises(DecodeError):
         decode_object(data)  # the strict path refuses the whole file
     got = salvage(data, max_record=MAX_RECORD)
-    assert [orjson.loads(r) for r in got.records] == recs[:bad] + recs[bad + 1 :]
+    assert [orjson.loads(r) for r in lines(data, got)] == recs[:bad] + recs[bad + 1 :]
     [lost] = got.unreadable
     expected = {"invalid_utf8": "invalid_utf8", "nan": "non_finite_number"}
     assert lost.reason == expected.get(defect, "control_character")
@@ -90,8 +98,10 @@ def test_a_lone_surrogate_escape_is_json_and_ships_unchanged() -> None:
         decode_object(data)
     got = salvage(data, max_record=MAX_RECORD)
     assert got.unreadable == []
-    assert [orjson.loads(r) for i, r in enumerate(got.records) if i != bad] == recs[:2] + recs[3:]
-    assert b"X\\ud800" in got.records[bad]  # the escape itself, byte for byte
+    assert [orjson.loads(r) for i, r in enumerate(lines(data, got)) if i != bad] == recs[:2] + recs[
+        3:
+    ]
+    assert b"X\\ud800" in lines(data, got)[bad]  # the escape itself, byte for byte
 
 
 def test_pretty_printed_files_salvage_alike() -> None:
@@ -100,8 +110,8 @@ def test_pretty_printed_files_salvage_alike() -> None:
     start, _ = ranges[4]
     broken = data[: start + 40] + b"\xff" + data[start + 41 :]
     got = salvage(broken, max_record=MAX_RECORD)
-    assert [orjson.loads(r) for r in got.records] == recs[:4] + recs[5:]
-    assert all(b"\n" not in r for r in got.records)
+    assert [orjson.loads(r) for r in lines(broken, got)] == recs[:4] + recs[5:]
+    assert all(b"\n" not in r for r in lines(broken, got))
     assert [u.reason for u in got.unreadable] == ["invalid_utf8"]
 
 
@@ -110,14 +120,14 @@ def test_pretty_printed_files_salvage_alike() -> None:
     [
         (b'{"Records":[{"a":' + b"[" * 100 + b"]" * 100 + b'}, {"eventVersion":"1"}]}', "too_deep"),
         (b'{"Records":[{"a":"' + b"x" * 5000 + b'"}, {"eventVersion":"1"}]}', "record_too_large"),
-        (b'{"Records":["' + b"x" * 5000, "not_a_record_start"),
+        (b'{"Records":["' + b"x" * 5000, "record_not_object"),
     ],
 )
 def test_limits_get_a_reason_not_a_crash(body: bytes, reason: str) -> None:
     got = salvage(body, max_record=1024)
     assert got.unreadable and got.unreadable[0].reason == reason
     if b"eventVersion" in body:
-        assert got.records == [b'{"eventVersion":"1"}']
+        assert lines(body, got) == [b'{"eventVersion":"1"}']
 
 
 def test_no_records_array_at_all_is_still_an_error() -> None:
@@ -164,7 +174,25 @@ def test_random_damage_costs_only_the_record_it_touches(
         for i, o in enumerate(originals)
         if i not in touched
     ]
-    shipped = [normal(r) if shape == "pretty" else r for r in got.records]
+    shipped = [normal(r) if shape == "pretty" else r for r in lines(broken, got)]
     untouched = [r for r in shipped if r in expect]
     assert untouched == expect, f"damage at {at} ({byte:#x}) cost an untouched record"
     assert len(shipped) - len(untouched) <= len(touched)  # only the touched one may differ
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_every_way_of_decoding_salvages_alike(gzipped: bool) -> None:
+    """Whole (the worker pool), in steps (a large text held compressed) and spooled to a
+    file (an object read in ranges): the same records, the same parts set aside."""
+    data, _, _ = damaged("invalid_utf8")
+    body = gzip.compress(data) if gzipped else data
+    limits = PackLimits(500, 1 << 20)
+    whole = pack_whole(body, limits)
+    steps = pack_steps(body, limits)
+    with tempfile.TemporaryFile() as raw:
+        raw.write(body)
+        spooled = pack_spooled(raw, limits, DecodeError("invalid_utf8", "test"))
+    for packed in (whole, steps, spooled):
+        assert packed.records == 4 and [u.reason for u in packed.unreadable] == ["invalid_utf8"]
+        assert packed.unreadable == whole.unreadable
+        assert [f.crc for f in packed.fragments] == [f.crc for f in whole.fragments]
