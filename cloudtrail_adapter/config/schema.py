@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from cloudtrail_adapter.config.dotted import tree_from_pairs
 from cloudtrail_adapter.config.keys import (
     Declared,
     Nested,
@@ -30,7 +31,6 @@ from cloudtrail_adapter.config.reader import (
     Section,
     Tree,
     describe,
-    tree_from_pairs,
     yaml_documents,
 )
 from cloudtrail_adapter.config.values import (
