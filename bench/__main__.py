@@ -82,8 +82,13 @@ def floor(files: list[CorpusFile], totals: Totals) -> Row:
     gzip_batch(batch)
     seconds = time.perf_counter() - started
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return Row("floor (pack + batch, 1 core, no I/O)", totals.records, totals.raw_bytes,
-               seconds, note=f"this process: {rss:.0f} MB (holds the corpus)")  # fmt: skip
+    return Row(
+        "floor (pack + batch, 1 core, no I/O)",
+        totals.records,
+        totals.raw_bytes,
+        seconds,
+        note=f"this process: {rss:.0f} MB (holds the corpus)",
+    )
 
 
 #: What a user might drop: read-only noise and one chatty service.
@@ -125,8 +130,14 @@ async def file_row(
         config, state = write_config(workdir, "file", {"file": source})
         seconds, rss = await single_load_run(config, state, lc, expected, f"daemon {label}")
     note = "" if keep is None else f"shipped {expected.records:,} of {totals.records:,}"
-    return Row(f"daemon, file source -> USP emulator{label}", totals.records,
-               totals.raw_bytes, seconds, peak_rss_mb=rss, note=note)  # fmt: skip
+    return Row(
+        f"daemon, file source -> USP emulator{label}",
+        totals.records,
+        totals.raw_bytes,
+        seconds,
+        peak_rss_mb=rss,
+        note=note,
+    )
 
 
 def median(runs: list[Row]) -> Row:

@@ -76,9 +76,13 @@ with moto_server() as url:
 async def moto_process(start_timeout: float = 60.0) -> AsyncIterator[str]:
     """Yields the endpoint URL of moto's ThreadedMotoServer running in a child process."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _MOTO_CHILD,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
-    )  # fmt: skip
+        sys.executable,
+        "-c",
+        _MOTO_CHILD,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
     assert proc.stdin is not None and proc.stdout is not None
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), start_timeout)
@@ -397,9 +401,13 @@ async def sqs_row(
         queue = str(made["QueueUrl"])
         lc = await stack.enter_async_context(LimaCharlieEmulator())
         doc = document(
-            "sqs", lc, endpoint, queue_url=queue, parallel_fetch=parallel_fetch,
+            "sqs",
+            lc,
+            endpoint,
+            queue_url=queue,
+            parallel_fetch=parallel_fetch,
             wait_time_seconds=SQS_WAIT,
-        )  # fmt: skip
+        )
         config, state = write_config(workdir, "sqs", doc)
         async with (
             DaemonProcess(config, state, log_level=LOG_LEVEL) as daemon,
@@ -462,9 +470,15 @@ async def naive_row(
         args = ["--endpoint", moto_url, "--bucket", bucket, "--webhook", lc.webhook_url(OID, HOOK)]
         started = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.naive", *args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT, env=env,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "bench.naive",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+            env=env,
+        )
         async with PeakRss(proc.pid) as rss:
             try:
                 out, err = await asyncio.wait_for(proc.communicate(), timeout)

@@ -29,7 +29,6 @@ __all__ = [
     "PackLimits",
     "PackedObject",
     "Unreadable",
-    "compress_batch",
     "drop_lines",
     "fragment",
     "gzip_batch",
@@ -155,8 +154,3 @@ def gzip_batch(fragments: Sequence[Fragment]) -> tuple[bytes, int]:
         length += part.raw_bytes
     parts += [_FINAL_BLOCK, struct.pack("<II", crc, length & 0xFFFFFFFF)]
     return b"".join(parts), length
-
-
-def compress_batch(lines: Sequence[Line]) -> tuple[bytes, int]:
-    """gzip of the newline-joined lines (one member, mtime 0), and the uncompressed length."""
-    return gzip_batch([fragment(lines)] if lines else [])

@@ -163,10 +163,6 @@ class StateStore:
         rows = self._db.execute(query + " ORDER BY ref, idx, scope", args)
         return [UnreadableRecord(*row) for row in rows]
 
-    def count_committed(self, scope: str) -> int:
-        row = self._db.execute("SELECT COUNT(*) FROM s3_checkpoints WHERE scope=?", (scope,))
-        return int(row.fetchone()[0])
-
     def close(self) -> None:
         self._db.close()
 

@@ -66,11 +66,26 @@ def requests() -> Iterator[list[tuple[str, str]]]:
 #: A test that uses one of these runs real servers (moto, the emulator) or the daemon itself.
 E2E_FIXTURES = frozenset({"moto_endpoint", "aws_options", "bucket", "queue", "lc"})
 #: Modules whose tests start servers or processes of their own.
-E2E_MODULES = frozenset({
-    "test_alerts", "test_dashboard", "test_demo", "test_kill", "test_lc_faults", "test_memory",
-    "test_progress", "test_scale_out", "test_systemd", "test_usp", "test_webhook",
-    "test_workers", "test_bench", "test_shutdown", "test_streaming", "test_emulate",
-})  # fmt: skip
+E2E_MODULES = frozenset(
+    {
+        "test_alerts",
+        "test_dashboard",
+        "test_demo",
+        "test_kill",
+        "test_lc_faults",
+        "test_memory",
+        "test_progress",
+        "test_scale_out",
+        "test_systemd",
+        "test_usp",
+        "test_webhook",
+        "test_workers",
+        "test_bench",
+        "test_shutdown",
+        "test_streaming",
+        "test_emulate",
+    }
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -127,15 +127,18 @@ def unit_tests(cases: list[Case]) -> dict[str, Any]:
         expected = []
         if case.labels is not None:
             labels = case.labels | rule["labels"]
-            expected = [{"exp_labels": labels,
-                         "exp_annotations": rendered(rule["annotations"], labels)}]  # fmt: skip
-        tests.append({
-            "interval": "1m",
-            "input_series": [{"series": s, "values": v} for s, v in case.series.items()],
-            "alert_rule_test": [
-                {"eval_time": case.at, "alertname": case.alert, "exp_alerts": expected}
-            ],
-        })  # fmt: skip
+            expected = [
+                {"exp_labels": labels, "exp_annotations": rendered(rule["annotations"], labels)}
+            ]
+        tests.append(
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in case.series.items()],
+                "alert_rule_test": [
+                    {"eval_time": case.at, "alertname": case.alert, "exp_alerts": expected}
+                ],
+            }
+        )
     return {"rule_files": [str(ALERTS)], "evaluation_interval": "1m", "tests": tests}
 
 

@@ -182,9 +182,14 @@ async def test_quarantine_lifecycle_backoff_list_and_retry(
     fixed = records(4, 503)
     await put_objects(aws_options, bucket, {bad_key: b"\x1f\x8b broken", GOOD_KEY: log_file(GOOD)})
     cfg = s3_config(
-        aws_options, bucket, lc, single_load=False, poll_interval=0.05,
-        quarantine_after=2, retry_backoff=0.05,
-    )  # fmt: skip
+        aws_options,
+        bucket,
+        lc,
+        single_load=False,
+        poll_interval=0.05,
+        quarantine_after=2,
+        retry_backoff=0.05,
+    )
 
     with watch_logs() as logs:
         daemon = asyncio.create_task(serve([cfg], state_dir, shutdown_grace=5))

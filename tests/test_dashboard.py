@@ -60,18 +60,28 @@ def prometheus(workdir: Path, target: str) -> Iterator[str]:
     if binary is None:
         pytest.fail("prometheus is missing: `make test` installs Debian's prometheus package")
     config = workdir / "prometheus.yml"
-    config.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "cloudtrail-adapter",
-                            "static_configs": [{"targets": [target]}]}],
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [
+                    {"job_name": "cloudtrail-adapter", "static_configs": [{"targets": [target]}]}
+                ],
+            }
+        )
+    )
     port = free_port()
     with (workdir / "prometheus.log").open("wb") as out:
         proc = subprocess.Popen(  # noqa: S603 (the real server, our own config)
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -124,12 +134,24 @@ async def test_every_metric_the_dashboard_queries_is_scraped_by_a_real_prometheu
 ) -> None:
     # an S3 and an SQS source that see what the panels show: records, a damaged object
     # (failed and quarantined), a poison message
-    await put_objects(aws_options, bucket, {
-        "AWSLogs/good.json.gz": log_file(records(20, 1)), "AWSLogs/bad.json.gz": b"not json",
-    })  # fmt: skip
+    await put_objects(
+        aws_options,
+        bucket,
+        {
+            "AWSLogs/good.json.gz": log_file(records(20, 1)),
+            "AWSLogs/bad.json.gz": b"not json",
+        },
+    )
     await send(aws_options, queue, ["this is not a notification"])
-    s3 = s3_config(aws_options, bucket, lc, single_load=False, poll_interval=0.2,
-                   quarantine_after=1, layout="flat")  # fmt: skip
+    s3 = s3_config(
+        aws_options,
+        bucket,
+        lc,
+        single_load=False,
+        poll_interval=0.2,
+        quarantine_after=1,
+        layout="flat",
+    )
     sqs = sqs_config(aws_options, queue, lc, single_load=False)
     sqs = dataclasses.replace(sqs, index=2)
     async with daemon_serving([s3, sqs], state_dir) as address:

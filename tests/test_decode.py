@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_adapter.batches import compress_batch
+from cloudtrail_adapter.batches import fragment, gzip_batch
 from cloudtrail_adapter.decode import (
     DecodedObject,
     DecodeError,
@@ -326,22 +326,22 @@ def test_valid_files_round_trip(recs: list[dict[str, Any]], pretty: bool, gzippe
     assert parsed(decoded) == recs
 
 
-# --- compress_batch and is_digest_key -------------------------------------------------
+# --- gzip_batch and is_digest_key -------------------------------------------------
 
 
-def test_compress_batch_is_gzip_of_newline_joined_lines() -> None:
+def test_a_batch_is_gzip_of_newline_joined_lines() -> None:
     lines = decode_object(log_file(records(9, 30))).records
 
-    payload, raw_length = compress_batch(lines)
+    payload, raw_length = gzip_batch([fragment(lines)])
 
     assert gzip.decompress(payload) == b"\n".join(lines)
     assert raw_length == len(b"\n".join(lines))
     assert len(payload) < raw_length / 3
-    assert compress_batch(lines) == (payload, raw_length)  # no timestamp in the header
+    assert gzip_batch([fragment(lines)]) == (payload, raw_length)  # no timestamp in the header
 
 
-def test_compress_batch_of_nothing_is_valid_gzip() -> None:
-    payload, raw_length = compress_batch([])
+def test_a_batch_of_nothing_is_valid_gzip() -> None:
+    payload, raw_length = gzip_batch([])
     assert (gzip.decompress(payload), raw_length) == (b"", 0)
 
 

@@ -247,8 +247,10 @@ def test_max_keys_forgets_the_oldest_minutes_early_and_says_so(store: StateStore
     item = Progress(tracker, "a").progress
     with watch_logs() as logs:
         for minute in range(3):
-            lines = [record(minute * 1000 + n, when=START + timedelta(minutes=minute))
-                     for n in range(400)]  # fmt: skip
+            lines = [
+                record(minute * 1000 + n, when=START + timedelta(minutes=minute))
+                for n in range(400)
+            ]
             flight, _ = dedup.screen(item, keyed(lines))
             dedup.delivered([flight])
     assert dedup.stats.keys_held == 800 and dedup.stats.forgotten_early == 400

@@ -290,9 +290,15 @@ async def test_a_stalled_limacharlie_bounds_the_messages_in_work(
     await put_objects(aws_options, bucket, {k: log_file(v) for k, v in objects.items()})
     await send(aws_options, queue, [messages.s3_event(bucket, [k]) for k in objects])
     cfg = sqs_config(
-        aws_options, queue, lc, single_load=False, wait_time_seconds=1, visibility_timeout=2,
-        max_messages_in_work=in_work, max_messages=per_receive,
-    )  # fmt: skip
+        aws_options,
+        queue,
+        lc,
+        single_load=False,
+        wait_time_seconds=1,
+        visibility_timeout=2,
+        max_messages_in_work=in_work,
+        max_messages=per_receive,
+    )
     lc.usp_faults.hold_acks()
 
     with watch_logs() as logs:

@@ -36,13 +36,18 @@ def record(n: int, **fields: Any) -> dict[str, Any]:
 
 RECORDS = [
     record(0),
-    record(1, eventSource="s3.amazonaws.com", eventName="GetObject", eventCategory="Data",
-           readOnly=True),
+    record(
+        1,
+        eventSource="s3.amazonaws.com",
+        eventName="GetObject",
+        eventCategory="Data",
+        readOnly=True,
+    ),
     record(2, eventName="DescribeInstances", readOnly=True, awsRegion="eu-west-1"),
     record(3, eventName="DescribeVolumes", readOnly="true", recipientAccountId="444455556666"),
     record(4, eventSource="iam.amazonaws.com", eventName="CreateUser", errorCode="AccessDenied"),
     record(5, eventSource="sts.amazonaws.com", eventName="AssumeRole", errorCode=None),
-]  # fmt: skip
+]
 
 
 def kept_ids(keep: RecordFilter, *, stream: bool = False) -> tuple[list[str], dict[str, int]]:
@@ -56,30 +61,54 @@ def kept_ids(keep: RecordFilter, *, stream: bool = False) -> tuple[list[str], di
 
 CASES = [
     (RecordFilter(), ["id-0", "id-1", "id-2", "id-3", "id-4", "id-5"], {}),
-    (RecordFilter(include_event_sources=("ec2.*",)), ["id-0", "id-2", "id-3"],
-     {"include_event_sources": 3}),
-    (RecordFilter(exclude_event_sources=("s3.amazonaws.com", "sts.*")),
-     ["id-0", "id-2", "id-3", "id-4"], {"exclude_event_sources": 2}),
-    (RecordFilter(include_event_names=("Describe*",)), ["id-2", "id-3"],
-     {"include_event_names": 4}),
-    (RecordFilter(exclude_event_names=("Describe*", "Get*")), ["id-0", "id-4", "id-5"],
-     {"exclude_event_names": 3}),
+    (
+        RecordFilter(include_event_sources=("ec2.*",)),
+        ["id-0", "id-2", "id-3"],
+        {"include_event_sources": 3},
+    ),
+    (
+        RecordFilter(exclude_event_sources=("s3.amazonaws.com", "sts.*")),
+        ["id-0", "id-2", "id-3", "id-4"],
+        {"exclude_event_sources": 2},
+    ),
+    (
+        RecordFilter(include_event_names=("Describe*",)),
+        ["id-2", "id-3"],
+        {"include_event_names": 4},
+    ),
+    (
+        RecordFilter(exclude_event_names=("Describe*", "Get*")),
+        ["id-0", "id-4", "id-5"],
+        {"exclude_event_names": 3},
+    ),
     (RecordFilter(include_regions=("eu-*",)), ["id-2"], {"include_regions": 5}),
-    (RecordFilter(exclude_regions=("eu-*",)), ["id-0", "id-1", "id-3", "id-4", "id-5"],
-     {"exclude_regions": 1}),
+    (
+        RecordFilter(exclude_regions=("eu-*",)),
+        ["id-0", "id-1", "id-3", "id-4", "id-5"],
+        {"exclude_regions": 1},
+    ),
     (RecordFilter(include_accounts=("444455556666",)), ["id-3"], {"include_accounts": 5}),
-    (RecordFilter(exclude_accounts=("444455556666",)), ["id-0", "id-1", "id-2", "id-4", "id-5"],
-     {"exclude_accounts": 1}),
+    (
+        RecordFilter(exclude_accounts=("444455556666",)),
+        ["id-0", "id-1", "id-2", "id-4", "id-5"],
+        {"exclude_accounts": 1},
+    ),
     (RecordFilter(include_categories=("Data",)), ["id-1"], {"include_categories": 5}),
-    (RecordFilter(exclude_categories=("Data",)), ["id-0", "id-2", "id-3", "id-4", "id-5"],
-     {"exclude_categories": 1}),
+    (
+        RecordFilter(exclude_categories=("Data",)),
+        ["id-0", "id-2", "id-3", "id-4", "id-5"],
+        {"exclude_categories": 1},
+    ),
     (RecordFilter(read_only=False), ["id-0", "id-4", "id-5"], {"read_only": 3}),
     (RecordFilter(read_only=True), ["id-1", "id-2", "id-3"], {"read_only": 3}),
     (RecordFilter(errors="drop"), ["id-0", "id-1", "id-2", "id-3", "id-5"], {"errors": 1}),
     (RecordFilter(errors="only"), ["id-4"], {"errors": 5}),
-    (RecordFilter(exclude_event_sources=("s3.*",), read_only=False), ["id-0", "id-4", "id-5"],
-     {"exclude_event_sources": 1, "read_only": 2}),
-]  # fmt: skip
+    (
+        RecordFilter(exclude_event_sources=("s3.*",), read_only=False),
+        ["id-0", "id-4", "id-5"],
+        {"exclude_event_sources": 1, "read_only": 2},
+    ),
+]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])

@@ -40,8 +40,9 @@ class Bucket:
 
     def add(self, folder: str, account: str, region: str, when: datetime, kind: str) -> str:
         """A CloudTrail-named file in `folder` (which need not fit the layout)."""
-        recs = [cloudtrail_record(self.rng, account=account, region=region, when=when)
-                for _ in range(2)]  # fmt: skip
+        recs = [
+            cloudtrail_record(self.rng, account=account, region=region, when=when) for _ in range(2)
+        ]
         suffix = "".join(self.rng.choices("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789", k=16))
         key = f"{folder}{account}_{kind}_{region}_{when:%Y%m%dT%H%MZ}_{suffix}.json.gz"
         self.files[key] = log_file(recs)
@@ -219,8 +220,14 @@ async def test_files_off_the_layout_are_shipped_and_other_folders_reported(
     assert not logs.named("object_quarantined")
     found = {w for e in logs.named("off_layout_found") for w in e["examples"]}
     stream = f"AWSLogs/{ACCOUNTS[0]}/CloudTrail/{REGIONS[0]}/"
-    assert {"AWSLogs/backup-2019/", f"AWSLogs/{ORG}/legacy/", "manual-export/",
-            f"{stream}2025/3/", f"{stream}2025/03/32/", f"{stream}copied/"} <= found  # fmt: skip
+    assert {
+        "AWSLogs/backup-2019/",
+        f"AWSLogs/{ORG}/legacy/",
+        "manual-export/",
+        f"{stream}2025/3/",
+        f"{stream}2025/03/32/",
+        f"{stream}copied/",
+    } <= found
     reported = {e["reason"]: e["examples"] for e in logs.named("folders_passed_over")}
     assert reported == {
         "not_cloudtrail": [f"AWSLogs/{ACCOUNTS[0]}/elasticloadbalancing/"],
@@ -247,9 +254,12 @@ async def test_a_window_counts_what_it_leaves_out(
         (inside if hour >= 12 else outside).append(key)
     await put_objects(aws_options, bucket, trail.files)
     cfg = s3_config(
-        aws_options, bucket, lc, start_time=datetime(2025, 6, 2, 12, tzinfo=UTC),
+        aws_options,
+        bucket,
+        lc,
+        start_time=datetime(2025, 6, 2, 12, tzinfo=UTC),
         end_time=datetime(2025, 6, 3, tzinfo=UTC),
-    )  # fmt: skip
+    )
     with watch_logs() as logs:
         assert await serve([cfg], state_dir) == 0
     assert delivered(lc) == trail.events(inside)
@@ -261,8 +271,16 @@ def test_date_folders_are_read_as_cloudtrail_writes_them() -> None:
     assert day_of(("2024",)) == date(2024, 1, 1)
     assert day_of(("2024", "02")) == date(2024, 2, 1)
     assert day_of(("2024", "02", "29")) == date(2024, 2, 29)
-    for odd in (("2024", "2"), ("2024", "13"), ("2023", "02", "29"), ("24",), ("0000",),
-                ("backup",), ("2024", "01", "01", "x"), ()):  # fmt: skip
+    for odd in (
+        ("2024", "2"),
+        ("2024", "13"),
+        ("2023", "02", "29"),
+        ("24",),
+        ("0000",),
+        ("backup",),
+        ("2024", "01", "01", "x"),
+        (),
+    ):
         assert day_of(odd) is None, odd
 
 

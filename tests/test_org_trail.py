@@ -5,10 +5,12 @@ found through the lookback, backfill windows, and the state kept bounded."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import random
 import signal
+import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +30,6 @@ from cloudtrail_adapter.daemon import checkpoint_scope, serve
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, digest_key, log_file, object_key
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.sources.trail_layout import file_time, logs_root
-from cloudtrail_adapter.state import StateStore
 from tests.support.configs import s3_config, usp_client_options
 from tests.support.stand_in import listings, put_objects
 from tests.support.watch import passes_done, watch_logs
@@ -48,8 +49,10 @@ class Trail:
         self.ids: dict[str, list[str]] = {}
 
     def add(self, account: str, region: str, when: datetime, records: int = 3) -> str:
-        recs = [cloudtrail_record(self.rng, account=account, region=region, when=when)
-                for _ in range(records)]  # fmt: skip
+        recs = [
+            cloudtrail_record(self.rng, account=account, region=region, when=when)
+            for _ in range(records)
+        ]
         key = object_key(
             prefix="", org_id=ORG, account=account, region=region, when=when, rng=self.rng
         )
@@ -74,9 +77,10 @@ def source(
 ) -> SourceConfig:
     """One account of the bucket, read through that account's own role."""
     role = dataclasses.replace(
-        options, role_arn=f"arn:aws:iam::{account}:role/trail-reader",
+        options,
+        role_arn=f"arn:aws:iam::{account}:role/trail-reader",
         role_session_name=f"reader-{account}",
-    )  # fmt: skip
+    )
     cfg = s3_config(role, bucket, lc, accounts=(account,), **extra)
     client = dataclasses.replace(usp_client_options(lc, account), sensor_seed_key=account)
     return dataclasses.replace(cfg, index=ACCOUNTS.index(account) + 1, client_options=client)
@@ -121,8 +125,12 @@ async def test_an_org_trail_is_read_by_day_through_a_role_per_account_and_late_f
 
         calls = listings(requests, bucket)
         days = {today.date() - timedelta(days=n) for n in (2, 1, 0)}
-        wanted = {DAY_LISTING.format(account=a, region=r, day=d)
-                  for a in ACCOUNTS for r in REGIONS for d in days}  # fmt: skip
+        wanted = {
+            DAY_LISTING.format(account=a, region=r, day=d)
+            for a in ACCOUNTS
+            for r in REGIONS
+            for d in days
+        }
         assert day_listings(calls) <= wanted | tomorrow(wanted)  # only day folders
         assert wanted <= day_listings(calls)
         assert all(c["delimiter"] == "/" for c in calls if c["prefix"] not in wanted)
@@ -144,14 +152,19 @@ async def test_an_org_trail_is_read_by_day_through_a_role_per_account_and_late_f
         expected[account] += trail.events_of([key])
     assert by_sensor(lc) == expected
     recent = {today.date() - timedelta(days=1), today.date()}
-    allowed = {DAY_LISTING.format(account=a, region=r, day=d)
-               for a in ACCOUNTS for r in REGIONS for d in recent}  # fmt: skip
+    allowed = {
+        DAY_LISTING.format(account=a, region=r, day=d)
+        for a in ACCOUNTS
+        for r in REGIONS
+        for d in recent
+    }
     assert day_listings(listings(requests, bucket)) <= allowed | tomorrow(allowed)
 
     # checkpoints of days before the lookback are pruned: 4 regions x 2 days, plus the new
     # file (one day fewer if the test ran across midnight UTC: the lookback moved on)
-    store = StateStore(state_dir / "state.db")
-    kept = store.count_committed(checkpoint_scope(configs[0]))
+    with contextlib.closing(sqlite3.connect(state_dir / "state.db")) as db:
+        query = "SELECT COUNT(*) FROM s3_checkpoints WHERE scope=?"
+        kept = db.execute(query, (checkpoint_scope(configs[0]),)).fetchone()[0]
     crossed = datetime.now(UTC).date() != today.date()
     assert kept == 4 * 2 + 1 or (crossed and kept == 4 + 1), kept
 
@@ -185,9 +198,14 @@ async def test_start_and_end_time_and_regions_deliver_exactly_the_files_of_the_w
                 inside.append(key)
     await put_objects(aws_options, bucket, trail.files)
     cfg = s3_config(
-        aws_options, bucket, lc, start_time=low, end_time=high, regions=("us-*",),
+        aws_options,
+        bucket,
+        lc,
+        start_time=low,
+        end_time=high,
+        regions=("us-*",),
         prefix=f"AWSLogs/{ORG}/",  # a prefix inside the layout still lists by day
-    )  # fmt: skip
+    )
 
     assert await serve([cfg], state_dir) == 0
 
@@ -223,8 +241,9 @@ def test_window_and_account_keys_parse_and_mistakes_are_named() -> None:
     (cfg,) = parse_documents(
         DOC + "  accounts: [111122223333, '222233334444']\n  regions: [us-*]\n"
         "  start_time: 2026-09-01\n  end_time: 2026-10-01T12:00:00+02:00\n",
-        {}, "c.yaml",
-    )  # fmt: skip
+        {},
+        "c.yaml",
+    )
     src = cfg.source
     assert isinstance(src, S3SourceOptions)
     assert src.accounts == ("111122223333", "222233334444") and src.regions == ("us-*",)
@@ -238,8 +257,10 @@ def test_window_and_account_keys_parse_and_mistakes_are_named() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_documents(
             DOC + "  accounts: [1234]\n  start_time: yesterday\n"
-            "  end_time: 2026-01-01\n  layout: flat\n", {}, "c.yaml",
-        )  # fmt: skip
+            "  end_time: 2026-01-01\n  layout: flat\n",
+            {},
+            "c.yaml",
+        )
     text = str(caught.value)
     assert (
         "s3.accounts: expected 12-digit account IDs (quote one that starts with 0), got 1234"

@@ -41,10 +41,19 @@ async def test_a_backfill_on_a_terminal_draws_progress_to_the_end(
     config.write_text(yaml.safe_dump(doc))
     leader, follower = pty.openpty()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cloudtrail_adapter", "run", str(config),
-        "--state-dir", str(tmp_path / "state"), "--log-level", "warning",
-        stdin=asyncio.subprocess.DEVNULL, stdout=follower, stderr=follower,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "cloudtrail_adapter",
+        "run",
+        str(config),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--log-level",
+        "warning",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
     os.close(follower)
     screen = await asyncio.wait_for(asyncio.to_thread(read_all, leader), 60)
     assert await proc.wait() == 0, screen

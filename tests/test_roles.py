@@ -90,8 +90,9 @@ async def test_the_stand_in_refuses_an_expired_role_session(aws_options: AwsOpti
         )
     keys = answer["Credentials"]
     await asyncio.sleep(_until(answer["Credentials"]["Expiration"]))
-    expired = AwsOptions(keys["AccessKeyId"], Secret(keys["SecretAccessKey"]), "us-east-1",
-                         aws_options.endpoint_url)  # fmt: skip
+    expired = AwsOptions(
+        keys["AccessKeyId"], Secret(keys["SecretAccessKey"]), "us-east-1", aws_options.endpoint_url
+    )
     session = aws.source_session(expired)
     async with session.create_client(
         "s3",
@@ -113,9 +114,13 @@ async def test_role_credentials_are_refreshed_and_the_source_keeps_working_past_
 ) -> None:
     name = f"short-{bucket}"
     cfg = s3_config(
-        with_role(aws_options, name), bucket, lc, single_load=False,
-        poll_interval=0.2, layout="flat",  # the second file lands in a days-old folder
-    )  # fmt: skip
+        with_role(aws_options, name),
+        bucket,
+        lc,
+        single_load=False,
+        poll_interval=0.2,
+        layout="flat",  # the second file lands in a days-old folder
+    )
     await put_objects(aws_options, bucket, {f"{PREFIX}1.json.gz": log_file(records(10, 41))})
     with watch_logs() as logs:
         async with daemon(cfg, state_dir):

@@ -109,9 +109,15 @@ async def _spawn(args: list[str], cwd: Path | None) -> asyncio.subprocess.Proces
     daemon = ["--log-level", "debug", "--shutdown-grace", "1"]
     debug = daemon if args[0] in ("run", "s3", "sqs") else []
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cloudtrail_adapter", *args, *debug,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=cwd,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "cloudtrail_adapter",
+        *args,
+        *debug,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=cwd,
+    )
 
 
 def write(path: Path, *docs: dict[str, Any]) -> Path:

@@ -96,10 +96,16 @@ async def test_seed_document_runs_through_the_cli(
     config.write_text(yaml.safe_dump(document))
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cloudtrail_adapter", "s3", str(config),
-        "--state-dir", str(tmp_path / "state"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "cloudtrail_adapter",
+        "s3",
+        str(config),
+        "--state-dir",
+        str(tmp_path / "state"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
 
     assert proc.returncode == 0, err.decode()
