@@ -40,7 +40,7 @@ from cloudtrail_adapter.sources.s3 import S3Source
 from cloudtrail_adapter.sources.sqs import SqsSource
 from cloudtrail_adapter.state import SourceState, StateError, StateStore
 from cloudtrail_adapter.systemd import SystemdNotifier
-from cloudtrail_adapter.workers import WorkerPool, tune_allocator
+from cloudtrail_adapter.workers import WorkerPool, tune_allocator, usable_cpus
 
 log = structlog.get_logger("cloudtrail_adapter.daemon")
 
@@ -76,6 +76,15 @@ def make_sink(cfg: SourceConfig, on_ack: AckCallback, http: aiohttp.ClientSessio
     routes = Routes(cfg.client_options.proxy, os.environ)
     own = cfg.client_options.proxy is not None
     return UspSink(cfg.client_options, on_ack, session=None if own else http, routes=routes)
+
+
+def _pool_size(sources: list[SourceConfig]) -> int:
+    """The `workers` key, else the CPUs this process may use."""
+    given = next((s.workers for s in sources if s.workers), None)
+    cpus = usable_cpus()
+    size, why = (given, "the workers key") if given else (cpus.count, cpus.why)
+    log.info("worker_pool_sized", workers=size, why=why, usable_cpus=cpus.count)
+    return size
 
 
 @contextlib.asynccontextmanager
@@ -307,7 +316,7 @@ async def serve(
         loop.add_signal_handler(sig, on_signal, sig)
     log.info("daemon_started", sources=[s.name for s in sources], state_dir=str(state_dir))
     tune_allocator()
-    executor = WorkerPool()
+    executor = WorkerPool(_pool_size(sources))
     executor.warm_up()
     try:
         async with aiohttp.ClientSession() as http, contextlib.AsyncExitStack() as stack:

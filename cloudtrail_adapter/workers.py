@@ -1,6 +1,7 @@
 """The process pool that does the CPU work (decompress, split, compress) off the event loop.
 
-Sized to the cores, so that decoding uses all of them while the loop only moves bytes. Its
+Sized to the CPUs this process may use (`usable_cpus`: its affinity and its cgroup's quota,
+or the `workers` key), so that decoding uses all of them while the loop only moves bytes. Its
 processes are spawned (not forked from a process that runs threads and an event loop), and
 they stay out of the daemon's own life cycle:
 
@@ -19,12 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import multiprocessing
 import os
 import signal
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
@@ -46,7 +50,7 @@ class WorkerPool(Executor):
     """
 
     def __init__(self, size: int | None = None) -> None:
-        self.size = size or os.cpu_count() or 2
+        self.size = size or usable_cpus().count
         self.restarts = 0
         self._pool = self._new()
 
@@ -76,6 +80,67 @@ class WorkerPool(Executor):
         of when the first object waits for them (a spawn takes a few hundred ms)."""
         for _ in range(self.size):
             self.submit(int)
+
+
+@dataclass(frozen=True)
+class Cpus:
+    """How many CPUs this process may use, and what says so."""
+
+    count: int
+    why: str  # "affinity", "cgroup quota", ...
+
+
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc")) -> Cpus:
+    """The CPUs this process may really use: those its affinity allows, fewer when its
+    cgroup's CPU quota (a container's `--cpus`, systemd's `CPUQuota=`) is lower, rounded
+    up. `os.cpu_count()` counts the machine's, which a container on a large host would
+    take for its own and start a worker per core it cannot run."""
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    allowed = allowed or os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup_root, proc)
+    if quota is not None and math.ceil(quota) < allowed:
+        return Cpus(max(1, math.ceil(quota)), f"cgroup quota of {quota:g} CPUs")
+    return Cpus(allowed, "affinity")
+
+
+def _cgroup_quota(root: Path, proc: Path) -> float | None:
+    """CPUs of quota for this process's cgroup (v2 `cpu.max`, else v1 `cpu.cfs_*`), the
+    tightest of it and its parents; None when unlimited or unreadable."""
+    try:
+        lines = (proc / "self" / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    quotas: list[float] = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one hierarchy
+            quotas += _v2_quotas(root, path)
+        elif "cpu" in controllers.split(","):
+            quotas += _v1_quotas(root / controllers, path)
+    return min(quotas) if quotas else None
+
+
+def _v2_quotas(root: Path, path: str) -> list[float]:
+    found = []
+    here = root / path.lstrip("/")
+    for directory in (here, *here.parents):
+        if not directory.is_relative_to(root):
+            break
+        with contextlib.suppress(OSError, ValueError):
+            limit, period = (directory / "cpu.max").read_text().split()
+            if limit != "max":
+                found.append(int(limit) / int(period))
+    return found
+
+
+def _v1_quotas(root: Path, path: str) -> list[float]:
+    with contextlib.suppress(OSError, ValueError):
+        here = root / path.lstrip("/")
+        quota = int((here / "cpu.cfs_quota_us").read_text())
+        period = int((here / "cpu.cfs_period_us").read_text())
+        if quota > 0 and period > 0:
+            return [quota / period]
+    return []
 
 
 def tune_allocator() -> None:

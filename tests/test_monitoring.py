@@ -170,7 +170,7 @@ def test_healthcheck_is_limacharlies_top_level_port_key() -> None:
     two = f"healthcheck: 9108\n{S3_SEED}---\nhealthcheck: 9109\n{S3_SEED}"
     with pytest.raises(ConfigError) as conflict:
         parse_documents(two, {}, "t")
-    assert "one process serves one endpoint" in str(conflict.value)
+    assert "different values (1: 9108, 2: 9109)" in str(conflict.value)
 
 
 async def test_a_progress_line_per_interval_for_those_who_read_logs(

@@ -107,7 +107,7 @@ def _document(doc: Doc, tree: Tree, expect_kind: SourceKind | None) -> SourceCon
     config = _source(doc, kind, Section(doc, kind, item))
     if config is None or top_level is None or len(doc.errors) != before:
         return None
-    return dataclasses.replace(config, healthcheck=top_level.healthcheck)
+    return dataclasses.replace(config, healthcheck=top_level.healthcheck, workers=top_level.workers)
 
 
 def _unknown_top_level_keys(doc: Doc, tree: Map) -> None:
@@ -199,7 +199,7 @@ def parse_documents(
                 origin, None, None, "", "no source documents (expected s3:, sqs: or file:)"
             )
         )
-    errors.extend(_healthcheck_conflicts(origin, sources))
+    errors.extend(_process_wide_conflicts(origin, sources))
     if warnings is not None:
         warnings.extend(found)
     if errors:
@@ -207,14 +207,17 @@ def parse_documents(
     return sources
 
 
-def _healthcheck_conflicts(origin: str, sources: list[SourceConfig]) -> list[ConfigProblem]:
-    """One process serves one health endpoint: documents may repeat the port, not differ."""
-    ports = {s.healthcheck for s in sources if s.healthcheck}
-    if len(ports) <= 1:
-        return []
-    shown = ", ".join(f"{s.index}: {s.healthcheck}" for s in sources if s.healthcheck)
-    message = f"documents name different ports ({shown}); one process serves one endpoint"
-    return [ConfigProblem(origin, None, None, "healthcheck", message)]
+def _process_wide_conflicts(origin: str, sources: list[SourceConfig]) -> list[ConfigProblem]:
+    """One process serves one health endpoint and runs one worker pool: documents may
+    repeat `healthcheck` and `workers`, not differ."""
+    problems = []
+    for key in ("healthcheck", "workers"):
+        given = [(s.index, getattr(s, key)) for s in sources if getattr(s, key)]
+        if len({value for _, value in given}) > 1:
+            shown = ", ".join(f"{index}: {value}" for index, value in given)
+            message = f"documents give different values ({shown}); one process has one"
+            problems.append(ConfigProblem(origin, None, None, key, message))
+    return problems
 
 
 def load_config(

@@ -613,6 +613,12 @@ class TopLevel:
         "LimaCharlie",
     ).field()
 
+    workers: int | None = Setting(
+        Integer(1, MAX_PARALLEL),
+        "processes that decode and compress, shared by every document (documents may repeat "
+        "it, not differ)",
+        shown="the CPUs this process may use (affinity, cgroup quota)",
+    ).field()
     healthcheck: int | None = Setting(
         Integer(1, 65535, unit="port"),
         "a port for `/healthz`, `/readyz`, `/metrics` on every interface (documents may "
@@ -637,6 +643,7 @@ class SourceConfig:
     webhook: WebhookOptions | None
     delivery: DeliveryOptions = DeliveryOptions()
     healthcheck: int | None = None  # LimaCharlie's top-level `healthcheck: PORT`
+    workers: int | None = None  # top-level `workers`: the decoding processes, for all documents
     record_filter: RecordFilter = field(default_factory=RecordFilter)  # `filter:`; keeps all
     dedup: DedupOptions = DedupOptions()
 
