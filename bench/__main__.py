@@ -56,6 +56,7 @@ from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.filters import RecordFilter
 from cloudtrail_adapter.logs import configure_logging
 from cloudtrail_adapter.packing import decoding, pack_steps, pack_whole
+from tests.support.process import DaemonProcess, TreeUsage
 
 LIBRARIES = ("msgspec", "isal", "aiohttp", "aiobotocore", "moto")
 PARALLEL_FETCH = 8
@@ -68,7 +69,7 @@ def floor(files: list[CorpusFile], totals: Totals) -> Row:
     limits = PackLimits(delivery.batch_max_records, delivery.batch_max_bytes)
     batch: list[Fragment] = []
     records = size = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for f in files:
         whole = decoding(len(f.body), delivery.stream_threshold, limits) == "whole"
         for part in (pack_whole if whole else pack_steps)(f.body, limits).fragments:
@@ -80,7 +81,7 @@ def floor(files: list[CorpusFile], totals: Totals) -> Row:
             records += part.records
             size += part.raw_bytes + 1
     gzip_batch(batch)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return Row(
         "floor (pack + batch, 1 core, no I/O)",
@@ -88,6 +89,40 @@ def floor(files: list[CorpusFile], totals: Totals) -> Row:
         totals.raw_bytes,
         seconds,
         note=f"this process: {rss:.0f} MB (holds the corpus)",
+        cpu_seconds=cpu,
+    )
+
+
+async def startup_row(workdir: Path) -> Row:
+    """The daemon on an empty directory, single_load, from spawn to exit: what every start
+    costs before a record moves (interpreter, imports, the worker pool, the connection)."""
+    root = workdir / f"empty-{uuid.uuid4().hex[:8]}"
+    root.mkdir()
+    async with LimaCharlieEmulator() as lc:
+        client = {
+            "hostname": "bench-start",
+            "identity": {"installation_key": str(uuid.uuid4()), "oid": str(uuid.uuid4())},
+            "dest_url": lc.usp_url,
+        }
+        source = {"path": str(root), "single_load": True, "client_options": client}
+        config, state = write_config(workdir, "file", {"file": source})
+        started = time.perf_counter()
+        async with (
+            DaemonProcess(config, state, log_level="warning") as daemon,
+            TreeUsage(daemon.proc.pid) as usage,
+        ):
+            code = await asyncio.wait_for(daemon.proc.wait(), 120)
+        seconds = time.perf_counter() - started
+    if code != 0:
+        raise SystemExit(f"daemon start-up run exited {code}:\n{daemon.tail()}")
+    return Row(
+        "daemon start-up (empty input, start to exit)",
+        0,
+        0,
+        seconds,
+        peak_rss_mb=usage.mb,
+        cpu_seconds=usage.cpu_seconds,
+        note=f"{usage.cpu_seconds:.2f} CPU-s",
     )
 
 
@@ -128,7 +163,7 @@ async def file_row(
                 if v != getattr(RecordFilter(), k)
             }
         config, state = write_config(workdir, "file", {"file": source})
-        seconds, rss = await single_load_run(config, state, lc, expected, f"daemon {label}")
+        seconds, rss, cpu = await single_load_run(config, state, lc, expected, f"daemon {label}")
     note = "" if keep is None else f"shipped {expected.records:,} of {totals.records:,}"
     return Row(
         f"daemon, file source -> USP emulator{label}",
@@ -137,6 +172,7 @@ async def file_row(
         seconds,
         peak_rss_mb=rss,
         note=note,
+        cpu_seconds=cpu,
     )
 
 
@@ -152,6 +188,7 @@ async def measure(files: list[CorpusFile], workdir: Path, repeat: int = 3) -> li
     """Every row; the two whose ratio is a target (floor, file source) `repeat` times."""
     totals = Totals.of(files)
     rows = [median([floor(files, totals) for _ in range(repeat)])]
+    rows.append(median([await startup_row(workdir) for _ in range(repeat)]))
     rows.append(median([await file_row(files, workdir, "") for _ in range(repeat)]))
     quarter = files[::4]
     rows.append(await file_row(quarter, workdir, " (1/4 corpus)"))
@@ -173,6 +210,23 @@ async def measure_listing(org_accounts: int) -> list[ListingRow]:
         return await listing_rows(moto, org_accounts=org_accounts)
 
 
+def cpu_ratios(base: Row, start: Row, daemon: Row, plain: Row) -> list[str]:
+    """CPU per record, which a shared machine cannot hide: the daemon's after start-up
+    against the floor's, start-up on its own, and what de-duplication costs."""
+    assert base.cpu_seconds and start.cpu_seconds is not None
+    assert daemon.cpu_seconds and plain.cpu_seconds
+    floor_us = base.cpu_seconds / base.records * 1e6
+    steady_us = (daemon.cpu_seconds - start.cpu_seconds) / daemon.records * 1e6
+    plain_us = (plain.cpu_seconds - start.cpu_seconds) / plain.records * 1e6
+    return [
+        f"CPU per record, floor:      {floor_us:6.2f} us",
+        f"CPU per record, daemon:     {steady_us:6.2f} us   (file source, after start-up)",
+        f"floor / daemon CPU:         {floor_us / steady_us:6.2f}   (target >= 0.5)",
+        f"daemon start-up:            {start.cpu_seconds:6.2f} CPU-s   (target <= 0.5)",
+        f"de-duplication's CPU share: {1 - plain_us / steady_us:6.1%}   (target <= 10%)",
+    ]
+
+
 def ratios(rows: list[Row]) -> list[str]:
     def row(prefix: str) -> Row:
         return next(r for r in rows if r.name.startswith(prefix))
@@ -183,6 +237,7 @@ def ratios(rows: list[Row]) -> list[str]:
     moto, naive = row("moto raw"), row("naive")
     peak = max(r.peak_rss_mb or 0.0 for r in rows if r.name.startswith("daemon"))
     return [
+        *cpu_ratios(base, row("daemon start-up"), daemon, plain),
         f"daemon (file) / floor:      {daemon.rate / base.rate:6.2f}   (target >= 0.8)",
         f"daemon (file) records/s:    {daemon.rate:,.0f}   (target >= 150,000)",
         f"daemon (file) / naive:      {daemon.rate / naive.rate:6.1f}   (target >= 10)",

@@ -36,7 +36,7 @@ from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.emulator.store import AcceptedEvent
 from cloudtrail_adapter.filters import RecordFilter
 from tests.support import messages
-from tests.support.process import DaemonProcess, PeakRss
+from tests.support.process import DaemonProcess, TreeUsage
 from tests.support.stand_in import ACCESS_KEY, REGION, SECRET_KEY
 
 __all__ = ["moto_process", "naive_row", "s3_rows", "sqs_row"]
@@ -212,8 +212,9 @@ def write_config(workdir: Path, name: str, doc: dict[str, Any]) -> tuple[Path, P
 
 async def single_load_run(
     config: Path, state: Path, lc: LimaCharlieEmulator, totals: Totals, what: str
-) -> tuple[float, float]:
-    """The CLI on a single_load config: (seconds, peak RSS MB of its process tree).
+) -> tuple[float, float, float]:
+    """The CLI on a single_load config: (seconds, peak RSS MB, CPU seconds of its process
+    tree, start-up included).
 
     Timed from its daemon_started line (interpreter start-up and imports, about a second,
     are paid once per process and say nothing of throughput) until it exited 0 and the
@@ -221,7 +222,7 @@ async def single_load_run(
     """
     async with (
         DaemonProcess(config, state, log_level=LOG_LEVEL) as daemon,
-        PeakRss(daemon.proc.pid) as rss,
+        TreeUsage(daemon.proc.pid) as rss,
     ):
         try:
             await daemon.wait_event("daemon_started", timeout=TIMEOUT)
@@ -235,7 +236,7 @@ async def single_load_run(
     if code != 0:
         raise SystemExit(f"{what} exited {code}:\n{daemon.tail()}")
     verify(lc.store.events, totals, what, daemon.tail())
-    return seconds, rss.mb
+    return seconds, rss.mb, rss.cpu_seconds
 
 
 # ---------------------------------------------------------------------------------------
@@ -293,13 +294,14 @@ async def s3_rows(
             "s3", lc, endpoint, bucket_name=bucket, single_load=True, parallel_fetch=parallel_fetch
         )
         config, state = write_config(workdir, "s3", doc)
-        seconds, rss_mb = await single_load_run(config, state, lc, totals, "daemon S3 run")
+        seconds, rss_mb, cpu = await single_load_run(config, state, lc, totals, "daemon S3 run")
     daemon_row = Row(
         "daemon, S3 (moto) -> USP emulator",
         totals.records,
         totals.raw_bytes,
         seconds,
         peak_rss_mb=rss_mb,
+        cpu_seconds=cpu,
         note=f"share of moto raw: {raw.seconds / seconds:.2f}",
     )
     return [raw, daemon_row]
@@ -411,7 +413,7 @@ async def sqs_row(
         config, state = write_config(workdir, "sqs", doc)
         async with (
             DaemonProcess(config, state, log_level=LOG_LEVEL) as daemon,
-            PeakRss(daemon.proc.pid) as rss,
+            TreeUsage(daemon.proc.pid) as rss,
         ):
             try:
                 await daemon.wait_event("daemon_started", timeout=timeout)
@@ -435,6 +437,7 @@ async def sqs_row(
         totals.raw_bytes,
         seconds,
         peak_rss_mb=rss.mb,
+        cpu_seconds=rss.cpu_seconds,
         note=f"p50 {p50:.0f} ms, p99 {p99:.0f} ms ({paced})",
     )
 
@@ -479,7 +482,7 @@ async def naive_row(
             cwd=ROOT,
             env=env,
         )
-        async with PeakRss(proc.pid) as rss:
+        async with TreeUsage(proc.pid) as rss:
             try:
                 out, err = await asyncio.wait_for(proc.communicate(), timeout)
             except TimeoutError:
@@ -498,5 +501,6 @@ async def naive_row(
         totals.raw_bytes,
         seconds,
         peak_rss_mb=rss.mb,
+        cpu_seconds=rss.cpu_seconds,
         note=f"in-script {said['seconds']:.2f} s",
     )

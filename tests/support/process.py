@@ -205,27 +205,40 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-class PeakRss:
-    """`async with PeakRss(pid) as rss:` ... `rss.mb`: the largest sum of VmHWM over `pid`
-    and its descendants seen while inside (sampled: nothing announces memory growth).
+class TreeUsage:
+    """`async with TreeUsage(pid) as usage:` ... `usage.mb`, `usage.cpu_seconds`: over `pid`
+    and its descendants while inside, sampled (nothing announces growth).
 
-    VmHWM is itself a high-water mark, so for the main process only the growth of its
-    last `RSS_STEP` seconds can be missed. Pages a forked child shares with its parent
-    count in both, as RSS always does.
+    `mb`: the largest sum of VmHWM seen. VmHWM is itself a high-water mark, so for the main
+    process only the growth of its last `RSS_STEP` seconds can be missed; pages a spawned
+    child shares with its parent count in both, as RSS always does.
+    `cpu_seconds`: user + system CPU of every process of the tree, each as last seen. A
+    worker's time is read from its own /proc entry, never from a parent's totals of reaped
+    children, so nothing counts twice; what a process spends after its last sample (at most
+    `RSS_STEP` seconds, while it is idle and exiting) is not counted.
     """
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.kb = 0
+        self._ticks: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
 
     @property
     def mb(self) -> float:
         return self.kb / 1024
 
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self._ticks.values()) / _CLOCK_TICKS
+
     def sample(self) -> None:
         pids = [self.pid, *descendants(self.pid)]
         self.kb = max(self.kb, sum(vm_hwm_kb(p) for p in pids))
+        for pid in pids:
+            ticks = cpu_ticks(pid)
+            if ticks is not None:
+                self._ticks[pid] = max(self._ticks.get(pid, 0), ticks)
 
     async def _run(self) -> None:
         while True:
@@ -243,6 +256,19 @@ class PeakRss:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """utime + stime of one process (its own, not its children's), in clock ticks."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after comm: state is field 3, utime 14
+    return int(fields[11]) + int(fields[12])
 
 
 async def all_workers_waiting(
