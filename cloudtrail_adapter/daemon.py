@@ -16,7 +16,6 @@ from typing import Any, TextIO
 import aiohttp
 import structlog
 
-from cloudtrail_adapter import aws, http_api
 from cloudtrail_adapter.acks import AckTracker
 from cloudtrail_adapter.aio import Stopped, unless_stopped
 from cloudtrail_adapter.config import (
@@ -36,8 +35,6 @@ from cloudtrail_adapter.proxies import Routes
 from cloudtrail_adapter.sinks.usp import UspSink
 from cloudtrail_adapter.sinks.webhook import WebhookSink
 from cloudtrail_adapter.sources.files import FileSource
-from cloudtrail_adapter.sources.s3 import S3Source
-from cloudtrail_adapter.sources.sqs import SqsSource
 from cloudtrail_adapter.state import SourceState, StateError, StateStore
 from cloudtrail_adapter.systemd import SystemdNotifier
 from cloudtrail_adapter.workers import WorkerPool, tune_allocator, usable_cpus
@@ -90,18 +87,26 @@ def _pool_size(sources: list[SourceConfig]) -> int:
 @contextlib.asynccontextmanager
 async def open_source(cfg: SourceConfig, state: SourceState) -> AsyncIterator[Source]:
     """The source, with the checkpoints of its bucket or directory (an SQS source keeps
-    none: SQS remembers what is deleted)."""
+    none: SQS remembers what is deleted). The AWS stack (botocore: a fifth of a second of
+    CPU to import) is imported only by a source that reads AWS."""
     src = cfg.source
+    if isinstance(src, FileSourceOptions):
+        checkpoints = state.checkpoints(str(src.path.resolve()))  # a directory: by its path
+        yield FileSource(cfg.name, src, checkpoints=checkpoints)
+        return
+    from cloudtrail_adapter import aws
+
     if isinstance(src, S3SourceOptions):
+        from cloudtrail_adapter.sources.s3 import S3Source
+
         session = aws.source_session(cfg.aws)
         region = await aws.bucket_region(cfg.aws, src.bucket_name, session)
         pool = src.parallel_fetch + src.parallel_list  # GETs and listings at once
         async with aws.client("s3", cfg.aws, region=region, pool=pool, session=session) as s3:
             yield S3Source(cfg.name, src, s3=s3, checkpoints=state.checkpoints(src.bucket_name))
-    elif isinstance(src, FileSourceOptions):
-        checkpoints = state.checkpoints(str(src.path.resolve()))  # a directory: by its path
-        yield FileSource(cfg.name, src, checkpoints=checkpoints)
     else:
+        from cloudtrail_adapter.sources.sqs import SqsSource
+
         async with contextlib.AsyncExitStack() as stack:
             session = aws.source_session(cfg.aws)
             sqs = await stack.enter_async_context(aws.client("sqs", cfg.aws, session=session))
@@ -321,6 +326,8 @@ async def serve(
     try:
         async with aiohttp.ClientSession() as http, contextlib.AsyncExitStack() as stack:
             if http_address is not None:
+                from cloudtrail_adapter import http_api  # aiohttp's server, only when asked
+
                 await stack.enter_async_context(http_api.serving(monitor, *http_address))
             runs = [
                 asyncio.create_task(
