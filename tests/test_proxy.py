@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import ssl
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,40 @@ async def tls_lc(ca: trustme.CA) -> AsyncIterator[LimaCharlieEmulator]:
 def proxy() -> Iterator[ConnectProxy]:
     with ConnectProxy(USER, PASSWORD) as running:
         yield running
+
+
+@dataclass
+class Stage:
+    """What every end-to-end case here uses: a bucket, LimaCharlie over TLS, the proxy."""
+
+    aws: AwsOptions
+    bucket: str
+    lc: LimaCharlieEmulator
+    proxy: ConnectProxy
+    ca: trustme.CA
+    tmp: Path
+
+    def config(self, **client: Any) -> Path:
+        return config(self.tmp, self.aws, self.bucket, self.lc, **client)
+
+    async def run(self, path: Path, env: dict[str, str] | None = None) -> tuple[int, DaemonProcess]:
+        """The daemon, trusting the test CA, until it exits: its exit code, and itself."""
+        env = ca_env(self.ca, self.tmp) | (env or {})
+        async with DaemonProcess(path, self.tmp / "state", env=env) as daemon:
+            code = await daemon.proc.wait()
+        return code, daemon
+
+
+@pytest.fixture
+def stage(
+    aws_options: AwsOptions,
+    bucket: str,
+    tls_lc: LimaCharlieEmulator,
+    proxy: ConnectProxy,
+    ca: trustme.CA,
+    tmp_path: Path,
+) -> Stage:
+    return Stage(aws_options, bucket, tls_lc, proxy, ca, tmp_path)
 
 
 def ca_env(ca: trustme.CA, tmp_path: Path) -> dict[str, str]:
@@ -117,93 +152,66 @@ def lc_proxy(proxy: ConnectProxy, password: str = PASSWORD) -> dict[str, Any]:
 
 
 async def test_the_s3_source_ships_everything_through_the_configured_proxy(
-    aws_options: AwsOptions,
-    bucket: str,
-    tls_lc: LimaCharlieEmulator,
-    proxy: ConnectProxy,
-    ca: trustme.CA,
-    tmp_path: Path,
+    stage: Stage,
 ) -> None:
-    expected = await trail(aws_options, bucket)
-    path = config(tmp_path, aws_options, bucket, tls_lc, **lc_proxy(proxy))
-    env = ca_env(ca, tmp_path)
-    async with DaemonProcess(path, tmp_path / "state", env=env) as daemon:
-        assert await daemon.proc.wait() == 0, daemon.tail()
+    expected = await trail(stage.aws, stage.bucket)
+    code, daemon = await stage.run(stage.config(**lc_proxy(stage.proxy)))
+    assert code == 0, daemon.tail()
 
-    assert set(tls_lc.store.event_ids()) == expected
-    lc_target = f"127.0.0.1:{tls_lc.port}"
-    assert [r.target for r in proxy.connects()] == [lc_target]
-    assert all(r.user == USER for r in proxy.connects())
+    assert set(stage.lc.store.event_ids()) == expected
+    lc_target = f"127.0.0.1:{stage.lc.port}"
+    assert [r.target for r in stage.proxy.connects()] == [lc_target]
+    assert all(r.user == USER for r in stage.proxy.connects())
     [connecting] = daemon.events("usp_connecting")
-    assert connecting["proxy"] == proxy.url
+    assert connecting["proxy"] == stage.proxy.url
     assert PASSWORD not in "".join(daemon.lines)
 
 
 async def test_a_wrong_proxy_password_fails_naming_the_proxy_not_the_password(
-    aws_options: AwsOptions,
-    bucket: str,
-    tls_lc: LimaCharlieEmulator,
-    proxy: ConnectProxy,
-    ca: trustme.CA,
-    tmp_path: Path,
+    stage: Stage,
 ) -> None:
-    await trail(aws_options, bucket, files=1)
+    await trail(stage.aws, stage.bucket, files=1)
     wrong = "not-the-" + PASSWORD
-    path = config(tmp_path, aws_options, bucket, tls_lc, **lc_proxy(proxy, wrong))
-    async with DaemonProcess(path, tmp_path / "state", env=ca_env(ca, tmp_path)) as daemon:
-        assert await daemon.proc.wait() != 0, daemon.tail()
+    code, daemon = await stage.run(stage.config(**lc_proxy(stage.proxy, wrong)))
+    assert code != 0, daemon.tail()
 
-    assert not tls_lc.store.event_ids()
-    assert proxy.requests and not any(r.allowed for r in proxy.requests)
+    assert not stage.lc.store.event_ids()
+    assert stage.proxy.requests and not any(r.allowed for r in stage.proxy.requests)
     [failed] = daemon.events("source_failed")
-    assert proxy.url in failed["error"] and "407" in failed["error"]
+    assert stage.proxy.url in failed["error"] and "407" in failed["error"]
     assert "client_options.proxy.username and password" in failed["error"]
     logged = "".join(daemon.lines)
     assert wrong not in logged and PASSWORD not in logged
 
 
-async def test_the_environment_proxies_carry_limacharlie_and_aws(
-    aws_options: AwsOptions,
-    bucket: str,
-    tls_lc: LimaCharlieEmulator,
-    proxy: ConnectProxy,
-    ca: trustme.CA,
-    tmp_path: Path,
-) -> None:
+async def test_the_environment_proxies_carry_limacharlie_and_aws(stage: Stage) -> None:
     """HTTPS_PROXY carries the wss:// USP link (CONNECT); HTTP_PROXY the http:// stand-in of
     S3, through botocore's own reading of the environment; credentials in the URL."""
-    expected = await trail(aws_options, bucket)
-    path = config(tmp_path, aws_options, bucket, tls_lc)
-    with_auth = proxy.url.replace("http://", f"http://{USER}:{PASSWORD}@")
-    env = ca_env(ca, tmp_path) | {"HTTPS_PROXY": with_auth, "HTTP_PROXY": with_auth}
-    async with DaemonProcess(path, tmp_path / "state", env=env) as daemon:
-        assert await daemon.proc.wait() == 0, daemon.tail()
+    expected = await trail(stage.aws, stage.bucket)
+    with_auth = stage.proxy.url.replace("http://", f"http://{USER}:{PASSWORD}@")
+    env = {"HTTPS_PROXY": with_auth, "HTTP_PROXY": with_auth}
+    code, daemon = await stage.run(stage.config(), env)
+    assert code == 0, daemon.tail()
 
-    assert set(tls_lc.store.event_ids()) == expected
-    allowed = [r for r in proxy.requests if r.allowed]
-    assert [r.target for r in allowed if r.method == "CONNECT"] == [f"127.0.0.1:{tls_lc.port}"]
+    assert set(stage.lc.store.event_ids()) == expected
+    allowed = [r for r in stage.proxy.requests if r.allowed]
+    connects = [r.target for r in allowed if r.method == "CONNECT"]
+    assert connects == [f"127.0.0.1:{stage.lc.port}"]
     s3_requests = [r.target for r in allowed if r.method != "CONNECT"]
-    assert any(bucket in t and t.startswith(str(aws_options.endpoint_url)) for t in s3_requests)
+    endpoint = str(stage.aws.endpoint_url)
+    assert any(stage.bucket in t and t.startswith(endpoint) for t in s3_requests)
     [connecting] = daemon.events("usp_connecting")
-    assert connecting["proxy"] == proxy.url  # shown without the credentials
+    assert connecting["proxy"] == stage.proxy.url  # shown without the credentials
     assert PASSWORD not in "".join(daemon.lines)
 
 
-async def test_no_proxy_sends_limacharlie_traffic_direct(
-    aws_options: AwsOptions,
-    bucket: str,
-    tls_lc: LimaCharlieEmulator,
-    proxy: ConnectProxy,
-    ca: trustme.CA,
-    tmp_path: Path,
-) -> None:
-    expected = await trail(aws_options, bucket, files=1)
-    path = config(tmp_path, aws_options, bucket, tls_lc)
-    env = ca_env(ca, tmp_path) | {"HTTPS_PROXY": proxy.url, "NO_PROXY": "localhost,127.0.0.1"}
-    async with DaemonProcess(path, tmp_path / "state", env=env) as daemon:
-        assert await daemon.proc.wait() == 0, daemon.tail()
-    assert set(tls_lc.store.event_ids()) == expected
-    assert proxy.requests == []
+async def test_no_proxy_sends_limacharlie_traffic_direct(stage: Stage) -> None:
+    expected = await trail(stage.aws, stage.bucket, files=1)
+    env = {"HTTPS_PROXY": stage.proxy.url, "NO_PROXY": "localhost,127.0.0.1"}
+    code, daemon = await stage.run(stage.config(), env)
+    assert code == 0, daemon.tail()
+    assert set(stage.lc.store.event_ids()) == expected
+    assert stage.proxy.requests == []
 
 
 # ---- the routing rule itself ----------------------------------------------------------------
