@@ -55,6 +55,7 @@ class PackLimits:
     whole_max_raw: int = 48 << 20
     keep: RecordFilter | None = None
     dedup: bool = False  # give each fragment its records' keys (event_keys.record_keys)
+    hash_content: bool = False  # SHA-256 of the uncompressed content (the integrity check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,8 @@ class PackedObject:
     oversized: tuple[tuple[int, int], ...] = ()
     #: (filter, records it dropped); `records` counts only what was kept
     dropped: tuple[tuple[str, int], ...] = ()
+    #: hex SHA-256 of the uncompressed content, when `PackLimits.hash_content` asked for it
+    content_sha256: str | None = None
 
 
 def fragment(lines: Sequence[Line], *, keyed: bool = False) -> Fragment:

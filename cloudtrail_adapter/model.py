@@ -23,7 +23,10 @@ class WorkItem:
     `reader` gives the object's raw bytes (gzip or plain JSON); `commit` is called by the
     tracker once LimaCharlie acknowledged every record decoded from it, and never otherwise;
     `release(reason, error)` is called instead when the item failed, so its source can
-    record why and offer it again (or give up on it).
+    record why and offer it again (or give up on it). `hashed`, when set, is given the
+    hex SHA-256 of the object's uncompressed content, taken while it was decoded (the
+    integrity check); `own` marks records the daemon made itself (integrity events), which
+    no record filter drops.
     """
 
     source: str
@@ -32,6 +35,8 @@ class WorkItem:
     commit: Callable[[], Awaitable[None]]
     release: Callable[[str, str], None] = lambda reason, error: None
     log_fields: dict[str, str] = field(default_factory=dict)
+    hashed: Callable[[str], None] | None = None
+    own: bool = False
 
 
 class Source(Protocol):

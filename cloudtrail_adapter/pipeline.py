@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class Pipeline:
         executor: Executor | None = None,
         keep: RecordFilter | None = None,
         dedup: Deduplicator | None = None,
+        hash_content: bool = False,
     ) -> None:
         self.name = name
         self.stats = PipelineStats()
@@ -103,7 +105,10 @@ class Pipeline:
             delivery.batch_max_bytes,
             keep=keep if keep and keep.active else None,
             dedup=dedup is not None,
+            hash_content=hash_content,
         )
+        # The daemon's own records (integrity events): no filter, no hash.
+        self._own_limits = dataclasses.replace(self._limits, keep=None, hash_content=False)
         self._busy = 0  # workers with an item
         self._waiting = 0  # workers waiting for the budget or for room in the decoded queue
         # Decoded records not yet batched: with the sink's window and the bundle size, this
@@ -162,19 +167,20 @@ class Pipeline:
 
     async def _whole(self, item: WorkItem, progress: ItemProgress, size: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
+        limits = self._own_limits if item.own else self._limits
         reserved = await self._reserve(min(size * WHOLE_RATIO, self._budget.limit))
         try:
             data = await item.reader.read()
-            if fits_whole(len(data), self._limits):
-                packed = await loop.run_in_executor(
-                    self._executor, pack_in_memory, data, self._limits
-                )
+            if fits_whole(len(data), limits):
+                packed = await loop.run_in_executor(self._executor, pack_in_memory, data, limits)
             else:
-                packed = await asyncio.to_thread(pack_stream, data, self._limits)
+                packed = await asyncio.to_thread(pack_stream, data, limits)
         except BaseException:
             self._budget.release(reserved)
             raise
         del data
+        if item.hashed is not None and packed.content_sha256 is not None:
+            item.hashed(packed.content_sha256)
         reserved = self._budget.resize(reserved, _size(packed.fragments))
         self._tracker.set_total(progress, packed.records)
         self._report_oversized(item, packed.oversized)
@@ -186,7 +192,7 @@ class Pipeline:
         """Records go on as they are decoded; the total is known, and the item can commit,
         only once the whole object was read. The decoder keeps state between steps, so it
         runs in a thread (its inflate and compress release the GIL), not in the pool."""
-        decoder = StreamDecoder()
+        decoder = StreamDecoder(hash_content=self._limits.hash_content)
         total = 0
         dropped: dict[str, int] = {}  # filled by the decoding thread, read after it
         async for chunk in item.reader.chunks(STREAM_RANGE):
@@ -194,6 +200,8 @@ class Pipeline:
             while not decoder.hungry:
                 total += await self._step(decoder, progress, dropped)
         summary = decoder.finish()
+        if item.hashed is not None and summary.content_sha256 is not None:
+            item.hashed(summary.content_sha256)
         self._tracker.set_total(progress, total)
         self._report_oversized(item, summary.oversized)
         merge_counts(self.stats.records_filtered, dropped.items())
