@@ -27,6 +27,9 @@ from cloudtrail_adapter.config import (
 )
 from cloudtrail_adapter.dedup import Deduplicator
 from cloudtrail_adapter.errors import EXIT_FAILED, EXIT_OK, AdapterError, Backoff, failure_reason
+from cloudtrail_adapter.integrity.checker import IntegrityChecker
+from cloudtrail_adapter.integrity.keys import PublicKeys
+from cloudtrail_adapter.integrity.ledger import Ledger
 from cloudtrail_adapter.model import AckCallback, Sink, Source
 from cloudtrail_adapter.monitor import Monitor, SourceRuntime, log_progress
 from cloudtrail_adapter.pipeline import Pipeline
@@ -43,6 +46,7 @@ from cloudtrail_adapter.systemd import SystemdNotifier
 from cloudtrail_adapter.workers import WorkerPool, tune_allocator
 
 log = structlog.get_logger("cloudtrail_adapter.daemon")
+INTEGRITY_DB = "integrity.db"  # beside the state database
 
 
 @dataclass
@@ -89,8 +93,11 @@ async def open_source(cfg: SourceConfig, state: StateStore) -> AsyncIterator[Sou
             "s3", cfg.aws, region=region, pool=src.parallel_fetch + src.parallel_list,
             session=session,
         )  # fmt: skip
-        async with s3_client as s3:
-            yield S3Source(cfg.name, src, s3=s3, state=state, scope=scope)
+        async with s3_client as s3, contextlib.AsyncExitStack() as stack:
+            integrity = None
+            if src.integrity.verify:
+                integrity = open_integrity(cfg, src, s3, state, stack, session)
+            yield S3Source(cfg.name, src, s3=s3, state=state, scope=scope, integrity=integrity)
     elif isinstance(src, FileSourceOptions):
         yield FileSource(cfg.name, src, state=state, scope=scope)
     else:
@@ -99,6 +106,36 @@ async def open_source(cfg: SourceConfig, state: StateStore) -> AsyncIterator[Sou
             sqs = await stack.enter_async_context(aws.client("sqs", cfg.aws, session=session))
             buckets = aws.BucketClients(cfg.aws, stack, pool=src.parallel_fetch, session=session)
             yield SqsSource(cfg.name, src, sqs=sqs, buckets=buckets)
+
+
+def open_integrity(
+    cfg: SourceConfig,
+    src: S3SourceOptions,
+    s3: Any,
+    state: StateStore,
+    stack: contextlib.AsyncExitStack,
+    session: Any,
+) -> IntegrityChecker:
+    """The digest check of an S3 source: its state beside the checkpoints, CloudTrail
+    clients made per region as digests need them (the source's credentials and
+    `endpoint_url`)."""
+    ledger = Ledger(
+        state.path.parent / INTEGRITY_DB, checkpoint_scope(cfg), src.bucket_name,
+        grace=src.integrity.grace,
+    )  # fmt: skip
+    stack.callback(ledger.close)
+    clients: dict[str, Any] = {}
+
+    async def cloudtrail_in(region: str) -> Any:
+        if region not in clients:
+            made = aws.client("cloudtrail", cfg.aws, region=region, session=session)
+            clients[region] = await stack.enter_async_context(made)
+        return clients[region]
+
+    return IntegrityChecker(
+        cfg.name, src.integrity, bucket=src.bucket_name, s3=s3, keys=PublicKeys(cloudtrail_in),
+        ledger=ledger, retention=src.lookback + 2 * 86400,
+    )  # fmt: skip
 
 
 def open_dedup(cfg: SourceConfig, state: StateStore) -> Deduplicator | None:
@@ -186,6 +223,7 @@ async def run_source(
         executor=executor,
         keep=cfg.record_filter,
         dedup=dedup,
+        hash_content=isinstance(cfg.source, S3SourceOptions) and cfg.source.integrity.verify,
     )
     runtime.attach(pipeline, tracker, sink)
     try:

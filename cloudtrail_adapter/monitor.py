@@ -20,11 +20,13 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from cloudtrail_adapter.acks import AckTracker
 from cloudtrail_adapter.config import DEFAULT_UNREADY_AFTER
+from cloudtrail_adapter.integrity.verdicts import DIGEST_VERDICTS, FILE_VERDICTS, IntegrityStats
 from cloudtrail_adapter.model import Sink, Source
 from cloudtrail_adapter.pipeline import Pipeline
 from cloudtrail_adapter.sinks.usp import UspSink
 from cloudtrail_adapter.sinks.webhook import WebhookSink, WebhookStats
 from cloudtrail_adapter.sources.polling import PollingSource
+from cloudtrail_adapter.sources.s3 import S3Source
 from cloudtrail_adapter.sources.sqs import SqsSource, SqsStats
 
 log = structlog.get_logger("cloudtrail_adapter.monitor")
@@ -196,6 +198,8 @@ class _Families:
             self._sqs(name, rt.source.stats)
         elif isinstance(rt.source, PollingSource):
             self._listing(name, rt.source.listing_counts())
+            if isinstance(rt.source, S3Source) and rt.source.integrity is not None:
+                self._integrity(name, rt.source.integrity.stats)
             self.by_label(
                 "objects_quarantined", "objects quarantined, by reason", name,
                 rt.source.quarantined, "reason",
@@ -288,6 +292,33 @@ class _Families:
         self.by_label(
             "objects_passed_over", "objects listed and not shipped, by reason", name, passed,
             "reason",
+        )  # fmt: skip
+
+    def _integrity(self, name: str, st: IntegrityStats) -> None:
+        """The digest check (integrity.verify): every verdict counted, valid ones too."""
+        self.by_label(
+            "integrity_files", "log files checked against CloudTrail's digests, by verdict",
+            name, {v: st.files[v] for v in FILE_VERDICTS}, "verdict",
+        )  # fmt: skip
+        self.by_label(
+            "integrity_digests", "digest files checked, by verdict", name,
+            {v: st.digests[v] for v in DIGEST_VERDICTS}, "verdict",
+        )  # fmt: skip
+        self.by_label(
+            "integrity_files_unverified", "log files that could not be checked, by reason",
+            name, st.unverified, "reason",
+        )  # fmt: skip
+        self.by_label(
+            "integrity_errors", "digests or keys that could not be read (tried again), by reason",
+            name, st.errors, "reason",
+        )  # fmt: skip
+        self.gauge(
+            "integrity_files_waiting", "shipped log files waiting for their digest", name,
+            st.files_waiting,
+        )  # fmt: skip
+        self.gauge(
+            "integrity_events_queued", "integrity events not yet acknowledged by LimaCharlie",
+            name, st.events_queued,
         )  # fmt: skip
 
     def _sqs(self, name: str, st: SqsStats) -> None:
