@@ -8,7 +8,10 @@ emulator gets one event per failure, in the documented shape.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import os
+import signal
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from cloudtrail_adapter.config import AwsOptions, IntegrityOptions, SourceConfig
 from cloudtrail_adapter.daemon import serve
@@ -26,7 +30,7 @@ from cloudtrail_adapter.sources.s3 import S3Source
 from tests.support.configs import s3_config
 from tests.support.stand_in import STAND_IN
 from tests.support.trail import Trail, TrailKey, build_trail
-from tests.support.watch import LogWatch, watch_logs
+from tests.support.watch import LogWatch, passes_done, watch_logs
 
 ACCOUNT = "111122223333"
 REGION = "us-east-1"
@@ -42,11 +46,16 @@ def keys_served() -> Iterator[None]:
         STAND_IN.public_key_calls.clear()
 
 
+def result_name(bucket: str) -> str:
+    return f"s3[1]:{bucket}"
+
+
 @dataclasses.dataclass
 class Run:
     code: int
     stats: IntegrityStats
     logs: LogWatch
+    metrics: str
 
     def violations(self) -> Counter[tuple[str, str]]:
         return Counter((e["verdict"], e["key"]) for e in self.logs.named("integrity_violation"))
@@ -66,7 +75,7 @@ async def run(cfg: SourceConfig, trail: Trail, state_dir: Path, aws_options: Aws
         code = await serve([cfg], state_dir, monitor=monitor)
     source = monitor.sources[cfg.name].source
     assert isinstance(source, S3Source) and source.integrity is not None
-    return Run(code, source.integrity.stats, logs)
+    return Run(code, source.integrity.stats, logs, generate_latest(monitor.registry).decode())
 
 
 async def test_a_clean_trail_of_3_accounts_2_regions_6_hours_verifies_all_valid(
@@ -88,6 +97,19 @@ async def test_a_clean_trail_of_3_accounts_2_regions_6_hours_verifies_all_valid(
     assert not result.stats.unverified and not result.stats.errors
     assert result.stats.files_waiting == 0
     assert lc.store.event_ids() == Counter(trail.event_ids())
+    # Valid files are counted too: "no failure" never just means "nothing was checked".
+    name = f'source="{result_name(bucket)}"'
+    assert (
+        f'cloudtrail_adapter_integrity_files_total{{{name},verdict="valid"}} 72.0' in result.metrics
+    )
+    assert (
+        f'cloudtrail_adapter_integrity_digests_total{{{name},verdict="valid"}} 36.0'
+        in result.metrics
+    )
+    assert (
+        f'cloudtrail_adapter_integrity_files_total{{{name},verdict="missing"}} 0.0'
+        in result.metrics
+    )
     # Keys are asked of each region's CloudTrail, once a region, not once a digest.
     assert sorted({c[0] for c in STAND_IN.public_key_calls}) == sorted(regions)
     assert len(STAND_IN.public_key_calls) == len(regions)
@@ -303,3 +325,48 @@ async def test_a_restart_keeps_what_verdicts_still_wait_for(
     assert second.stats.digests == Counter({"valid": 1})
     log_gets = [u for m, u in with_requests if m == "GET" and "/CloudTrail/" in u]
     assert log_gets == [] or all("list-type" in u for u in log_gets)
+
+
+async def test_a_running_daemon_checks_each_digest_as_it_arrives(
+    aws_options: AwsOptions,
+    bucket: str,
+    lc: LimaCharlieEmulator,
+    state_dir: Path,
+    keys_served: None,
+) -> None:
+    """Long-running: the last hour's digest comes while the daemon runs; the next pass
+    checks it, and the event for the file edited in that hour reaches LimaCharlie."""
+    keys = {REGION: TrailKey.generate()}
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    trail = build_trail(bucket, hours=2, start=start, keys=keys, digest_hours=[0])
+    edited = trail.logs()[2].key  # of hour 1
+    trail.edit_log(edited)
+    STAND_IN.public_keys = trail.public_keys()
+    await trail.upload(aws_options)
+    integrity = IntegrityOptions(verify=True, report="limacharlie", grace=3 * 3600)
+    cfg = s3_config(
+        aws_options, bucket, lc, single_load=False, poll_interval=0.3, integrity=integrity
+    )
+    monitor = Monitor()
+    with watch_logs() as logs:
+        daemon = asyncio.create_task(serve([cfg], state_dir, monitor=monitor))
+        await lc.store.wait_for(len(trail.event_ids()), timeout=30)
+        await passes_done(logs, [cfg], more=2)
+        source = monitor.sources[cfg.name].source
+        assert isinstance(source, S3Source) and source.integrity is not None
+        stats = source.integrity.stats
+        assert stats.files == Counter({"valid": 2}) and stats.files_waiting == 2
+        assert not logs.named("integrity_violation")
+
+        later = build_trail(bucket, hours=2, start=start, keys=keys)
+        digest = later.digests()[1]
+        await Trail(bucket, start, 2, keys, {digest.key: digest}).upload(aws_options)
+        await lc.store.wait_for(len(trail.event_ids()) + 1, timeout=30)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(daemon, 30) == 0
+
+    assert stats.files == Counter({"valid": 3, "hash_mismatch": 1}) and stats.files_waiting == 0
+    assert stats.digests == Counter({"valid": 2})
+    [event] = [e.json() for e in lc.store.events if e.json().get("event_type") == EVENT_TYPE]
+    assert (event["verdict"], event["key"]) == ("hash_mismatch", edited)
+    assert stats.events_queued == 0
