@@ -210,9 +210,9 @@ async def test_each_tampering_gets_its_verdict_and_nothing_else_does(
 
 
 EVENT_KEYS = {
-    "event_type", "schema_version", "verdict", "subject", "account", "region", "bucket", "key",
-    "digest_key", "reason", "expected_sha256", "actual_sha256", "period_start", "period_end",
-    "detected_at", "source",
+    "event_type", "eventName", "eventTime", "schema_version", "verdict", "subject",
+    "account", "region", "bucket", "key", "digest_key", "reason", "expected_sha256",
+    "actual_sha256", "period_start", "period_end", "detected_at", "source",
 }  # fmt: skip
 
 
@@ -253,6 +253,7 @@ async def test_with_report_limacharlie_each_failure_is_one_event_of_the_document
         assert event["source"] == cfg.name and event["region"] == REGION
         assert event["key"].startswith(f"AWSLogs/o-a1b2c3d4e5/{event['account']}/")
         assert datetime.strptime(event["detected_at"], "%Y-%m-%dT%H:%M:%SZ")
+        assert (event["eventName"], event["eventTime"]) == (EVENT_TYPE, event["detected_at"])
         assert event["reason"]
     by = {e["verdict"]: e for e in events}
     mismatch = by["hash_mismatch"]

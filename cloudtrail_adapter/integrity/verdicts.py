@@ -70,8 +70,13 @@ class Verdict:
 
     def event(self, *, source: str, bucket: str, detected_at: float) -> dict[str, Any]:
         """The `cloudtrail_integrity` event, with every key present."""
+        detected = iso(detected_at)
         return {
             "event_type": EVENT_TYPE,
+            # The same again under CloudTrail's names, for a sensor whose mapping takes the
+            # event type from `eventName` and its time from `eventTime`, as CloudTrail's do.
+            "eventName": EVENT_TYPE,
+            "eventTime": detected,
             "schema_version": SCHEMA_VERSION,
             "verdict": self.verdict,
             "subject": self.subject,
@@ -85,7 +90,7 @@ class Verdict:
             "actual_sha256": self.actual_sha256,
             "period_start": iso(self.period_start),
             "period_end": iso(self.period_end),
-            "detected_at": iso(detected_at),
+            "detected_at": detected,
             "source": source,
         }
 
