@@ -25,13 +25,14 @@ async def test_every_row_of_the_bench_runs_on_a_tiny_corpus(tmp_path: Path) -> N
     records = sum(len(f.event_ids) for f in files)
     names = [row.name.split(" ->")[0].split(" (")[0] for row in rows]
     assert names == [
-        "floor", "daemon, file source", "daemon, file source", "daemon, file source",
-        "daemon, file source", "moto raw GetObject",
+        "floor", "floor + SHA-256", "daemon, file source", "daemon, file source",
+        "daemon, file source", "daemon, file source", "moto raw GetObject",
         "daemon, S3", "daemon, SQS notifications", "naive: boto3 + json + requests",
+        "daemon, S3", "daemon, S3",
     ]  # fmt: skip
     assert all(row.records == records for row in rows if "1/4" not in row.name)
     assert all(row.peak_rss_mb for row in rows if row.name.startswith("daemon"))
-    assert "records/s" in render(rows) and len(ratios(rows)) == 8
+    assert "records/s" in render(rows) and len(ratios(rows)) == 11
 
 
 async def test_the_listing_rows_run_and_the_layout_lists_less_once_steady(

@@ -306,7 +306,7 @@ async def test_a_restart_keeps_what_verdicts_still_wait_for(
     keys = {REGION: TrailKey.generate()}
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=5)
     before = build_trail(bucket, hours=4, start=start, keys=keys, digest_hours=range(3))
-    cfg = verified(bucket, lc, aws_options, grace=3600)
+    cfg = verified(bucket, lc, aws_options, grace=6 * 3600)  # hour 3 waits, whatever the time
     first = await run(cfg, before, state_dir, aws_options)
     assert first.code == 0 and first.violations() == Counter()
     assert first.stats.files == Counter({"valid": 6}) and first.stats.files_waiting == 2

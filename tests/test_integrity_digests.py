@@ -219,7 +219,7 @@ def test_a_file_is_checked_whichever_comes_first_it_or_its_digest(ledger: Ledger
     assert (mismatch.verdict, mismatch.expected_sha256, mismatch.actual_sha256) == (
         "hash_mismatch", sha("edited"), sha("changed"),
     )  # fmt: skip
-    assert ledger.counts()["files"] == ledger.counts()["expected"] == 0
+    assert ledger.waiting_files() == 0 and ledger.due(T0 + 100 * HOUR) == []
 
 
 def test_an_unreadable_file_a_digest_names_is_a_hash_mismatch(ledger: Ledger) -> None:
@@ -331,7 +331,7 @@ def test_pruning_keeps_each_chains_latest_digest_and_eviction_bounds_files(ledge
         add(ledger, digest, hour)
         previous = digest
     ledger.judge_chains({})
-    ledger.prune(T0 + 100 * HOUR)
+    ledger.prune(T0 + 100 * HOUR, T0 + 100 * HOUR)
     assert ledger.counts()["digests"] == 1 and ledger.known([digest_key(2)]) == {digest_key(2)}
     for minute in range(5):
         ledger.shipped(log_key(200 + minute, f"K{minute}"), sha(str(minute)))
@@ -348,3 +348,27 @@ def test_events_stay_until_acknowledged(ledger: Ledger, tmp_path: Path) -> None:
     ledger.close()
     again = Ledger(tmp_path / "integrity.db", SCOPE, BUCKET, grace=GRACE)
     assert [e for _, e in again.events(set(), 10)] == [b'{"a":2}']
+
+
+def test_a_file_read_twice_is_judged_once(ledger: Ledger) -> None:
+    """A decoding failure is retried; a file may be read again after a restart before its
+    checkpoint: one verdict each, and never an `unlisted` for a file a digest named."""
+    broken, shipped, forged = log_key(10, "B"), log_key(20, "S"), log_key(30, "F")
+    add(ledger, opened(0, {broken: sha("b"), shipped: sha("s")}), 0)
+    verdicts = []
+    for _ in range(3):
+        verdicts += ledger.shipped(broken, None, "corrupt_gzip").verdicts
+        verdicts += ledger.shipped(shipped, sha("s")).verdicts
+    assert [(v.verdict, v.key) for v in verdicts] == [
+        ("hash_mismatch", broken), ("valid", shipped),
+    ]  # fmt: skip
+    ledger.shipped(forged, sha("f"))
+    ledger.judge_chains({})
+    later = T0 + 5 * HOUR
+    assert [(v.verdict, v.key) for v in ledger.judge_files(later).verdicts] == [
+        ("unlisted", forged)
+    ]
+    ledger.shipped(forged, sha("f"))  # read again: judged already
+    assert ledger.judge_files(later + 60).verdicts == [] and ledger.waiting_files() == 0
+    ledger.prune(later, later)  # a day on, the tombstones go
+    assert ledger.counts()["files"] == 0

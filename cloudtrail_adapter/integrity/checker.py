@@ -62,6 +62,9 @@ PARALLEL: Final = 8  # digests fetched at once, and HeadObject questions asked a
 #: Files waiting for their digest, at most (about 200 bytes each on disk).
 MAX_FILES: Final = 1_000_000
 EVENTS_PER_ITEM: Final = 500
+#: How long a file judged is remembered, so that it is never judged twice (a retried
+#: decoding failure, a file read again after a restart before its checkpoint).
+TOMBSTONE: Final = 86400.0
 EXAMPLES: Final = 5
 _NOT_FOUND: Final = frozenset({"NoSuchKey", "404", "NotFound"})
 #: Decoding failures: the object is not what CloudTrail writes, so not what it hashed.
@@ -277,8 +280,11 @@ class IntegrityChecker:
         found.add(self._ledger.evict(self._max_files))
         # Nothing an object still in work may need is pruned (a backfill's are old).
         oldest = presence.oldest_in_work()
-        cutoff = now - self._retention
-        self._ledger.prune(cutoff if oldest is None else min(cutoff, oldest - 2 * HOUR))
+        cutoffs = (now - self._retention, now - TOMBSTONE)
+        if oldest is not None:
+            cutoffs = (min(cutoffs[0], oldest - 2 * HOUR), min(cutoffs[1], oldest - 2 * HOUR))
+        self._ledger.prune(*cutoffs)
+        self.stats.files_waiting = self._ledger.waiting_files()
         self._report(found)
         self._log_settled()
         self._gone.clear()
@@ -345,8 +351,7 @@ class IntegrityChecker:
                 events.append(orjson.dumps(event))
         if events:
             self._ledger.queue_events(events)
-        self.stats.files_waiting = self._ledger.waiting_files()
-        self.stats.events_queued = self._ledger.events_waiting()
+            self.stats.events_queued = self._ledger.events_waiting()
 
     def _log_settled(self) -> None:
         since, self._since = self._since, Found()

@@ -8,8 +8,10 @@ Kept, per source (scope and bucket), only while a verdict needs it:
   (`unlisted`), or no digest can come for them any more (unverified);
 - *expected*: files a valid digest names that were not shipped yet, until they are
   (`valid`/`hash_mismatch`) or the digest's period plus `grace` has passed and they are
-  not in the bucket (`missing`); kept after that as a tombstone, so that a late file is
-  still matched and never taken for a forged one;
+  not in the bucket (`missing`);
+- a file judged either way stays a day as a tombstone: a file read again (a decoding
+  failure retried, a restart before its checkpoint) is never judged twice, and a late one
+  is still matched, never taken for a forged one;
 - *digests*: each digest checked (so none is checked twice), with its signature and hash
   for the next one's chain; *gaps*: periods no valid digest speaks for (a missing or
   invalid digest, a restarted chain), whose files cannot be checked;
@@ -60,9 +62,10 @@ CREATE TABLE IF NOT EXISTS files (
     hi      REAL NOT NULL,
     sha256  TEXT,
     note    TEXT NOT NULL DEFAULT '',
+    judged  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (scope, bucket, key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS files_by_time ON files (scope, bucket, lo);
+CREATE INDEX IF NOT EXISTS files_by_time ON files (scope, bucket, judged, lo);
 CREATE TABLE IF NOT EXISTS digests (
     scope          TEXT NOT NULL,
     bucket         TEXT NOT NULL,
@@ -215,32 +218,41 @@ class Ledger:
             return Found()  # off CloudTrail's layout: no digest can name it
         with self._write() as db:
             found = self._match(db, key, sha256, note)
-            if found is None:
+            if found is not None:
+                return found
+            judged = db.execute(
+                "SELECT 1 FROM files WHERE scope=? AND bucket=? AND key=? AND judged=1",
+                (self._scope, self._bucket, key),
+            ).fetchone()
+            if judged is None:
                 lo, hi = _span(key, where.folder)
                 db.execute(
-                    "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,0)",
                     (self._scope, self._bucket, key, where.account, where.region, where.kind,
                      lo, hi, sha256, note),
                 )  # fmt: skip
-                return Found()
-        return found
+        return Found()
 
     def _match(
         self, db: sqlite3.Connection, key: str, sha256: str | None, note: str
     ) -> Found | None:
+        """Verdicts for a file digests named: None when none did, nothing new when it was
+        judged already."""
         rows = db.execute(
-            "SELECT digest_key, account, region, sha256 FROM expected "
+            "SELECT digest_key, account, region, sha256, state FROM expected "
             "WHERE scope=? AND bucket=? AND key=?",
             (self._scope, self._bucket, key),
         ).fetchall()
         if not rows:
             return None
         db.execute(
-            "DELETE FROM expected WHERE scope=? AND bucket=? AND key=?",
+            "UPDATE expected SET state='matched' WHERE scope=? AND bucket=? AND key=?",
             (self._scope, self._bucket, key),
         )
         found = Found()
-        for digest_key, account, region, expected in rows:
+        for digest_key, account, region, expected, state in rows:
+            if state == "matched":
+                continue
             found.verdicts.append(
                 _file_verdict(key, str(digest_key), str(account), str(region), str(expected),
                               sha256, note)
@@ -248,7 +260,8 @@ class Ledger:
         return found
 
     def waiting_files(self) -> int:
-        return self._count("files")
+        row = self._rows("SELECT COUNT(*) FROM files WHERE scope=? AND bucket=? AND judged=0")
+        return int(row[0][0])
 
     # -------------------------------------------------------------------------------------
     # Digests
@@ -314,9 +327,10 @@ class Ledger:
                     "SELECT sha256, note FROM files WHERE scope=? AND bucket=? AND key=?",
                     (self._scope, self._bucket, log_key),
                 ).fetchone()
-                if shipped is not None:
+                state = "waiting"
+                if shipped is not None:  # a file judged already is judged again, now named
                     db.execute(
-                        "DELETE FROM files WHERE scope=? AND bucket=? AND key=?",
+                        "UPDATE files SET judged=1 WHERE scope=? AND bucket=? AND key=?",
                         (self._scope, self._bucket, log_key),
                     )
                     sha = None if shipped[0] is None else str(shipped[0])
@@ -324,11 +338,11 @@ class Ledger:
                         _file_verdict(log_key, key, where.account, where.region,
                                       entry.hashValue.lower(), sha, str(shipped[1]))
                     )  # fmt: skip
-                    continue
+                    state = "matched"
                 db.execute(
-                    "INSERT OR REPLACE INTO expected VALUES (?,?,?,?,?,?,?,?,'waiting')",
+                    "INSERT OR REPLACE INTO expected VALUES (?,?,?,?,?,?,?,?,?)",
                     (self._scope, self._bucket, log_key, key, where.account, where.region,
-                     entry.hashValue.lower(), due),
+                     entry.hashValue.lower(), due, state),
                 )  # fmt: skip
         return found
 
@@ -495,7 +509,7 @@ class Ledger:
         found = Found()
         rows = self._rows(
             "SELECT key, account, region, kind, lo, hi, sha256 FROM files "
-            "WHERE scope=? AND bucket=? ORDER BY account, region, lo"
+            "WHERE scope=? AND bucket=? AND judged=0 ORDER BY account, region, lo"
         )
         by_stream: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
         for row in rows:
@@ -515,7 +529,7 @@ class Ledger:
                     continue
                 with self._write() as db:
                     db.execute(
-                        "DELETE FROM files WHERE scope=? AND bucket=? AND key=?",
+                        "UPDATE files SET judged=1 WHERE scope=? AND bucket=? AND key=?",
                         (self._scope, self._bucket, key),
                     )
                 if isinstance(outcome, Verdict):
@@ -551,8 +565,8 @@ class Ledger:
             return Found()
         with self._write() as db:
             db.execute(
-                "DELETE FROM files WHERE scope=? AND bucket=? AND key IN (SELECT key FROM files "
-                "WHERE scope=? AND bucket=? ORDER BY lo LIMIT ?)",
+                "UPDATE files SET judged=1 WHERE scope=? AND bucket=? AND key IN (SELECT key "
+                "FROM files WHERE scope=? AND bucket=? AND judged=0 ORDER BY lo LIMIT ?)",
                 (self._scope, self._bucket, self._scope, self._bucket, over),
             )
         return Found(unverified=Counter({"evicted": over}))
@@ -560,10 +574,19 @@ class Ledger:
     # -------------------------------------------------------------------------------------
     # Pruning
 
-    def prune(self, before: float) -> None:
-        """What no verdict can need any more: digests, tombstones and gaps of periods that
-        ended before `before` (each chain's latest digest stays, for the next link)."""
+    def prune(self, before: float, judged_before: float) -> None:
+        """What no verdict can need any more: digests, expectations and gaps of periods that
+        ended before `before` (each chain's latest digest stays, for the next link), and
+        files judged, and expectations matched, before `judged_before`."""
         with self._write() as db:
+            db.execute(
+                "DELETE FROM files WHERE scope=? AND bucket=? AND judged=1 AND hi<?",
+                (self._scope, self._bucket, judged_before),
+            )
+            db.execute(
+                "DELETE FROM expected WHERE scope=? AND bucket=? AND state='matched' AND due<?",
+                (self._scope, self._bucket, judged_before),
+            )
             db.execute(
                 "DELETE FROM digests WHERE scope=? AND bucket=? AND end<? AND chain IS NOT NULL "
                 "AND end < (SELECT MAX(d.end) FROM digests d WHERE d.scope=digests.scope AND "

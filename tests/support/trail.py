@@ -30,8 +30,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record
+from cloudtrail_adapter.integrity.digests import place
+from cloudtrail_adapter.sources.trail_layout import file_time
 
-__all__ = ["Trail", "TrailFile", "TrailKey", "build_trail"]
+__all__ = ["Trail", "TrailFile", "TrailKey", "build_trail", "digests_for", "signed_digest"]
 
 HOUR = timedelta(hours=1)
 #: Where a digest's period starts within its hour (CloudTrail's are at odd seconds too).
@@ -235,17 +237,35 @@ def _digest_file(
     previous: TrailFile | None,
 ) -> TrailFile:
     start = trail.start + hour * HOUR + PERIOD_OFFSET
-    end = start + HOUR
-    name = (
-        f"{account}_CloudTrail-Digest_{region}_{trail.trail_name}_{trail.home_region}_"
-        f"{end:%Y%m%dT%H%M%SZ}.json.gz"
+    root = _layout(trail, account, "CloudTrail-Digest", region, start + HOUR)
+    name = f"{trail.trail_name}_{trail.home_region}"
+    digest = signed_digest(
+        trail.bucket, root, account, region, start, logs, previous, trail.keys[region], name
     )
-    key = _layout(trail, account, "CloudTrail-Digest", region, end) + name
+    return replace(digest, hour=hour)
+
+
+def signed_digest(
+    bucket: str,
+    folder: str,
+    account: str,
+    region: str,
+    start: datetime,
+    logs: list[TrailFile],
+    previous: TrailFile | None,
+    key: TrailKey,
+    trail: str = "org-trail_us-east-1",
+) -> TrailFile:
+    """The digest of the hour from `start` naming `logs`, in `folder` (its day folder),
+    chained to `previous`, signed with `key`. `trail` is the name's TRAIL_HOMEREGION."""
+    end = start + HOUR
+    name = f"{account}_CloudTrail-Digest_{region}_{trail}_{end:%Y%m%dT%H%M%SZ}.json.gz"
+    key_name = folder + name
     times = [_event_times(f) for f in logs]
     previous_doc: dict[str, Any] = {}
     if previous is not None:
         previous_doc = {
-            "previousDigestS3Bucket": trail.bucket,
+            "previousDigestS3Bucket": bucket,
             "previousDigestS3Object": previous.key,
             "previousDigestHashValue": hashlib.sha256(previous.plain).hexdigest(),
             "previousDigestHashAlgorithm": "SHA-256",
@@ -255,9 +275,9 @@ def _digest_file(
         "awsAccountId": account,
         "digestStartTime": _iso(start),
         "digestEndTime": _iso(end),
-        "digestS3Bucket": trail.bucket,
-        "digestS3Object": key,
-        "digestPublicKeyFingerprint": trail.keys[region].fingerprint,
+        "digestS3Bucket": bucket,
+        "digestS3Object": key_name,
+        "digestPublicKeyFingerprint": key.fingerprint,
         "digestSignatureAlgorithm": ALGORITHM,
         "newestEventTime": max(t[1] for t in times) if times else None,
         "oldestEventTime": min(t[0] for t in times) if times else None,
@@ -268,7 +288,7 @@ def _digest_file(
         "previousDigestSignature": previous_doc.get("previousDigestSignature"),
         "logFiles": [
             {
-                "s3Bucket": trail.bucket,
+                "s3Bucket": bucket,
                 "s3Object": f.key,
                 "hashValue": hashlib.sha256(f.plain).hexdigest(),
                 "hashAlgorithm": "SHA-256",
@@ -279,11 +299,39 @@ def _digest_file(
         ],
     }
     plain = _java_json(doc)
-    signature = trail.keys[region].sign(_signing_string(doc, plain))
+    signature = key.sign(_signing_string(doc, plain))
     metadata = {"signature": signature, "signature-algorithm": ALGORITHM}
     return TrailFile(
-        key, gzip.compress(plain), "digest", account, region, hour, metadata, plain=plain
+        key_name, gzip.compress(plain), "digest", account, region, 0, metadata, plain=plain
     )
+
+
+def digests_for(bucket: str, logs: Iterable[tuple[str, bytes]], key: TrailKey) -> list[TrailFile]:
+    """Signed, chained digests for log files already written (key, gzip body), one per
+    account, region and hour that has files, each naming the files delivered in its
+    period (the hour from :01:01), all signed with `key`."""
+    groups: dict[tuple[str, str, str], dict[datetime, list[TrailFile]]] = {}
+    for log_key, body in logs:
+        where = place(log_key)
+        when = file_time(log_key)
+        if where is None or when is None:
+            continue
+        plain = gzip.decompress(body)
+        log = TrailFile(log_key, body, "log", where.account, where.region, 0, plain=plain)
+        root = where.folder.split(f"/CloudTrail/{where.region}/")[0] + "/CloudTrail-Digest/"
+        start = (when - PERIOD_OFFSET).replace(minute=0, second=0) + PERIOD_OFFSET
+        stream = groups.setdefault((root, where.account, where.region), {})
+        stream.setdefault(start, []).append(log)
+    digests = []
+    for (root, account, region), hours in groups.items():
+        previous = None
+        for start in sorted(hours):
+            folder = f"{root}{region}/{start + HOUR:%Y/%m/%d}/"
+            previous = signed_digest(
+                bucket, folder, account, region, start, hours[start], previous, key
+            )
+            digests.append(previous)
+    return digests
 
 
 def _event_times(f: TrailFile) -> tuple[str, str]:
