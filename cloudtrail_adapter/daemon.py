@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import os
 import signal
 import time
@@ -119,9 +120,19 @@ def open_integrity(
     """The digest check of an S3 source: its state beside the checkpoints, CloudTrail
     clients made per region as digests need them (the source's credentials and
     `endpoint_url`)."""
+
+    def mine(account: str, region: str, key: str | None) -> bool:
+        """Rows of this document's accounts, regions and prefix: documents splitting one
+        bucket share a checkpoint scope, each judges its own."""
+        return (
+            (not src.accounts or account in src.accounts)
+            and (not src.regions or any(fnmatch.fnmatchcase(region, g) for g in src.regions))
+            and (key is None or key.startswith(src.prefix))
+        )
+
     ledger = Ledger(
         state.path.parent / INTEGRITY_DB, checkpoint_scope(cfg), src.bucket_name,
-        grace=src.integrity.grace,
+        grace=src.integrity.grace, mine=mine,
     )  # fmt: skip
     stack.callback(ledger.close)
     clients: dict[str, Any] = {}

@@ -371,3 +371,43 @@ async def test_a_running_daemon_checks_each_digest_as_it_arrives(
     [event] = [e.json() for e in lc.store.events if e.json().get("event_type") == EVENT_TYPE]
     assert (event["verdict"], event["key"]) == ("hash_mismatch", edited)
     assert stats.events_queued == 0
+
+
+async def test_documents_splitting_a_bucket_by_account_each_judge_their_own(
+    aws_options: AwsOptions,
+    bucket: str,
+    lc: LimaCharlieEmulator,
+    state_dir: Path,
+    keys_served: None,
+) -> None:
+    """One document per account, one destination (so one checkpoint scope, one integrity
+    database): each verdict is given once, by the document whose account it is."""
+    first, second = "111122223333", "444455556666"
+    trail = build_trail(bucket, accounts=(first, second), hours=4)
+    deleted = trail.logs(first)[2].key
+    trail.delete(deleted)
+    STAND_IN.public_keys = trail.public_keys()
+    await trail.upload(aws_options)
+    integrity = IntegrityOptions(verify=True)
+    configs = [
+        dataclasses.replace(
+            s3_config(aws_options, bucket, lc, accounts=(account,), integrity=integrity),
+            index=index,
+        )
+        for index, account in ((1, first), (2, second))
+    ]
+    monitor = Monitor()
+    with watch_logs() as logs:
+        assert await serve(configs, state_dir, monitor=monitor) == 0
+    stats = []
+    for cfg in configs:
+        source = monitor.sources[cfg.name].source
+        assert isinstance(source, S3Source) and source.integrity is not None
+        stats.append(source.integrity.stats)
+    assert Counter((e["verdict"], e["key"]) for e in logs.named("integrity_violation")) == (
+        Counter({("missing", deleted): 1})
+    )
+    assert stats[0].files == Counter({"valid": 7, "missing": 1})
+    assert stats[1].files == Counter({"valid": 8})
+    assert [s.digests for s in stats] == [Counter({"valid": 4})] * 2
+    assert not stats[0].unverified and not stats[1].unverified

@@ -340,7 +340,7 @@ def test_pruning_keeps_each_chains_latest_digest_and_eviction_bounds_files(ledge
 
 
 def test_events_stay_until_acknowledged(ledger: Ledger, tmp_path: Path) -> None:
-    ledger.queue_events([b'{"a":1}', b'{"a":2}'])
+    ledger.queue_events([(ACCOUNT, REGION, b'{"a":1}'), (ACCOUNT, REGION, b'{"a":2}')])
     first = ledger.events(set(), 10)
     assert [e for _, e in first] == [b'{"a":1}', b'{"a":2}']
     assert ledger.events({first[0][0]}, 10) == first[1:]

@@ -348,7 +348,7 @@ class IntegrityChecker:
             log.warning("integrity_violation", bucket=self._bucket, **verdict.fields())
             if self._options.report == "limacharlie":
                 event = verdict.event(source=self.source, bucket=self._bucket, detected_at=now)
-                events.append(orjson.dumps(event))
+                events.append((verdict.account, verdict.region, orjson.dumps(event)))
         if events:
             self._ledger.queue_events(events)
             self.stats.events_queued = self._ledger.events_waiting()

@@ -33,7 +33,7 @@ import contextlib
 import dataclasses
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +48,9 @@ from cloudtrail_adapter.integrity.digests import (
 from cloudtrail_adapter.integrity.verdicts import Verdict
 from cloudtrail_adapter.sources.trail_layout import file_time
 
-__all__ = ["Found", "Ledger", "LedgerError"]
+__all__ = ["Found", "Ledger", "LedgerError", "Mine"]
+
+Mine = Callable[[str, str, "str | None"], bool]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -111,10 +113,12 @@ CREATE TABLE IF NOT EXISTS gaps (
 );
 CREATE INDEX IF NOT EXISTS gaps_by_stream ON gaps (scope, bucket, account, region, end);
 CREATE TABLE IF NOT EXISTS outbox (
-    id     INTEGER PRIMARY KEY AUTOINCREMENT,
-    scope  TEXT NOT NULL,
-    bucket TEXT NOT NULL,
-    event  BLOB NOT NULL
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    scope   TEXT NOT NULL,
+    bucket  TEXT NOT NULL,
+    account TEXT NOT NULL,
+    region  TEXT NOT NULL,
+    event   BLOB NOT NULL
 );
 """
 
@@ -175,11 +179,17 @@ _DIGEST_COLUMNS: Final = (
 class Ledger:
     """One source's integrity state, in `path` (shared by every source of a daemon)."""
 
-    def __init__(self, path: Path, scope: str, bucket: str, *, grace: float) -> None:
+    def __init__(
+        self, path: Path, scope: str, bucket: str, *, grace: float, mine: Mine | None = None
+    ) -> None:
+        """`mine(account, region, key)`: whether a row is this source's to judge (documents
+        that split one bucket by accounts or regions share a scope; `key` None for rows
+        that have none)."""
         self.path = path
         self._scope = scope
         self._bucket = bucket
         self._grace = grace
+        chosen = mine or (lambda account, region, key: True)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -187,6 +197,9 @@ class Ledger:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(SCHEMA)
+            self._db.create_function(
+                "mine", 3, lambda a, r, k: int(chosen(a, r, k)), deterministic=True
+            )
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"cannot open integrity database {path}: {exc}") from exc
 
@@ -260,7 +273,10 @@ class Ledger:
         return found
 
     def waiting_files(self) -> int:
-        row = self._rows("SELECT COUNT(*) FROM files WHERE scope=? AND bucket=? AND judged=0")
+        row = self._rows(
+            "SELECT COUNT(*) FROM files WHERE scope=? AND bucket=? AND judged=0 "
+            "AND mine(account, region, key)"
+        )
         return int(row[0][0])
 
     # -------------------------------------------------------------------------------------
@@ -370,8 +386,9 @@ class Ledger:
         rows = self._rows(
             "SELECT DISTINCT d.prev_key FROM digests d WHERE d.scope=? AND d.bucket=? "
             "AND d.verdict='valid' AND d.chain IS NULL AND d.prev_key IS NOT NULL "
-            "AND d.prev_bucket=? AND NOT EXISTS (SELECT 1 FROM digests p WHERE "
-            "p.scope=d.scope AND p.bucket=d.bucket AND p.key=d.prev_key)",
+            "AND d.prev_bucket=? AND mine(d.account, d.region, d.key) AND NOT EXISTS "
+            "(SELECT 1 FROM digests p WHERE p.scope=d.scope AND p.bucket=d.bucket "
+            "AND p.key=d.prev_key)",
             self._bucket,
         )
         return [str(row[0]) for row in rows]
@@ -384,7 +401,7 @@ class Ledger:
         found = Found()
         rows = self._rows(
             f"SELECT {_DIGEST_COLUMNS} FROM digests WHERE scope=? AND bucket=? "  # noqa: S608
-            "AND verdict='valid' AND chain IS NULL ORDER BY end"
+            "AND verdict='valid' AND chain IS NULL AND mine(account, region, key) ORDER BY end"
         )
         for row in rows:
             digest = _Digest(*row)
@@ -467,7 +484,7 @@ class Ledger:
         """Files valid digests name that were not shipped by `grace` after the period."""
         rows = self._rows(
             "SELECT DISTINCT key FROM expected WHERE scope=? AND bucket=? AND state='waiting' "
-            "AND due<=?",
+            "AND due<=? AND mine(account, region, key)",
             now,
         )
         return [str(row[0]) for row in rows]
@@ -509,7 +526,8 @@ class Ledger:
         found = Found()
         rows = self._rows(
             "SELECT key, account, region, kind, lo, hi, sha256 FROM files "
-            "WHERE scope=? AND bucket=? AND judged=0 ORDER BY account, region, lo"
+            "WHERE scope=? AND bucket=? AND judged=0 AND mine(account, region, key) "
+            "ORDER BY account, region, lo"
         )
         by_stream: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
         for row in rows:
@@ -543,7 +561,8 @@ class Ledger:
     ) -> list[tuple[float, float, str]]:
         rows = self._rows(
             "SELECT start, end, key FROM digests WHERE scope=? AND bucket=? AND account=? "
-            "AND region=? AND verdict='valid' AND end>=? AND start<=? ORDER BY start",
+            "AND region=? AND verdict='valid' AND end>=? AND start<=? "
+            "AND mine(account, region, key) ORDER BY start",
             account, region, lo - HOUR, hi + HOUR,
         )  # fmt: skip
         return [(float(s), float(e), str(k)) for s, e, k in rows]
@@ -566,7 +585,8 @@ class Ledger:
         with self._write() as db:
             db.execute(
                 "UPDATE files SET judged=1 WHERE scope=? AND bucket=? AND key IN (SELECT key "
-                "FROM files WHERE scope=? AND bucket=? AND judged=0 ORDER BY lo LIMIT ?)",
+                "FROM files WHERE scope=? AND bucket=? AND judged=0 AND mine(account, region, key) "
+                "ORDER BY lo LIMIT ?)",
                 (self._scope, self._bucket, self._scope, self._bucket, over),
             )
         return Found(unverified=Counter({"evicted": over}))
@@ -580,25 +600,30 @@ class Ledger:
         files judged, and expectations matched, before `judged_before`."""
         with self._write() as db:
             db.execute(
-                "DELETE FROM files WHERE scope=? AND bucket=? AND judged=1 AND hi<?",
+                "DELETE FROM files WHERE scope=? AND bucket=? AND judged=1 AND hi<? "
+                "AND mine(account, region, key)",
                 (self._scope, self._bucket, judged_before),
             )
             db.execute(
-                "DELETE FROM expected WHERE scope=? AND bucket=? AND state='matched' AND due<?",
+                "DELETE FROM expected WHERE scope=? AND bucket=? AND state='matched' AND due<? "
+                "AND mine(account, region, key)",
                 (self._scope, self._bucket, judged_before),
             )
             db.execute(
                 "DELETE FROM digests WHERE scope=? AND bucket=? AND end<? AND chain IS NOT NULL "
-                "AND end < (SELECT MAX(d.end) FROM digests d WHERE d.scope=digests.scope AND "
-                "d.bucket=digests.bucket AND d.series=digests.series)",
+                "AND mine(account, region, key) AND end < (SELECT MAX(d.end) FROM digests d "
+                "WHERE d.scope=digests.scope AND d.bucket=digests.bucket AND "
+                "d.series=digests.series)",
                 (self._scope, self._bucket, before),
             )
             db.execute(
-                "DELETE FROM expected WHERE scope=? AND bucket=? AND due<?",
+                "DELETE FROM expected WHERE scope=? AND bucket=? AND due<? "
+                "AND mine(account, region, key)",
                 (self._scope, self._bucket, before),
             )
             db.execute(
-                "DELETE FROM gaps WHERE scope=? AND bucket=? AND end<?",
+                "DELETE FROM gaps WHERE scope=? AND bucket=? AND end<? "
+                "AND mine(account, region, NULL)",
                 (self._scope, self._bucket, before),
             )
 
@@ -609,16 +634,18 @@ class Ledger:
     # -------------------------------------------------------------------------------------
     # Events for LimaCharlie, kept until acknowledged
 
-    def queue_events(self, events: Iterable[bytes]) -> None:
+    def queue_events(self, events: Iterable[tuple[str, str, bytes]]) -> None:
+        """(account, region, event) each."""
         with self._write() as db:
             db.executemany(
-                "INSERT INTO outbox (scope, bucket, event) VALUES (?,?,?)",
-                [(self._scope, self._bucket, e) for e in events],
+                "INSERT INTO outbox (scope, bucket, account, region, event) VALUES (?,?,?,?,?)",
+                [(self._scope, self._bucket, *e) for e in events],
             )
 
     def events(self, exclude: set[int], limit: int) -> list[tuple[int, bytes]]:
         rows = self._rows(
-            "SELECT id, event FROM outbox WHERE scope=? AND bucket=? ORDER BY id LIMIT ?",
+            "SELECT id, event FROM outbox WHERE scope=? AND bucket=? "
+            "AND mine(account, region, NULL) ORDER BY id LIMIT ?",
             limit + len(exclude),
         )
         return [(int(i), bytes(e)) for i, e in rows if int(i) not in exclude][:limit]
@@ -628,7 +655,10 @@ class Ledger:
             db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
 
     def events_waiting(self) -> int:
-        return self._count("outbox")
+        row = self._rows(
+            "SELECT COUNT(*) FROM outbox WHERE scope=? AND bucket=? AND mine(account, region, NULL)"
+        )
+        return int(row[0][0])
 
 
 def _span(key: str, folder: str) -> tuple[float, float]:
