@@ -124,6 +124,7 @@ class Expected:
     files_valid: int = 8
     digests_valid: int = 4
     unverified: Counter[str] = dataclasses.field(default_factory=Counter)
+    exit_code: int = 0
 
 
 Tamper = Callable[[Trail], Expected]
@@ -133,6 +134,14 @@ def edit_one(trail: Trail) -> Expected:
     key = trail.logs()[3].key
     trail.edit_log(key)
     return Expected(Counter({("hash_mismatch", key): 1}), files_valid=7)
+
+
+def corrupt_one(trail: Trail) -> Expected:
+    """Edited into something that is not a log file: it cannot be shipped (the single-load
+    run fails, as it does for any object it could not read), and it is not what AWS hashed."""
+    key = trail.logs()[5].key
+    trail.corrupt_log(key)
+    return Expected(Counter({("hash_mismatch", key): 1}), files_valid=7, exit_code=1)
 
 
 def delete_one(trail: Trail) -> Expected:
@@ -184,7 +193,16 @@ def drop_a_digest(trail: Trail) -> Expected:
 
 @pytest.mark.parametrize(
     "tamper",
-    [edit_one, delete_one, add_one, cut_the_chain, wrong_key, unknown_key, drop_a_digest],
+    [
+        edit_one,
+        corrupt_one,
+        delete_one,
+        add_one,
+        cut_the_chain,
+        wrong_key,
+        unknown_key,
+        drop_a_digest,
+    ],
     ids=lambda t: t.__name__,
 )
 async def test_each_tampering_gets_its_verdict_and_nothing_else_does(
@@ -199,7 +217,7 @@ async def test_each_tampering_gets_its_verdict_and_nothing_else_does(
     expected = tamper(trail)
     result = await run(verified(bucket, lc, aws_options), trail, state_dir, aws_options)
 
-    assert result.code == 0
+    assert result.code == expected.exit_code
     assert result.violations() == expected.violations
     assert result.stats.files["valid"] == expected.files_valid
     assert result.stats.digests["valid"] == expected.digests_valid

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from cloudtrail_adapter.errors import AdapterError
 from cloudtrail_adapter.integrity.digests import (
     HASH_ALGORITHM,
     DigestName,
@@ -136,8 +137,11 @@ DIGEST_DELAY: Final = 900.0
 TOUCH: Final = 1.0
 
 
-class LedgerError(Exception):
-    """The integrity database cannot be opened or written; names the path."""
+class LedgerError(AdapterError):
+    """The integrity database cannot be opened; names the path. The source is restarted
+    with backoff (a full disk or a permission can be fixed meanwhile)."""
+
+    reason = "integrity_unavailable"
 
 
 @dataclass

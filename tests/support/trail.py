@@ -132,6 +132,11 @@ class Trail:
         plain = json.dumps(doc, separators=(",", ":")).encode()
         self.files[key] = replace(f, body=gzip.compress(plain), plain=plain)
 
+    def corrupt_log(self, key: str) -> None:
+        """Replaced by bytes that are gzip's magic and nothing CloudTrail could write."""
+        f = self.files[key]
+        self.files[key] = replace(f, body=b"\x1f\x8b" + bytes(range(64)), event_ids=())
+
     def delete(self, key: str) -> None:
         del self.files[key]
 
