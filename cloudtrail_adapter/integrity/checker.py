@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 import structlog
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudtrail_adapter.aio import gather_limited
 from cloudtrail_adapter.decode import is_digest_key
 from cloudtrail_adapter.errors import aws_error_code, failure_reason
 from cloudtrail_adapter.integrity.digests import (
+    MAX_DIGEST_BYTES,
     SIGNATURE_ALGORITHM,
     DigestFormatError,
     DigestName,
@@ -118,7 +119,7 @@ class IntegrityChecker:
         self._retention = retention
         self._max_files = max_files
         self._clock = clock
-        self._waiting: collections.deque[tuple[str, DigestName]] = collections.deque()
+        self._waiting: collections.deque[tuple[str, DigestName, int]] = collections.deque()
         self._workers: set[asyncio.Task[None]] = set()
         self._queued: set[str] = set()  # waiting or being checked
         self._done = asyncio.Event()  # set while nothing is queued
@@ -139,7 +140,7 @@ class IntegrityChecker:
         background by at most PARALLEL workers (a queue of keys: a backfill of years of
         digests costs their names in memory, not a task each)."""
         names = {
-            item.key: name
+            item.key: (name, item.size)
             for item in page
             if is_digest_key(item.key)
             and item.key not in self._queued
@@ -148,10 +149,10 @@ class IntegrityChecker:
         if not names:
             return
         known = self._ledger.known(list(names))
-        for key, name in names.items():
+        for key, (name, size) in names.items():
             if key not in known:
                 self._queued.add(key)
-                self._waiting.append((key, name))
+                self._waiting.append((key, name, size))
         if self._waiting:
             self._done.clear()
         while self._waiting and sum(not w.done() for w in self._workers) < PARALLEL:
@@ -184,9 +185,9 @@ class IntegrityChecker:
 
     async def _work(self) -> None:
         while self._waiting:
-            key, name = self._waiting.popleft()
+            key, name, size = self._waiting.popleft()
             try:
-                found = await self._read_and_judge(key, name)
+                found = await self._read_and_judge(key, name, size)
             except Exception as exc:  # a bug must not stop the checking, nor go unseen
                 self._could_not_read(key, name, failure_reason(exc))
                 log.exception("integrity_check_failed", key=key)
@@ -199,7 +200,12 @@ class IntegrityChecker:
         if not self._queued:
             self._done.set()
 
-    async def _read_and_judge(self, key: str, name: DigestName) -> Found | None:
+    async def _read_and_judge(self, key: str, name: DigestName, size: int) -> Found | None:
+        if size > MAX_DIGEST_BYTES:  # not read: no digest is this large
+            reason = f"{size} bytes: not a digest CloudTrail wrote"
+            return self._ledger.invalid_digest(
+                key, name, "bad_signature", reason, (name.end - HOUR, name.end)
+            )
         try:
             answer = await self._s3.get_object(Bucket=self._bucket, Key=key)
             async with answer["Body"] as body:
@@ -207,12 +213,13 @@ class IntegrityChecker:
             metadata = {str(k).lower(): str(v) for k, v in (answer.get("Metadata") or {}).items()}
         except Exception as exc:
             if aws_error_code(exc) in _NOT_FOUND:
+                self._unread.pop(key, None)
                 return None  # gone since it was listed: the next digest's chain says so
             self._could_not_read(key, name, failure_reason(exc))
             return None
         try:
             return await self._judge(key, name, data, metadata)
-        except ClientError as exc:  # ListPublicKeys refused or failed: try again next pass
+        except (ClientError, BotoCoreError) as exc:  # ListPublicKeys: try again next pass
             self._could_not_read(key, name, f"ListPublicKeys: {failure_reason(exc)}")
             return None
 

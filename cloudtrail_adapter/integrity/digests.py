@@ -35,6 +35,7 @@ from cloudtrail_adapter.decode import GZIP_MAGIC, GZIP_WBITS
 
 __all__ = [
     "HASH_ALGORITHM",
+    "MAX_DIGEST_BYTES",
     "SIGNATURE_ALGORITHM",
     "DigestDocument",
     "DigestFormatError",
