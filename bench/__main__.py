@@ -10,6 +10,9 @@ processes included):
   same on a quarter of the corpus, to show that memory does not follow the corpus size,
   with a filter, and with eventID de-duplication (on by default) switched off;
 - moto's own GetObject rate at the daemon's concurrency, and the daemon over S3 (moto);
+- what `integrity.verify` costs (bench/integrity.py): the floor with the SHA-256 of each
+  object's content taken too, and the daemon over S3 with the corpus's signed digests,
+  verification off and on (`--only integrity` runs just these);
 - the daemon on SQS notifications (moto), with the notification-to-ack latency;
 - naive: boto3, gzip, json, requests to the emulator's webhook (bench/naive.py);
 - listing (bench/listing.py): ListObjectsV2 calls and seconds of a first and a steady-state
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import resource
@@ -46,6 +50,7 @@ from bench.aws_rows import (
     write_config,
 )
 from bench.corpus import bench_corpus
+from bench.integrity import keys_served, verify_rows
 from bench.listing import ORG_ACCOUNTS, ListingRow, listing_rows, render_listing
 from bench.table import Row, render
 from bench.usp_recovery import recovery_rows, render_recovery
@@ -57,16 +62,20 @@ from cloudtrail_adapter.filters import RecordFilter
 from cloudtrail_adapter.logs import configure_logging
 from cloudtrail_adapter.packing import decoding, pack_steps, pack_whole
 from tests.support.process import DaemonProcess, TreeUsage
+from tests.support.trail import TrailKey
 
 LIBRARIES = ("msgspec", "isal", "aiohttp", "aiobotocore", "moto")
 PARALLEL_FETCH = 8
 
 
-def floor(files: list[CorpusFile], totals: Totals) -> Row:
+def floor(files: list[CorpusFile], totals: Totals, *, hash_content: bool = False) -> Row:
     """The daemon's CPU work on one core: each object packed into fragments, the fragments
-    joined into batches as the batcher joins them."""
+    joined into batches as the batcher joins them. `hash_content`: and the SHA-256 of each
+    object's uncompressed content taken too, as `integrity.verify` has the workers do."""
     delivery = DeliveryOptions()
-    limits = PackLimits(delivery.batch_max_records, delivery.batch_max_bytes)
+    limits = PackLimits(
+        delivery.batch_max_records, delivery.batch_max_bytes, hash_content=hash_content
+    )
     batch: list[Fragment] = []
     records = size = 0
     started, cpu = time.perf_counter(), time.process_time()
@@ -83,8 +92,9 @@ def floor(files: list[CorpusFile], totals: Totals) -> Row:
     gzip_batch(batch)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    name = "floor + SHA-256 (integrity.verify)" if hash_content else "floor"
     return Row(
-        "floor (pack + batch, 1 core, no I/O)",
+        f"{name} (pack + batch, 1 core, no I/O)",
         totals.records,
         totals.raw_bytes,
         seconds,
@@ -188,6 +198,7 @@ async def measure(files: list[CorpusFile], workdir: Path, repeat: int = 3) -> li
     """Every row; the two whose ratio is a target (floor, file source) `repeat` times."""
     totals = Totals.of(files)
     rows = [median([floor(files, totals) for _ in range(repeat)])]
+    rows.append(median([floor(files, totals, hash_content=True) for _ in range(repeat)]))
     rows.append(median([await startup_row(workdir) for _ in range(repeat)]))
     rows.append(median([await file_row(files, workdir, "") for _ in range(repeat)]))
     quarter = files[::4]
@@ -196,12 +207,46 @@ async def measure(files: list[CorpusFile], workdir: Path, repeat: int = 3) -> li
     rows.append(median(filtered))
     plain = [await file_row(files, workdir, " (dedup off)", dedup=False) for _ in range(repeat)]
     rows.append(median(plain))
-    async with moto_process() as moto:
+    key = TrailKey.generate()  # signs the digests; the moto child serves its public half
+    async with contextlib.AsyncExitStack() as stack:
+        with keys_served(key):
+            moto = await stack.enter_async_context(moto_process())
         rows += await s3_rows(files, workdir, PARALLEL_FETCH, moto_url=moto)
         pace = rows[-1].rate / 2
         rows.append(await sqs_row(files, workdir, PARALLEL_FETCH, moto_url=moto, load=pace))
         rows.append(await naive_row(files, workdir, moto))
+        rows += await verify_rows(files, workdir, PARALLEL_FETCH, moto, key, repeat)
     return rows
+
+
+async def measure_integrity(files: list[CorpusFile], workdir: Path, repeat: int) -> list[Row]:
+    """Only what `integrity.verify` costs (`--only integrity`): the floor with and without
+    the hash, and the S3 pair."""
+    totals = Totals.of(files)
+    rows = [median([floor(files, totals) for _ in range(repeat)])]
+    rows.append(median([floor(files, totals, hash_content=True) for _ in range(repeat)]))
+    key = TrailKey.generate()
+    async with contextlib.AsyncExitStack() as stack:
+        with keys_served(key):
+            moto = await stack.enter_async_context(moto_process())
+        rows += await verify_rows(files, workdir, PARALLEL_FETCH, moto, key, repeat)
+    return rows
+
+
+def integrity_ratios(rows: list[Row]) -> list[str]:
+    def row(prefix: str) -> Row:
+        return next(r for r in rows if r.name.startswith(prefix))
+
+    base, hashed = row("floor (pack"), row("floor + SHA-256")
+    off, on = row("daemon, S3 (moto) -> USP, with digests"), row("daemon, S3 (moto) -> USP, integ")
+    assert base.cpu_seconds and hashed.cpu_seconds is not None
+    cpu = (hashed.cpu_seconds - base.cpu_seconds) / base.records * 1e6
+    per_record = base.cpu_seconds / base.records * 1e6
+    return [
+        f"verify: hashing CPU per record:  {cpu:6.2f} us   (floor: {per_record:.2f} us)",
+        f"verify: floor with / without:    {hashed.rate / base.rate:6.2f}",
+        f"verify: S3 rate on / off:        {on.rate / off.rate:6.2f}",
+    ]
 
 
 async def measure_listing(org_accounts: int) -> list[ListingRow]:
@@ -231,7 +276,11 @@ def ratios(rows: list[Row]) -> list[str]:
     def row(prefix: str) -> Row:
         return next(r for r in rows if r.name.startswith(prefix))
 
-    base, daemon, s3 = row("floor"), row("daemon, file"), row("daemon, S3")
+    base, daemon, s3 = (
+        row("floor (pack"),
+        row("daemon, file"),
+        row("daemon, S3 (moto) -> USP emulator"),
+    )
     filtered = row("daemon, file source -> USP emulator (filtered)")
     plain = row("daemon, file source -> USP emulator (dedup off)")
     moto, naive = row("moto raw"), row("naive")
@@ -246,6 +295,7 @@ def ratios(rows: list[Row]) -> list[str]:
         f"dedup on / off:             {daemon.rate / plain.rate:6.2f}",
         f"daemon (S3) / moto raw GET: {s3.rate / moto.rate:6.2f}   (target >= 0.8)",
         f"peak RSS of a daemon row:   {peak:,.0f} MB   (target < 300)",
+        *integrity_ratios(rows),
     ]
 
 
@@ -254,9 +304,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--scale", type=float, default=1.0, help="file counts x SCALE")
     parser.add_argument("--repeat", type=int, default=3, help="runs of the floor and file rows")
+    parser.add_argument(
+        "--only", choices=["integrity"], help="only the rows of what integrity.verify costs"
+    )
     args = parser.parse_args()
     configure_logging("warning")
     files = bench_corpus(args.seed, args.scale)
+    if args.only == "integrity":
+        with tempfile.TemporaryDirectory(prefix="ct-bench-") as tmp:
+            rows = asyncio.run(measure_integrity(files, Path(tmp), args.repeat))
+        print(render(rows))
+        print("\n".join(integrity_ratios(rows)))
+        return
     with tempfile.TemporaryDirectory(prefix="ct-bench-") as tmp:
         rows = asyncio.run(measure(files, Path(tmp), args.repeat))
     listing = asyncio.run(measure_listing(max(2, round(ORG_ACCOUNTS * args.scale))))

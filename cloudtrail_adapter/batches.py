@@ -55,6 +55,7 @@ class PackLimits:
     whole_max_raw: int = 48 << 20
     keep: RecordFilter | None = None
     dedup: bool = False  # give each fragment its records' keys (event_keys.record_keys)
+    hash_content: bool = False  # SHA-256 of the uncompressed content (the integrity check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,8 @@ class PackedObject:
     dropped: tuple[tuple[str, int], ...] = ()
     #: parts of a damaged object that are no record on their own (salvage.py)
     unreadable: tuple[Unreadable, ...] = ()
+    #: hex SHA-256 of the uncompressed content, when `PackLimits.hash_content` asked for it
+    content_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import os
 import signal
 import time
@@ -11,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import aiohttp
 import structlog
@@ -39,7 +40,11 @@ from cloudtrail_adapter.state import SourceState, StateError, StateStore
 from cloudtrail_adapter.systemd import SystemdNotifier
 from cloudtrail_adapter.workers import WorkerPool, tune_allocator, usable_cpus
 
+if TYPE_CHECKING:
+    from cloudtrail_adapter.integrity.checker import IntegrityChecker
+
 log = structlog.get_logger("cloudtrail_adapter.daemon")
+INTEGRITY_DB = "integrity.db"  # beside the state database
 
 
 @dataclass
@@ -102,8 +107,13 @@ async def open_source(cfg: SourceConfig, state: SourceState) -> AsyncIterator[So
         session = aws.source_session(cfg.aws)
         region = await aws.bucket_region(cfg.aws, src.bucket_name, session)
         pool = src.parallel_fetch + src.parallel_list  # GETs and listings at once
-        async with aws.client("s3", cfg.aws, region=region, pool=pool, session=session) as s3:
-            yield S3Source(cfg.name, src, s3=s3, checkpoints=state.checkpoints(src.bucket_name))
+        s3_client = aws.client("s3", cfg.aws, region=region, pool=pool, session=session)
+        async with s3_client as s3, contextlib.AsyncExitStack() as stack:
+            integrity = None
+            if src.integrity.verify:
+                integrity = open_integrity(cfg, src, s3, state, stack, session)
+            checkpoints = state.checkpoints(src.bucket_name)
+            yield S3Source(cfg.name, src, s3=s3, checkpoints=checkpoints, integrity=integrity)
     else:
         from cloudtrail_adapter.sources.sqs import SqsSource
 
@@ -112,6 +122,59 @@ async def open_source(cfg: SourceConfig, state: SourceState) -> AsyncIterator[So
             sqs = await stack.enter_async_context(aws.client("sqs", cfg.aws, session=session))
             buckets = aws.BucketClients(cfg.aws, stack, pool=src.parallel_fetch, session=session)
             yield SqsSource(cfg.name, src, sqs=sqs, buckets=buckets)
+
+
+def open_integrity(
+    cfg: SourceConfig,
+    src: S3SourceOptions,
+    s3: Any,
+    state: SourceState,
+    stack: contextlib.AsyncExitStack,
+    session: Any,
+) -> IntegrityChecker:
+    """The digest check of an S3 source: its state in integrity.db beside the state
+    database (in the directory and under the scope serve gave the source: serve alone holds
+    the StateStore), CloudTrail clients made per region as digests need them (the source's
+    credentials and `endpoint_url`). The AWS stack is imported here, as for the source."""
+    from cloudtrail_adapter import aws
+    from cloudtrail_adapter.integrity.checker import IntegrityChecker
+    from cloudtrail_adapter.integrity.keys import PublicKeys
+    from cloudtrail_adapter.integrity.ledger import Ledger
+
+    def mine(account: str, region: str, key: str | None) -> bool:
+        """Rows of this document's accounts, regions and prefix: documents splitting one
+        bucket share a checkpoint scope, each judges its own."""
+        return (
+            (not src.accounts or account in src.accounts)
+            and (not src.regions or any(fnmatch.fnmatchcase(region, g) for g in src.regions))
+            and (key is None or key.startswith(src.prefix))
+        )
+
+    ledger = Ledger(
+        state.directory / INTEGRITY_DB,
+        state.scope,
+        src.bucket_name,
+        grace=src.integrity.grace,
+        mine=mine,
+    )
+    stack.callback(ledger.close)
+    clients: dict[str, Any] = {}
+
+    async def cloudtrail_in(region: str) -> Any:
+        if region not in clients:
+            made = aws.client("cloudtrail", cfg.aws, region=region, session=session)
+            clients[region] = await stack.enter_async_context(made)
+        return clients[region]
+
+    return IntegrityChecker(
+        cfg.name,
+        src.integrity,
+        bucket=src.bucket_name,
+        s3=s3,
+        keys=PublicKeys(cloudtrail_in),
+        ledger=ledger,
+        retention=src.lookback + 2 * 86400,
+    )
 
 
 def open_dedup(cfg: SourceConfig, state: SourceState) -> Deduplicator | None:
@@ -197,6 +260,7 @@ async def run_source(
         keep=cfg.record_filter,
         dedup=dedup,
         set_aside=state.set_aside,
+        hash_content=isinstance(cfg.source, S3SourceOptions) and cfg.source.integrity.verify,
     )
     runtime.attach(pipeline, tracker, sink)
     try:

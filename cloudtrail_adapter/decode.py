@@ -27,6 +27,7 @@ Decisions a reader would otherwise have to rediscover:
 from __future__ import annotations
 
 import codecs
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Final, Literal
@@ -151,7 +152,7 @@ def decode_object(data: bytes, key: str | None = None) -> DecodedObject:
     `key`, when given, only helps classify a Records-less object as a digest; it never
     decides whether the data is gzip. Raises DecodeError, and nothing else, for bad input.
     """
-    kind, lines, raw_bytes = _decode(data, key, max_raw=None)
+    kind, lines, raw_bytes, _ = _decode(data, key, max_raw=None)
     records = [bytes(line) for line in lines]
     return DecodedObject(kind, records, raw_bytes, _oversized(records))
 
@@ -160,24 +161,38 @@ def pack_object(data: bytes, key: str | None, limits: PackLimits) -> PackedObjec
     """Decode one object, as `decode_object` does, straight into batches (see `pack_lines`).
 
     Raises DecodeError for bad input and TooLargeForWhole past `limits.whole_max_raw`.
+    With `limits.hash_content`, the SHA-256 of the uncompressed content comes back too (of
+    the bytes already decompressed here: the integrity check never reads an object twice).
     """
-    kind, lines, raw_bytes = _decode(data, key, max_raw=limits.whole_max_raw)
+    kind, lines, raw_bytes, sha256 = _decode(
+        data, key, max_raw=limits.whole_max_raw, hash_content=limits.hash_content
+    )
     del data
     kept, dropped = apply_filter(lines, limits.keep)
     fragments = tuple(pack_lines(kept, limits))
     oversized = _oversized(lines)
-    return PackedObject(kind, len(kept), raw_bytes, fragments, oversized, tuple(dropped.items()))
+    return PackedObject(
+        kind,
+        len(kept),
+        raw_bytes,
+        fragments,
+        oversized,
+        tuple(dropped.items()),
+        content_sha256=sha256,
+    )
 
 
 def _decode(
-    data: bytes, key: str | None, *, max_raw: int | None
-) -> tuple[Literal["log", "digest", "empty"], Sequence[Line], int]:
+    data: bytes, key: str | None, *, max_raw: int | None, hash_content: bool = False
+) -> tuple[Literal["log", "digest", "empty"], Sequence[Line], int, str | None]:
     if data[:2] == GZIP_MAGIC:
         data = _gunzip(data, max_raw)
     elif max_raw is not None and len(data) > max_raw:
         raise TooLargeForWhole(f"{len(data)} bytes of JSON")
+    # What CloudTrail hashes: the uncompressed content, every byte of it (a BOM included).
+    sha256 = hashlib.sha256(data).hexdigest() if hash_content else None
     try:
-        return _decode_json(data, key)
+        return (*_decode_json(data, key), sha256)
     except RecursionError:
         raise DecodeError("not_json", "JSON nested deeper than the decoder allows") from None
 

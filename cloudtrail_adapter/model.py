@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from cloudtrail_adapter.integrity.verdicts import IntegrityStats
     from cloudtrail_adapter.readers import Reader
 
 
@@ -25,7 +26,10 @@ class WorkItem:
     `reader` gives the object's raw bytes (gzip or plain JSON); `commit` is called by the
     tracker once LimaCharlie acknowledged every record decoded from it, and never otherwise;
     `release(reason, error)` is called instead when the item failed, so its source can
-    record why and offer it again (or give up on it).
+    record why and offer it again (or give up on it). `hashed`, when set, is given the
+    hex SHA-256 of the object's uncompressed content, taken while it was decoded (the
+    integrity check); `own` marks records the daemon made itself (integrity events), which
+    no record filter drops.
     """
 
     source: str
@@ -34,6 +38,8 @@ class WorkItem:
     commit: Callable[[], Awaitable[None]]
     release: Callable[[str, str], None] = lambda reason, error: None
     log_fields: dict[str, str] = field(default_factory=dict)
+    hashed: Callable[[str], None] | None = None
+    own: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,9 @@ class SourceStats:
 
     listing: ListingStats | None = None
     queue: QueueStats | None = None
+    #: an S3 source's digest check (integrity.verify); its type lives with the verdicts
+    #: it counts (integrity/verdicts.py)
+    integrity: IntegrityStats | None = None
 
 
 class Source(Protocol):

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from cloudtrail_adapter.acks import AckTracker
 from cloudtrail_adapter.config import DEFAULT_UNREADY_AFTER
+from cloudtrail_adapter.integrity.verdicts import DIGEST_VERDICTS, FILE_VERDICTS, IntegrityStats
 from cloudtrail_adapter.model import (
     ListingStats,
     QueueStats,
@@ -201,6 +202,8 @@ class _Families:
                 self._sqs(name, source.queue)
             if source.listing is not None:
                 self._listing(name, source.listing)
+            if source.integrity is not None:
+                self._integrity(name, source.integrity)
         if rt.sink is not None:
             sink = rt.sink.stats()
             if sink.usp is not None:
@@ -311,6 +314,49 @@ class _Families:
         )
         self.by_label(
             "objects_quarantined", "objects quarantined, by reason", name, st.quarantined, "reason"
+        )
+
+    def _integrity(self, name: str, st: IntegrityStats) -> None:
+        """The digest check (integrity.verify): every verdict counted, valid ones too."""
+        self.by_label(
+            "integrity_files",
+            "log files checked against CloudTrail's digests, by verdict",
+            name,
+            {v: st.files[v] for v in FILE_VERDICTS},
+            "verdict",
+        )
+        self.by_label(
+            "integrity_digests",
+            "digest files checked, by verdict",
+            name,
+            {v: st.digests[v] for v in DIGEST_VERDICTS},
+            "verdict",
+        )
+        self.by_label(
+            "integrity_files_unverified",
+            "log files that could not be checked, by reason",
+            name,
+            st.unverified,
+            "reason",
+        )
+        self.by_label(
+            "integrity_errors",
+            "digests or keys that could not be read (tried again), by reason",
+            name,
+            st.errors,
+            "reason",
+        )
+        self.gauge(
+            "integrity_files_waiting",
+            "shipped log files waiting for their digest",
+            name,
+            st.files_waiting,
+        )
+        self.gauge(
+            "integrity_events_queued",
+            "integrity events not yet acknowledged by LimaCharlie",
+            name,
+            st.events_queued,
         )
 
     def _sqs(self, name: str, st: QueueStats) -> None:

@@ -11,11 +11,16 @@ The pipeline asks `decoding` how to read and decode an object and calls what it 
   is read in ranges and each range decoded as it arrives (stream_decode.StreamDecoder, one
   `pack_step` at a time).
 
+With `PackLimits.hash_content`, every path gives the SHA-256 of the object's whole
+uncompressed content (`PackedObject.content_sha256`, the integrity check's), of the bytes
+it decompresses anyway: a salvaged object's too, of its text as read (damage included).
+
 Everything here is pure and CPU-bound, and what it takes and returns pickles small.
 """
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import tempfile
 from typing import BinaryIO, Final, Literal
@@ -114,6 +119,7 @@ def pack_salvaged(text: Text, limits: PackLimits, cause: DecodeError) -> PackedO
         found = salvage(text, max_record=DEFAULT_MAX_VALUE)
     except DecodeError:
         raise cause from None
+    sha256 = hashlib.sha256(text).hexdigest() if limits.hash_content else None
     lines = [record_at(text, span) for span in found.records]
     kept, dropped = apply_filter(lines, limits.keep)
     fragments = tuple(pack_lines(kept, limits))
@@ -128,11 +134,12 @@ def pack_salvaged(text: Text, limits: PackLimits, cause: DecodeError) -> PackedO
         oversized,
         tuple(dropped.items()),
         tuple(found.unreadable),
+        sha256,
     )
 
 
 def _pack_steps(data: bytes, limits: PackLimits) -> PackedObject:
-    decoder = StreamDecoder()
+    decoder = StreamDecoder(hash_content=limits.hash_content)
     decoder.feed(data)
     del data
     fragments: list[Fragment] = []
@@ -148,6 +155,7 @@ def _pack_steps(data: bytes, limits: PackLimits) -> PackedObject:
         tuple(fragments),
         summary.oversized,
         tuple(dropped.items()),
+        content_sha256=summary.content_sha256,
     )
 
 

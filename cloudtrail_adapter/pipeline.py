@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor
@@ -96,6 +97,7 @@ class Pipeline:
         keep: RecordFilter | None = None,
         dedup: Deduplicator | None = None,
         set_aside: SetAside | None = None,
+        hash_content: bool = False,
     ) -> None:
         self.name = name
         self._set_aside = set_aside
@@ -114,7 +116,10 @@ class Pipeline:
             delivery.batch_max_bytes,
             keep=keep if keep and keep.active else None,
             dedup=dedup is not None,
+            hash_content=hash_content,
         )
+        # The daemon's own records (integrity events): no filter, no hash.
+        self._own_limits = dataclasses.replace(self._limits, keep=None, hash_content=False)
         self._busy = 0  # fetchers with an item
         self._waiting = 0  # fetchers waiting for the budget or for room in the decoded queue
         # Decoded records not yet batched: with the sink's window and the batch size, this
@@ -181,14 +186,15 @@ class Pipeline:
         packing.decoding says for the length read (which has the last word over a size a
         notification announced)."""
         loop = asyncio.get_running_loop()
+        limits = self._own_limits if item.own else self._limits
         reserved = await self._reserve(min(size * WHOLE_RATIO, self._budget.limit))
         try:
             data = await item.reader.read()
             threshold = self._delivery.stream_threshold
-            if decoding(len(data), threshold, self._limits) == "whole":
-                packed = await loop.run_in_executor(self._executor, pack_whole, data, self._limits)
+            if decoding(len(data), threshold, limits) == "whole":
+                packed = await loop.run_in_executor(self._executor, pack_whole, data, limits)
             else:
-                packed = await asyncio.to_thread(pack_steps, data, self._limits)
+                packed = await asyncio.to_thread(pack_steps, data, limits)
         except BaseException:
             self._budget.release(reserved)
             raise
@@ -198,6 +204,7 @@ class Pipeline:
         except BaseException:
             self._budget.release(reserved)
             raise
+        self._hand_hash(item, packed.content_sha256)
         reserved = self._budget.resize(reserved, _size(packed.fragments))
         self._tracker.set_total(progress, packed.records)
         self._report_oversized(item, packed.oversized)
@@ -211,37 +218,42 @@ class Pipeline:
         """Records go on as they are decoded; the total is known, and the item can commit,
         only once the whole object was read. The decoder keeps state between steps, so it
         runs in a thread (its inflate and compress release the GIL), not in the pool."""
-        decoder = StreamDecoder()
+        limits = self._own_limits if item.own else self._limits
+        decoder = StreamDecoder(hash_content=limits.hash_content)
         total = 0
         dropped: dict[str, int] = {}  # filled by the decoding thread, read after it
         try:
             async for chunk in item.reader.chunks(STREAM_RANGE):
                 decoder.feed(chunk)
                 while not decoder.hungry:
-                    total += await self._step(decoder, progress, dropped)
+                    total += await self._step(decoder, progress, dropped, limits)
             summary = decoder.finish()
         except DecodeError as exc:
             if exc.reason not in SALVAGEABLE:
                 raise
-            total += await self._salvage_ranges(item, progress, exc)
+            total += await self._salvage_ranges(item, progress, exc, limits)
             self._tracker.set_total(progress, total)
             return "log", total
+        self._hand_hash(item, summary.content_sha256)
         self._tracker.set_total(progress, total)
         self._report_oversized(item, summary.oversized)
         merge_counts(self.stats.records_filtered, dropped.items())
         return summary.kind, total
 
     async def _salvage_ranges(
-        self, item: WorkItem, progress: ItemProgress, cause: DecodeError
+        self, item: WorkItem, progress: ItemProgress, cause: DecodeError, limits: PackLimits
     ) -> int:
         """A large object the stream decoder refused: read again into a file and salvaged
         from its text there (packing.pack_spooled). Records handed on before the refusal
-        go again, as on any retry; de-duplication drops them when it is on."""
+        go again, as on any retry; de-duplication drops them when it is on. The content's
+        SHA-256 is taken of the text spooled there, the whole of it (the stream decoder's,
+        cut short by the refusal, is not used)."""
         with tempfile.TemporaryFile() as raw:
             async for chunk in item.reader.chunks(STREAM_RANGE):
                 await asyncio.to_thread(raw.write, chunk)
-            packed = await asyncio.to_thread(pack_spooled, raw, self._limits, cause)
+            packed = await asyncio.to_thread(pack_spooled, raw, limits, cause)
         self._keep_unreadable(item, packed.unreadable)
+        self._hand_hash(item, packed.content_sha256)
         reserved = await self._reserve(_size(packed.fragments))  # fits once nothing else is held
         self._report_oversized(item, packed.oversized)
         merge_counts(self.stats.records_filtered, packed.dropped)
@@ -249,17 +261,28 @@ class Pipeline:
         return packed.records
 
     async def _step(
-        self, decoder: StreamDecoder, progress: ItemProgress, dropped: dict[str, int]
+        self,
+        decoder: StreamDecoder,
+        progress: ItemProgress,
+        dropped: dict[str, int],
+        limits: PackLimits,
     ) -> int:
         reserved = await self._reserve(STEP_OUTPUT)
         try:
-            fragments = await asyncio.to_thread(pack_step, decoder, self._limits, dropped)
+            fragments = await asyncio.to_thread(pack_step, decoder, limits, dropped)
         except BaseException:
             self._budget.release(reserved)
             raise
         reserved = self._budget.resize(reserved, _size(fragments))
         await self._hand_on(progress, fragments, reserved)
         return sum(f.records for f in fragments)
+
+    @staticmethod
+    def _hand_hash(item: WorkItem, sha256: str | None) -> None:
+        """The content's SHA-256, taken while it was decoded, to whoever asked for it (the
+        integrity check): whole, in steps, from ranges or salvaged alike."""
+        if item.hashed is not None and sha256 is not None:
+            item.hashed(sha256)
 
     def _keep_unreadable(self, item: WorkItem, parts: Sequence[Unreadable]) -> None:
         """A damaged object's unreadable parts go to the state database before any of its

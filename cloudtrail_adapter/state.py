@@ -136,7 +136,7 @@ class StateStore:
 
     def scoped(self, scope: str) -> SourceState:
         """One source's part: what it may read and write, and nothing of another scope's."""
-        return SourceState(self._db, scope)
+        return SourceState(self._db, scope, self.path.parent)
 
     def failures(self, *, quarantined_only: bool = False) -> list[Failure]:
         query = "SELECT * FROM failures"
@@ -171,11 +171,19 @@ class SourceState:
     """One source's part of the database, by its scope (its LimaCharlie destination): the
     views its source and its de-duplication are given."""
 
-    __slots__ = ("_db", "_scope")
+    __slots__ = ("_db", "_scope", "directory")
 
-    def __init__(self, db: sqlite3.Connection, scope: str) -> None:
+    def __init__(self, db: sqlite3.Connection, scope: str, directory: Path) -> None:
         self._db = db
         self._scope = scope
+        #: the state directory: a store of the source's own that is not in this database
+        #: (the integrity check's integrity.db) goes beside it, partitioned by `scope`
+        self.directory = directory
+
+    @property
+    def scope(self) -> str:
+        """The part's name (its LimaCharlie destination), for such a store's rows."""
+        return self._scope
 
     def checkpoints(self, container: str) -> Checkpoints:
         """The source's objects in `container`: a bucket, or a directory's absolute path."""
@@ -272,6 +280,14 @@ class Checkpoints:
         rows = self._db.execute(
             "SELECT key FROM failures WHERE scope=? AND bucket=? AND (quarantined=1 OR retry_at>?)",
             (self._scope, self._container, at),
+        )
+        return {row[0] for row in rows}
+
+    def quarantined(self) -> set[str]:
+        """Keys quarantined: not offered again until released (`blocked` includes them)."""
+        rows = self._db.execute(
+            "SELECT key FROM failures WHERE scope=? AND bucket=? AND quarantined=1",
+            (self._scope, self._container),
         )
         return {row[0] for row in rows}
 

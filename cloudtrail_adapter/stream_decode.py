@@ -18,6 +18,7 @@ value ends, and msgspec then validates and compacts that value on its own.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -68,17 +69,23 @@ class StreamSummary:
     raw_bytes: int
     #: (index, size) of records over CloudTrail's documented maximum
     oversized: tuple[tuple[int, int], ...] = ()
+    #: hex SHA-256 of the uncompressed content, when the decoder was asked to take it
+    content_sha256: str | None = None
 
 
 class StreamDecoder:
     """`feed` bytes, call `step` until `hungry`, repeat; then `finish`.
 
     Raises DecodeError, and nothing else, for bad input. Not thread-safe, but consecutive
-    calls may run in different threads of a pool.
+    calls may run in different threads of a pool. With `hash_content`, the summary holds
+    the SHA-256 of the uncompressed content, taken as it is decompressed.
     """
 
-    def __init__(self, max_value_bytes: int = DEFAULT_MAX_VALUE) -> None:
+    def __init__(
+        self, max_value_bytes: int = DEFAULT_MAX_VALUE, *, hash_content: bool = False
+    ) -> None:
         self._max_value = max_value_bytes
+        self._hasher = hashlib.sha256() if hash_content else None
         self._input = b""  # compressed bytes not yet given to the inflater
         self._gzip: bool | None = None
         self._inflater: isal_zlib.Decompress | None = None
@@ -186,6 +193,8 @@ class StreamDecoder:
     def _append(self, data: bytes) -> None:
         self._raw_bytes += len(data)
         self._text += data
+        if self._hasher is not None:
+            self._hasher.update(data)
 
     # splitting
 
@@ -392,12 +401,15 @@ class StreamDecoder:
         return line
 
     def _summary(self) -> StreamSummary:
+        sha256 = None if self._hasher is None else self._hasher.hexdigest()
         if self._phase == "start":
-            return StreamSummary("empty", 0, self._raw_bytes)
+            return StreamSummary("empty", 0, self._raw_bytes, content_sha256=sha256)
         if "Records" in self._keys:
-            return StreamSummary("log", self._records, self._raw_bytes, tuple(self._oversized))
+            return StreamSummary(
+                "log", self._records, self._raw_bytes, tuple(self._oversized), sha256
+            )
         if _DIGEST_KEYS.intersection(self._keys):
-            return StreamSummary("digest", 0, self._raw_bytes)
+            return StreamSummary("digest", 0, self._raw_bytes, content_sha256=sha256)
         raise no_records(self._keys)
 
     def _syntax(self, pos: int, expected: str) -> DecodeError:

@@ -77,6 +77,26 @@ CASES = [
     ),
     *counter_cases("CloudTrailAdapterSqsPoison", "sqs_messages_poison_total", {}),
     *counter_cases("CloudTrailAdapterDedupWindowShortened", "dedup_keys_forgotten_early_total", {}),
+    *counter_cases(
+        "CloudTrailAdapterIntegrityFileViolation",
+        "integrity_files_total",
+        {"verdict": "hash_mismatch"},
+    ),
+    *counter_cases(
+        "CloudTrailAdapterIntegrityDigestViolation",
+        "integrity_digests_total",
+        {"verdict": "missing_digest"},
+    ),
+    Case(  # valid files counted: never an alert
+        "CloudTrailAdapterIntegrityFileViolation",
+        {
+            series(
+                "cloudtrail_adapter_integrity_files_total", SOURCE | {"verdict": "valid"}
+            ): "0+5x20"
+        },
+        "15m",
+        None,
+    ),
     Case(
         "CloudTrailAdapterNoRecords",
         {

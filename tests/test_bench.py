@@ -26,6 +26,7 @@ async def test_every_row_of_the_bench_runs_on_a_tiny_corpus(tmp_path: Path) -> N
     names = [row.name.split(" ->")[0].split(" (")[0] for row in rows]
     assert names == [
         "floor",
+        "floor + SHA-256",
         "daemon start-up",
         "daemon, file source",
         "daemon, file source",
@@ -35,11 +36,13 @@ async def test_every_row_of_the_bench_runs_on_a_tiny_corpus(tmp_path: Path) -> N
         "daemon, S3",
         "daemon, SQS notifications",
         "naive: boto3 + json + requests",
+        "daemon, S3",
+        "daemon, S3",
     ]
     assert all(row.records == records for row in rows if row.records and "1/4" not in row.name)
     assert all(row.peak_rss_mb for row in rows if row.name.startswith("daemon"))
     assert all(row.cpu_seconds for row in rows if not row.name.startswith("moto"))
-    assert "CPU us/rec" in render(rows) and len(ratios(rows)) == 13
+    assert "CPU us/rec" in render(rows) and len(ratios(rows)) == 16
 
 
 async def test_the_listing_rows_run_and_the_layout_lists_less_once_steady(

@@ -606,7 +606,7 @@ def _attribute(cfg: SourceConfig, path: str) -> object:
     section, _, name = path.rpartition(".")
     if not section:
         return getattr(cfg.source if hasattr(cfg.source, name) else cfg.aws, name)
-    holder: object = cfg
+    holder: object = cfg.source if hasattr(cfg.source, section.split(".")[0]) else cfg
     for part in section.split("."):
         holder = getattr(holder, "record_filter" if part == "filter" else part)
     return getattr(holder, name)
@@ -618,7 +618,7 @@ def test_every_declared_default_is_a_value_the_parser_accepts(
 ) -> None:
     """Given back as text, each default parses to itself: no default lies outside its range."""
     base = {
-        "s3": ["bucket_name=trail", f"role_arn={ROLE}"],
+        "s3": ["bucket_name=trail", f"role_arn={ROLE}", "integrity.verify=true"],
         "sqs": ["queue_url=https://sqs.us-east-1.amazonaws.com/123456789012/q", f"role_arn={ROLE}"],
         "sqs-files": [
             "queue_url=https://sqs.us-east-1.amazonaws.com/123456789012/q",
@@ -632,7 +632,7 @@ def test_every_declared_default_is_a_value_the_parser_accepts(
     ]
     checked = 0
     for path, key, _ in document_keys(kind):
-        if path in ("role_arn", "client_options.proxy.url"):
+        if path in ("role_arn", "client_options.proxy.url", "integrity.verify"):
             continue
         default = key.default
         if default in (None, (), dataclasses.MISSING) or path.startswith("webhook."):

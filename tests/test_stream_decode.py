@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 
 from cloudtrail_adapter.decode import OVERSIZED_RECORD, DecodeError, decode_object
 from cloudtrail_adapter.emulator.corpus import log_file
-from cloudtrail_adapter.stream_decode import STEP_OUTPUT, StreamDecoder, StreamSummary
+from cloudtrail_adapter.stream_decode import (
+    DEFAULT_MAX_VALUE,
+    STEP_OUTPUT,
+    StreamDecoder,
+    StreamSummary,
+)
 from tests.test_bad_input import BAD
 from tests.test_decode import records
 
@@ -42,8 +47,10 @@ GOOD_INPUTS: dict[str, bytes] = {
 }
 
 
-def stream(data: bytes, chunk: int, **options: int) -> tuple[StreamSummary, list[bytes]]:
-    decoder = StreamDecoder(**options)
+def stream(
+    data: bytes, chunk: int, max_value_bytes: int = DEFAULT_MAX_VALUE
+) -> tuple[StreamSummary, list[bytes]]:
+    decoder = StreamDecoder(max_value_bytes)
     lines: list[bytes] = []
     for start in range(0, len(data), chunk):
         decoder.feed(data[start : start + chunk])

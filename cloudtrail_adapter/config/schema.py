@@ -269,8 +269,7 @@ def document_keys(kind: SourceKind) -> Iterator[tuple[str, Declared, tuple[str, 
     for key in declared(TopLevel):
         yield key.name, key, ()
     for cls in SOURCE_CLASSES[kind]:
-        for key in declared(cls):
-            yield key.name, key, ()
+        yield from _section_keys(cls, "", ())
     yield from _section_keys(Destinations, "", ())
 
 

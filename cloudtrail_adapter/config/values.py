@@ -407,6 +407,35 @@ _LAYOUT_ONLY = ("accounts", "regions", "start_time", "end_time", "discovery_inte
 
 
 @dataclass(frozen=True)
+class IntegrityOptions:
+    """CloudTrail's digest files, checked while the logs ship (README, "Proving the logs
+    are AWS's"). Off unless `verify: true`."""
+
+    verify: bool = Setting(
+        Boolean(),
+        "check CloudTrail's digest files while shipping: each digest's signature and chain, "
+        "each log file's SHA-256; report files tampered with, deleted or added (needs "
+        "`cloudtrail:ListPublicKeys`)",
+    ).field(False)
+    report: Literal["log", "limacharlie"] = Setting(
+        Choice(("log", "limacharlie")),
+        "`log`: each failed check is a warning line and a metric; `limacharlie`: also one "
+        "`cloudtrail_integrity` event to the same sensor",
+    ).field("log")
+    grace: float = Setting(
+        Seconds(60, 86400),
+        "seconds after a digest's period before a file it names that is not in the bucket "
+        "counts as `missing`, and a shipped file no digest names as `unlisted`",
+    ).field(900.0)
+
+    def problems(self, given: frozenset[str]) -> Iterator[Invalid]:
+        if not self.verify:
+            for name in ("report", "grace"):
+                if name in given:
+                    yield Invalid(name, "is only used with verify: true")
+
+
+@dataclass(frozen=True)
 class S3SourceOptions:
     bucket_name: str = Setting(
         Text(_bucket_problem, what="a bucket name"), "the CloudTrail bucket", lc=True
@@ -456,6 +485,9 @@ class S3SourceOptions:
     parallel_list: int = Setting(
         Integer(1, MAX_PARALLEL), "streams (account/kind/region folders) listed at once"
     ).field(8)
+    integrity: IntegrityOptions = Setting(
+        Nested(IntegrityOptions), "checking CloudTrail's digest files"
+    ).factory(IntegrityOptions)
 
     @property
     def by_layout(self) -> bool:

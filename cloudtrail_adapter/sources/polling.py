@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -71,6 +71,8 @@ class PollingSource(ABC):
         self._retry_backoff = retry_backoff
         self._max_object_size = max_object_size
         self._in_work: set[str] = set()
+        self._idle = asyncio.Event()  # set while nothing is in work
+        self._idle.set()
         self._stop = asyncio.Event()
         self._too_large = 0
         self.current_pass = PassStats()  # what the pass under way listed and offered so far
@@ -100,6 +102,19 @@ class PollingSource(ABC):
 
     async def after_commit(self, listed: Listed) -> None:  # noqa: B027 (optional hook)
         """Runs after the checkpoint is written (the S3 source may delete the object)."""
+
+    def on_page(self, page: list[Listed]) -> None:  # noqa: B027 (optional hook)
+        """Sees every page listed, digests included, before anything is offered."""
+
+    def content_hook(self, listed: Listed) -> Callable[[str], None] | None:
+        """What is given the SHA-256 of the object's uncompressed content (None: not taken)."""
+        return None
+
+    def committed(self, listed: Listed) -> None:  # noqa: B027 (optional hook)
+        """The checkpoint is written; runs before the object leaves the work in hand."""
+
+    def released(self, listed: Listed, reason: str) -> None:  # noqa: B027 (optional hook)
+        """The object failed this time (`reason`: a decode reason or AWS's error code)."""
 
     async def run(self, out: asyncio.Queue[WorkItem]) -> None:
         """One pass in single-load mode; otherwise a pass every poll interval, until stopped."""
@@ -148,13 +163,14 @@ class PollingSource(ABC):
         blocked = self._checkpoints.blocked()
         async for page in self.list_pages():
             stats.listed += len(page)
+            self.on_page(page)
             candidates = [item for item in page if self._wanted(item, stats, blocked)]
             done = self._checkpoints.committed(c.key for c in candidates)
             for listed in candidates:
                 if listed.key in done:
                     stats.skipped_done += 1
                     continue
-                self._in_work.add(listed.key)
+                self._start_work(listed.key)
                 stats.offered += 1
                 await out.put(self._work_item(listed))
         stats.listing_done = True
@@ -211,16 +227,31 @@ class PollingSource(ABC):
                 **fields,
             )
 
+    def _start_work(self, key: str) -> None:
+        self._in_work.add(key)
+        self._idle.clear()
+
+    def _end_work(self, key: str) -> None:
+        self._in_work.discard(key)
+        if not self._in_work:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        """Returns once nothing offered is still in work (committed or failed)."""
+        await self._idle.wait()
+
     def _work_item(self, listed: Listed) -> WorkItem:
         ref, fields = self.describe(listed)
 
         async def commit() -> None:
             self._checkpoints.commit(listed.key, etag=listed.etag, size=listed.size)
-            self._in_work.discard(listed.key)
+            self.committed(listed)
+            self._end_work(listed.key)
             await self.after_commit(listed)
 
         def release(reason: str, error: str) -> None:
-            self._in_work.discard(listed.key)
+            self._end_work(listed.key)
+            self.released(listed, reason)
             self._failed(listed, reason, error)
 
         return WorkItem(
@@ -230,4 +261,5 @@ class PollingSource(ABC):
             commit=commit,
             release=release,
             log_fields=fields,
+            hashed=self.content_hook(listed),
         )

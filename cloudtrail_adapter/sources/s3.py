@@ -9,27 +9,35 @@ when set; from the stream's first existing day when it has no cursor yet. Up to
 `parallel_list` streams are listed at once. Checkpoints of day folders before the cursor and
 the lookback are never needed again and are pruned with each cursor move. What does not fit
 the layout is listed whole every pass. Without the layout, the whole prefix is.
+
+With `integrity.verify`, digest folders are streams too (listed from where their log
+streams are), every page goes past the integrity checker, each shipped object's hash is
+handed to it on commit, and a settle follows each pass (integrity/checker.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import math
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import structlog
 
-from cloudtrail_adapter.aio import gather_limited, merge_limited
+from cloudtrail_adapter.aio import Stopped, gather_limited, merge_limited, unless_stopped
 from cloudtrail_adapter.config import S3SourceOptions
-from cloudtrail_adapter.decode import is_digest_key
+from cloudtrail_adapter.decode import DIGEST_FOLDER, is_digest_key
 from cloudtrail_adapter.errors import LayoutMissing
+from cloudtrail_adapter.integrity.checker import IntegrityChecker
+from cloudtrail_adapter.integrity.digests import place
+from cloudtrail_adapter.model import SourceStats, WorkItem
 from cloudtrail_adapter.readers import Reader, S3Reader
-from cloudtrail_adapter.sources.polling import Listed, PollingSource
+from cloudtrail_adapter.sources.polling import Listed, PassStats, PollingSource
 from cloudtrail_adapter.sources.trail_layout import Stream, day_prefix, file_time
 from cloudtrail_adapter.sources.trail_listing import (
     Layout,
@@ -62,6 +70,7 @@ class S3Source(PollingSource):
         s3: Any,
         checkpoints: Checkpoints,
         clock: Clock = _now,
+        integrity: IntegrityChecker | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -79,6 +88,8 @@ class S3Source(PollingSource):
         self._discovered_at: float | None = None  # monotonic; None: never
         self._reported: set[str] = set()  # folders and keys already named in a log line
         self._calendar_days = math.ceil(options.lookback / 86400) + 2
+        self.integrity = integrity
+        self._hashes: dict[str, str] = {}  # key -> SHA-256 of objects decoded, until commit
 
     async def list_pages(self) -> AsyncIterator[list[Listed]]:
         layout = await self._current_layout() if self._options.layout == "auto" else None
@@ -112,7 +123,11 @@ class S3Source(PollingSource):
             self._options.discovery_interval
         ):
             self._layout = await discover(
-                self._level, self._options.prefix, self._account_wanted, self._region_wanted
+                self._level,
+                self._options.prefix,
+                self._account_wanted,
+                self._region_wanted,
+                digests=self.integrity is not None,
             )
             self._discovered_at = at
             if self._layout is not None:
@@ -127,6 +142,14 @@ class S3Source(PollingSource):
             off_layout=len(layout.off.where()),
             passed_over={reason: len(f) for reason, f in layout.passed_over.items()},
         )
+        digests = any(s.kind == DIGEST_FOLDER for s in layout.streams)
+        if self.integrity is not None and layout.streams and not digests:
+            log.warning(
+                "integrity_no_digests",
+                bucket=self._options.bucket_name,
+                prefix=self._options.prefix,
+                action="nothing to verify: is log file validation on for the trail?",
+            )
         for reason, folders in layout.passed_over.items():
             new = self._unreported(folders)
             if new:
@@ -194,6 +217,11 @@ class S3Source(PollingSource):
 
     async def _plan(self, stream: Stream, now: datetime) -> StreamPlan:
         saved = self._checkpoints.cursor(stream.prefix)
+        if saved is None and stream.kind == DIGEST_FOLDER:
+            # Digests are read from where their log files are (a digest names only files of
+            # its own hour): verification switched on does not walk years of digests.
+            logs = stream.prefix.replace(f"/{DIGEST_FOLDER}/", "/CloudTrail/")
+            saved = self._checkpoints.cursor(logs)
         start = self._options.start_time.date() if self._options.start_time else None
         first = None if saved is None else min(date.fromisoformat(saved), self._lookback_day(now))
         if start is not None:
@@ -272,6 +300,75 @@ class S3Source(PollingSource):
         below = day_prefix(stream, min(cursor, self._lookback_day(now)))
         self._checkpoints.move_cursor(stream.prefix, cursor.isoformat(), below)
 
+    # ---------------------------------------------------------------------------------
+    # The integrity check (none of this runs without integrity.verify)
+
+    async def run(self, out: asyncio.Queue[WorkItem]) -> None:
+        """Passes as always; a single-load run settles the integrity check once more when
+        everything it offered is done, so its verdicts go out before it ends."""
+        try:
+            await super().run(out)
+            if self.integrity is not None and self._single_load and not self._stop.is_set():
+                await unless_stopped(self._stop, self._last_settle(out))
+        except Stopped:
+            pass
+        finally:
+            if self.integrity is not None:
+                await self.integrity.close()
+
+    async def one_pass(self, out: asyncio.Queue[WorkItem]) -> PassStats:
+        stats = await super().one_pass(out)
+        if self.integrity is not None:
+            await self.integrity.settle(_Presence(self))
+            for item in self.integrity.outgoing():
+                await out.put(item)
+        return stats
+
+    async def _last_settle(self, out: asyncio.Queue[WorkItem]) -> None:
+        assert self.integrity is not None
+        await self.idle()
+        await self.integrity.settle(_Presence(self))
+        for item in self.integrity.outgoing():
+            await out.put(item)
+
+    def stats(self) -> SourceStats:
+        """The listing's counts, and the digest check's when it is on."""
+        stats = super().stats()
+        if self.integrity is None:
+            return stats
+        return replace(stats, integrity=self.integrity.stats.snapshot())
+
+    def on_page(self, page: list[Listed]) -> None:
+        if self.integrity is not None:
+            self.integrity.listed(page)
+
+    def content_hook(self, listed: Listed) -> Callable[[str], None] | None:
+        if self.integrity is None:
+            return None
+        return partial(self._hashes.__setitem__, listed.key)
+
+    def committed(self, listed: Listed) -> None:
+        sha256 = self._hashes.pop(listed.key, None)
+        if self.integrity is not None and sha256 is not None:
+            self.integrity.shipped(listed.key, sha256)
+
+    def released(self, listed: Listed, reason: str) -> None:
+        self._hashes.pop(listed.key, None)
+        if self.integrity is not None:
+            self.integrity.failed(listed.key, reason)
+
+    def will_list(self, key: str, now: datetime) -> bool:
+        """Whether a later pass lists the folder of `key` (and would ship it)."""
+        where = place(key)
+        if self._options.layout == "flat" or self._layout is None or where is None:
+            return True  # listed whole every pass
+        if not (self._account_wanted(where.account) and self._region_wanted(where.region)):
+            return False
+        if not _within(file_time(key), self._options.start_time, self._options.end_time):
+            return False
+        year, month, day = (int(p) for p in where.folder.rstrip("/").rsplit("/", 3)[-3:])
+        return date(year, month, day) >= self._lookback_day(now)
+
     def reader(self, listed: Listed) -> Reader:
         return S3Reader(
             self._client, self._options.bucket_name, listed.key, size=listed.size, etag=listed.etag
@@ -287,6 +384,32 @@ class S3Source(PollingSource):
     async def after_commit(self, listed: Listed) -> None:
         if self._options.delete_after_ack:
             await self._s3.delete_object(Bucket=self._options.bucket_name, Key=listed.key)
+
+
+class _Presence:
+    """What the source knows of files the integrity checker asks about."""
+
+    def __init__(self, source: S3Source) -> None:
+        self._source = source
+        self._now = source._clock()
+
+    def in_work(self, key: str) -> bool:
+        return key in self._source._in_work
+
+    def committed(self, keys: list[str]) -> set[str]:
+        return self._source._checkpoints.committed(keys)
+
+    def failing(self) -> tuple[set[str], set[str]]:
+        checkpoints = self._source._checkpoints
+        quarantined = checkpoints.quarantined()
+        return checkpoints.blocked() - quarantined, quarantined
+
+    def will_list(self, key: str) -> bool:
+        return self._source.will_list(key, self._now)
+
+    def oldest_in_work(self) -> float | None:
+        times = [t for t in map(file_time, self._source._in_work) if t is not None]
+        return min(times).timestamp() if times else None
 
 
 @dataclass(frozen=True, slots=True)

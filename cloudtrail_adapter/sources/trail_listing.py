@@ -103,10 +103,16 @@ class _Walk:
 
 
 async def discover(
-    level: LevelLister, prefix: str, account_wanted: Wanted, region_wanted: Wanted
+    level: LevelLister,
+    prefix: str,
+    account_wanted: Wanted,
+    region_wanted: Wanted,
+    *,
+    digests: bool = False,
 ) -> Layout | None:
     """The streams under `prefix`, or None where there is no `AWSLogs/` under it or the
-    prefix reaches inside one stream (the prefix is then listed whole)."""
+    prefix reaches inside one stream (the prefix is then listed whole). Digest folders are
+    streams too with `digests` (the integrity check reads them), else passed over."""
     walk = _Walk(prefix)
     if not walk.inside and not await _down_to_root(level, prefix, walk):
         return None
@@ -127,7 +133,7 @@ async def discover(
         else:
             walk.off(folder)
     for folder in accounts:
-        await _account(level, folder, walk, account_wanted, region_wanted)
+        await _account(level, folder, walk, account_wanted, region_wanted, digests)
     if any(len(walk.inside) > len(s.prefix) for s in walk.found.streams):
         return None
     return walk.found
@@ -149,7 +155,12 @@ async def _down_to_root(level: LevelLister, prefix: str, walk: _Walk) -> bool:
 
 
 async def _account(
-    level: LevelLister, folder: str, walk: _Walk, account_wanted: Wanted, region_wanted: Wanted
+    level: LevelLister,
+    folder: str,
+    walk: _Walk,
+    account_wanted: Wanted,
+    region_wanted: Wanted,
+    digests: bool,
 ) -> None:
     account = folder.rsplit("/", 2)[-2]
     if not account_wanted(account):
@@ -159,7 +170,7 @@ async def _account(
     walk.loose(kinds)
     for kind_folder in filter(walk.fits, kinds.folders):
         kind = kind_folder[len(folder) : -1]
-        if kind == DIGEST_FOLDER:
+        if kind == DIGEST_FOLDER and not digests:
             walk.passed("digest", kind_folder)
         elif not kind.startswith("CloudTrail"):
             walk.passed("not_cloudtrail", kind_folder)

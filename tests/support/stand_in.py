@@ -8,17 +8,22 @@ process-wide, and so are these.
 
 from __future__ import annotations
 
+import base64
 import bisect
 import contextlib
 import functools
+import hashlib
+import json
+import os
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from moto.cloudtrail.responses import CloudTrailResponse
 from moto.core.exceptions import _RESTError
 from moto.core.responses import BaseResponse
 from moto.core.utils import utcnow
@@ -34,6 +39,7 @@ from cloudtrail_adapter.emulator.local_aws import ACCESS_KEY, REGION, SECRET_KEY
 
 __all__ = [
     "ACCESS_KEY",
+    "PUBLIC_KEYS_VARIABLE",
     "REGION",
     "SECRET_KEY",
     "STAND_IN",
@@ -80,14 +86,53 @@ def _atomic_receive(receive: Callable[..., list[Any]]) -> Callable[..., list[Any
 class StandIn:
     """Knobs of the stand-in (it runs in the test process): `role_session_seconds` cuts
     every role session STS hands out to that length (AWS's shortest is 900 s, too long
-    to wait out in a test); `requests` records what was asked of it."""
+    to wait out in a test); `requests` records what was asked of it; `public_keys` is what
+    CloudTrail's ListPublicKeys answers, by region."""
 
     role_session_seconds: float | None = None
     #: When a list, every request is appended to it: (method, URL), in arrival order.
     requests: list[tuple[str, str]] | None = None
+    #: Region -> [(DER of a public key in PKCS#1, valid from, valid until)], epoch seconds.
+    public_keys: dict[str, list[tuple[bytes, float, float]]] = field(default_factory=dict)
+    #: ListPublicKeys calls answered: (region, StartTime, EndTime).
+    public_key_calls: list[tuple[str, float | None, float | None]] = field(default_factory=list)
 
 
 STAND_IN = StandIn()
+#: A child process's stand-in (bench) takes its public keys from here: JSON of region ->
+#: [[base64 DER, valid from, valid until]].
+PUBLIC_KEYS_VARIABLE = "STAND_IN_PUBLIC_KEYS"
+
+
+def _list_public_keys(self: CloudTrailResponse) -> str:
+    """CloudTrail's ListPublicKeys, which moto lacks: the keys of the request's region
+    valid at any time in [StartTime, EndTime] (now, when not given), as AWS answers it:
+    `Value` the DER bytes (base64 in JSON), `Fingerprint` their MD5 in hex."""
+    start, end = self._get_param("StartTime"), self._get_param("EndTime")
+    STAND_IN.public_key_calls.append((self.region, start, end))
+    now = time.time()
+    low = float(start) if start is not None else now
+    high = float(end) if end is not None else now
+    keys = [
+        {
+            "Value": base64.b64encode(der).decode(),
+            "ValidityStartTime": since,
+            "ValidityEndTime": until,
+            "Fingerprint": hashlib.md5(der, usedforsecurity=False).hexdigest(),
+        }
+        for der, since, until in STAND_IN.public_keys.get(self.region, [])
+        if since <= high and until >= low
+    ]
+    return json.dumps({"PublicKeyList": keys})
+
+
+def _keys_from_environment() -> None:
+    text = os.environ.get(PUBLIC_KEYS_VARIABLE)
+    if text:
+        STAND_IN.public_keys = {
+            region: [(base64.b64decode(der), since, until) for der, since, until in keys]
+            for region, keys in json.loads(text).items()
+        }
 
 
 def _short_sessions(assume_role: Callable[..., AssumedRole]) -> Callable[..., AssumedRole]:
@@ -193,12 +238,15 @@ def _patch_moto() -> None:
             setattr(_VersionedKeyStore, name, _forgetting_order(getattr(_VersionedKeyStore, name)))
     if not hasattr(BaseResponse.get_current_account, "__wrapped__"):
         BaseResponse.get_current_account = _refusing_expired(BaseResponse.get_current_account)  # type: ignore[method-assign]
+    if not hasattr(CloudTrailResponse, "list_public_keys"):
+        CloudTrailResponse.list_public_keys = _list_public_keys  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     """Yields the endpoint URL of a fresh stand-in on a free loopback port."""
     _patch_moto()
+    _keys_from_environment()
     with local_aws.moto_server() as endpoint:
         yield endpoint
 
