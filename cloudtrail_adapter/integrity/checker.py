@@ -128,7 +128,7 @@ class IntegrityChecker:
         self._max_files = max_files
         self._clock = clock
         self._waiting: collections.deque[tuple[str, DigestName, int]] = collections.deque()
-        self._workers: set[asyncio.Task[None]] = set()
+        self._fetchers: set[asyncio.Task[None]] = set()
         self._queued: set[str] = set()  # waiting or being checked
         self._done = asyncio.Event()  # set while nothing is queued
         self._done.set()
@@ -145,8 +145,8 @@ class IntegrityChecker:
 
     def listed(self, page: Sequence[Listed]) -> None:
         """A page of the listing: digests not checked yet are queued, and checked in the
-        background by at most PARALLEL workers (a queue of keys: a backfill of years of
-        digests costs their names in memory, not a task each)."""
+        background by at most PARALLEL fetchers (asyncio tasks; a queue of keys: a backfill
+        of years of digests costs their names in memory, not a task each)."""
         names = {
             item.key: (name, item.size)
             for item in page
@@ -163,10 +163,10 @@ class IntegrityChecker:
                 self._waiting.append((key, name, size))
         if self._waiting:
             self._done.clear()
-        while self._waiting and sum(not w.done() for w in self._workers) < PARALLEL:
-            worker = asyncio.create_task(self._work())
-            self._workers.add(worker)
-            worker.add_done_callback(self._workers.discard)
+        while self._waiting and sum(not w.done() for w in self._fetchers) < PARALLEL:
+            fetcher = asyncio.create_task(self._work())
+            self._fetchers.add(fetcher)
+            fetcher.add_done_callback(self._fetchers.discard)
 
     def shipped(self, key: str, sha256: str) -> None:
         """A log file was committed; `sha256` of its uncompressed content."""
@@ -184,9 +184,9 @@ class IntegrityChecker:
         await self._done.wait()
 
     async def close(self) -> None:
-        for worker in list(self._workers):
-            worker.cancel()
-        await asyncio.gather(*list(self._workers), return_exceptions=True)
+        for fetcher in list(self._fetchers):
+            fetcher.cancel()
+        await asyncio.gather(*list(self._fetchers), return_exceptions=True)
 
     # -------------------------------------------------------------------------------------
     # One digest
