@@ -29,7 +29,8 @@ from cloudtrail_adapter.integrity.digests import (
     signing_string,
     verify_signature,
 )
-from cloudtrail_adapter.integrity.ledger import DIGEST_DELAY, HOUR, Ledger
+from cloudtrail_adapter.integrity.judging import DIGEST_DELAY, HOUR
+from cloudtrail_adapter.integrity.ledger import Ledger
 from tests.support.trail import TrailKey, build_trail
 
 DATA = Path(__file__).parent / "data" / "real_digests"

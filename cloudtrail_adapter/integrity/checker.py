@@ -45,8 +45,9 @@ from cloudtrail_adapter.integrity.digests import (
     signing_string,
     verify_signature,
 )
+from cloudtrail_adapter.integrity.judging import HOUR
 from cloudtrail_adapter.integrity.keys import PublicKeys
-from cloudtrail_adapter.integrity.ledger import HOUR, Found, Ledger
+from cloudtrail_adapter.integrity.ledger import Found, Ledger
 from cloudtrail_adapter.integrity.verdicts import IntegrityStats
 from cloudtrail_adapter.model import WorkItem
 from cloudtrail_adapter.readers import BytesReader

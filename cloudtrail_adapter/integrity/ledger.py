@@ -35,7 +35,6 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -46,95 +45,20 @@ from cloudtrail_adapter.integrity.digests import (
     Opened,
     place,
 )
+from cloudtrail_adapter.integrity.judging import (
+    HOUR,
+    LOG_KINDS,
+    MARGIN,
+    file_verdict,
+    judge_file,
+    span,
+)
+from cloudtrail_adapter.integrity.tables import TABLES
 from cloudtrail_adapter.integrity.verdicts import Verdict
-from cloudtrail_adapter.sources.trail_layout import file_time
 
 __all__ = ["Found", "Ledger", "LedgerError", "Mine"]
 
 Mine = Callable[[str, str, "str | None"], bool]
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    scope   TEXT NOT NULL,
-    bucket  TEXT NOT NULL,
-    key     TEXT NOT NULL,
-    account TEXT NOT NULL,
-    region  TEXT NOT NULL,
-    kind    TEXT NOT NULL,
-    lo      REAL NOT NULL,
-    hi      REAL NOT NULL,
-    sha256  TEXT,
-    note    TEXT NOT NULL DEFAULT '',
-    judged  INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (scope, bucket, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS files_by_time ON files (scope, bucket, judged, lo);
-CREATE TABLE IF NOT EXISTS digests (
-    scope          TEXT NOT NULL,
-    bucket         TEXT NOT NULL,
-    key            TEXT NOT NULL,
-    series         TEXT NOT NULL,
-    account        TEXT NOT NULL,
-    region         TEXT NOT NULL,
-    start          REAL NOT NULL,
-    end            REAL NOT NULL,
-    verdict        TEXT NOT NULL,
-    signature      TEXT,
-    sha256         TEXT,
-    prev_bucket    TEXT,
-    prev_key       TEXT,
-    prev_signature TEXT,
-    prev_sha256    TEXT,
-    chain          TEXT,
-    PRIMARY KEY (scope, bucket, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS digests_by_series ON digests (scope, bucket, series, end);
-CREATE INDEX IF NOT EXISTS digests_by_stream ON digests (scope, bucket, account, region, end);
-CREATE TABLE IF NOT EXISTS expected (
-    scope      TEXT NOT NULL,
-    bucket     TEXT NOT NULL,
-    key        TEXT NOT NULL,
-    digest_key TEXT NOT NULL,
-    account    TEXT NOT NULL,
-    region     TEXT NOT NULL,
-    sha256     TEXT NOT NULL,
-    due        REAL NOT NULL,
-    state      TEXT NOT NULL DEFAULT 'waiting',
-    PRIMARY KEY (scope, bucket, key, digest_key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS expected_by_due ON expected (scope, bucket, state, due);
-CREATE TABLE IF NOT EXISTS gaps (
-    scope   TEXT NOT NULL,
-    bucket  TEXT NOT NULL,
-    account TEXT NOT NULL,
-    region  TEXT NOT NULL,
-    start   REAL NOT NULL,
-    end     REAL NOT NULL,
-    reason  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS gaps_by_stream ON gaps (scope, bucket, account, region, end);
-CREATE TABLE IF NOT EXISTS outbox (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    scope   TEXT NOT NULL,
-    bucket  TEXT NOT NULL,
-    account TEXT NOT NULL,
-    region  TEXT NOT NULL,
-    event   BLOB NOT NULL
-);
-"""
-
-#: Log file kinds a digest may name; only `CloudTrail` files must be named (`unlisted`).
-LOG_KINDS: Final = frozenset({"CloudTrail", "CloudTrail-Insight"})
-#: A log file's name gives its delivery minute; it may belong to the digest either side of
-#: a boundary within this many seconds of it.
-MARGIN: Final = 300.0
-HOUR: Final = 3600.0
-DAY: Final = 86400.0
-#: After its hour and `grace`, how long a digest may still be on its way before a file no
-#: digest speaks for is given up on (`no_digest`).
-DIGEST_DELAY: Final = 900.0
-#: Digests contiguous in a chain meet exactly; this much slack still counts as meeting.
-TOUCH: Final = 1.0
 
 
 class LedgerError(AdapterError):
@@ -200,7 +124,7 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(TABLES)
             self._db.create_function(
                 "mine", 3, lambda a, r, k: int(chosen(a, r, k)), deterministic=True
             )
@@ -242,7 +166,7 @@ class Ledger:
                 (self._scope, self._bucket, key),
             ).fetchone()
             if judged is None:
-                lo, hi = _span(key, where.folder)
+                lo, hi = span(key, where.folder)
                 db.execute(
                     "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,0)",
                     (
@@ -281,7 +205,7 @@ class Ledger:
             if state == "matched":
                 continue
             found.verdicts.append(
-                _file_verdict(
+                file_verdict(
                     key, str(digest_key), str(account), str(region), str(expected), sha256, note
                 )
             )
@@ -393,7 +317,7 @@ class Ledger:
                     )
                     sha = None if shipped[0] is None else str(shipped[0])
                     found.verdicts.append(
-                        _file_verdict(
+                        file_verdict(
                             log_key,
                             key,
                             where.account,
@@ -615,7 +539,7 @@ class Ledger:
             covers = self._intervals(account, region, lo, hi)
             gaps = self._gaps(account, region, lo, hi)
             for key, _, _, kind, f_lo, f_hi, sha in files:
-                outcome = _judge_file(
+                outcome = judge_file(
                     str(key),
                     account,
                     region,
@@ -751,120 +675,3 @@ class Ledger:
             "SELECT COUNT(*) FROM outbox WHERE scope=? AND bucket=? AND mine(account, region, NULL)"
         )
         return int(row[0][0])
-
-
-def _span(key: str, folder: str) -> tuple[float, float]:
-    """When a log file was delivered, as far as its key says: its name's minute (give or
-    take MARGIN), else its whole day folder."""
-    when = file_time(key)
-    if when is not None:
-        at = when.timestamp()
-        return at - MARGIN, at + MARGIN
-    year, month, day = folder.rstrip("/").rsplit("/", 3)[-3:]
-    start = datetime(int(year), int(month), int(day), tzinfo=UTC).timestamp()
-    return start - MARGIN, start + DAY + MARGIN
-
-
-def _file_verdict(
-    key: str,
-    digest_key: str,
-    account: str,
-    region: str,
-    expected: str,
-    actual: str | None,
-    note: str,
-) -> Verdict:
-    if actual is None:
-        return Verdict(
-            "hash_mismatch",
-            "log_file",
-            account,
-            region,
-            key,
-            f"not readable as CloudTrail writes it ({note})",
-            digest_key=digest_key,
-            expected_sha256=expected,
-        )
-    if actual == expected:
-        return Verdict("valid", "log_file", account, region, key, digest_key=digest_key)
-    return Verdict(
-        "hash_mismatch",
-        "log_file",
-        account,
-        region,
-        key,
-        "its SHA-256 is not the one the digest names",
-        digest_key=digest_key,
-        expected_sha256=expected,
-        actual_sha256=actual,
-    )
-
-
-def _judge_file(
-    key: str,
-    account: str,
-    region: str,
-    kind: str,
-    lo: float,
-    hi: float,
-    sha: str | None,
-    covers: list[tuple[float, float, str]],
-    gaps: list[tuple[float, float, str]],
-    now: float,
-    grace: float,
-    held: bool,
-) -> Verdict | str | None:
-    """A waiting file's fate: a verdict, a reason it cannot be checked, or None (wait)."""
-    for start, end, reason in gaps:
-        if start <= hi and end >= lo:
-            return reason
-    covering = _covering(covers, lo, hi)
-    if covering is not None:
-        last_end, digest_key = covering
-        if now < last_end + grace:
-            return None
-        if kind != "CloudTrail":
-            return (
-                "not_in_digest"  # Insights files: whether digests must name them is not documented
-            )
-        return Verdict(
-            "unlisted",
-            "log_file",
-            account,
-            region,
-            key,
-            "shipped, yet no digest of its period names it",
-            digest_key=digest_key,
-            actual_sha256=sha,
-        )
-    if not held and now >= hi + HOUR + grace + DIGEST_DELAY:
-        return "no_digest"
-    return None
-
-
-def _covering(
-    covers: list[tuple[float, float, str]], lo: float, hi: float
-) -> tuple[float, str] | None:
-    """When valid digests cover [lo, hi] without a hole: the end of the last of them that
-    does, and the one that covers the middle; else None."""
-    reach: float | None = None
-    middle = (lo + hi) / 2
-    named = ""
-    last_end = 0.0
-    for start, end, key in covers:
-        if end < lo:
-            continue
-        if reach is None:
-            if start > lo + TOUCH:
-                return None
-            reach = end
-        elif start > reach + TOUCH:
-            return None
-        else:
-            reach = max(reach, end)
-        if start <= middle <= end:
-            named = key
-        last_end = max(last_end, end)
-        if reach >= hi:
-            return last_end, named
-    return None
