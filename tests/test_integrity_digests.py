@@ -350,14 +350,14 @@ def test_pruning_keeps_each_chains_latest_digest_and_eviction_bounds_files(ledge
 
 
 def test_events_stay_until_acknowledged(ledger: Ledger, tmp_path: Path) -> None:
-    ledger.queue_events([(ACCOUNT, REGION, b'{"a":1}'), (ACCOUNT, REGION, b'{"a":2}')])
-    first = ledger.events(set(), 10)
+    ledger.outbox.queue([(ACCOUNT, REGION, b'{"a":1}'), (ACCOUNT, REGION, b'{"a":2}')])
+    first = ledger.outbox.pending(set(), 10)
     assert [e for _, e in first] == [b'{"a":1}', b'{"a":2}']
-    assert ledger.events({first[0][0]}, 10) == first[1:]
-    ledger.events_sent([first[0][0]])
+    assert ledger.outbox.pending({first[0][0]}, 10) == first[1:]
+    ledger.outbox.sent([first[0][0]])
     ledger.close()
     again = Ledger(tmp_path / "integrity.db", SCOPE, BUCKET, grace=GRACE)
-    assert [e for _, e in again.events(set(), 10)] == [b'{"a":2}']
+    assert [e for _, e in again.outbox.pending(set(), 10)] == [b'{"a":2}']
 
 
 def test_a_file_read_twice_is_judged_once(ledger: Ledger) -> None:

@@ -139,7 +139,7 @@ class IntegrityChecker:
         self._sending: set[int] = set()  # outbox ids in flight to LimaCharlie
         self._since = Found()  # reported since the last settle, for its log line
         self.stats.files_waiting = ledger.waiting_files()
-        self.stats.events_queued = ledger.events_waiting()
+        self.stats.events_queued = ledger.outbox.waiting()
 
     # -------------------------------------------------------------------------------------
     # From the source
@@ -366,8 +366,8 @@ class IntegrityChecker:
                 event = verdict.event(source=self.source, bucket=self._bucket, detected_at=now)
                 events.append((verdict.account, verdict.region, orjson.dumps(event)))
         if events:
-            self._ledger.queue_events(events)
-            self.stats.events_queued = self._ledger.events_waiting()
+            self._ledger.outbox.queue(events)
+            self.stats.events_queued = self._ledger.outbox.waiting()
 
     def _log_settled(self) -> None:
         since, self._since = self._since, Found()
@@ -400,7 +400,7 @@ class IntegrityChecker:
         each is deleted from the integrity database only once LimaCharlie acknowledged it."""
         if self._options.report != "limacharlie":
             return []
-        rows = self._ledger.events(self._sending, EVENTS_PER_ITEM * 20)
+        rows = self._ledger.outbox.pending(self._sending, EVENTS_PER_ITEM * 20)
         items = []
         for at in range(0, len(rows), EVENTS_PER_ITEM):
             chunk = rows[at : at + EVENTS_PER_ITEM]
@@ -412,9 +412,9 @@ class IntegrityChecker:
 
     def _event_item(self, ids: list[int], body: bytes) -> WorkItem:
         async def commit() -> None:
-            self._ledger.events_sent(ids)
+            self._ledger.outbox.sent(ids)
             self._sending.difference_update(ids)
-            self.stats.events_queued = self._ledger.events_waiting()
+            self.stats.events_queued = self._ledger.outbox.waiting()
 
         def release(reason: str, error: str) -> None:
             self._sending.difference_update(ids)  # sent again after the next pass

@@ -53,6 +53,7 @@ from cloudtrail_adapter.integrity.judging import (
     judge_file,
     span,
 )
+from cloudtrail_adapter.integrity.outbox import Outbox
 from cloudtrail_adapter.integrity.tables import TABLES
 from cloudtrail_adapter.integrity.verdicts import Verdict
 
@@ -130,6 +131,7 @@ class Ledger:
             )
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"cannot open integrity database {path}: {exc}") from exc
+        self.outbox = Outbox(self._db, scope, bucket)
 
     def close(self) -> None:
         self._db.close()
@@ -646,32 +648,3 @@ class Ledger:
     def counts(self) -> dict[str, int]:
         """Rows held, by table (for tests and the settle log line)."""
         return {t: self._count(t) for t in ("files", "digests", "expected", "gaps", "outbox")}
-
-    # -------------------------------------------------------------------------------------
-    # Events for LimaCharlie, kept until acknowledged
-
-    def queue_events(self, events: Iterable[tuple[str, str, bytes]]) -> None:
-        """(account, region, event) each."""
-        with self._write() as db:
-            db.executemany(
-                "INSERT INTO outbox (scope, bucket, account, region, event) VALUES (?,?,?,?,?)",
-                [(self._scope, self._bucket, *e) for e in events],
-            )
-
-    def events(self, exclude: set[int], limit: int) -> list[tuple[int, bytes]]:
-        rows = self._rows(
-            "SELECT id, event FROM outbox WHERE scope=? AND bucket=? "
-            "AND mine(account, region, NULL) ORDER BY id LIMIT ?",
-            limit + len(exclude),
-        )
-        return [(int(i), bytes(e)) for i, e in rows if int(i) not in exclude][:limit]
-
-    def events_sent(self, ids: Sequence[int]) -> None:
-        with self._write() as db:
-            db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
-
-    def events_waiting(self) -> int:
-        row = self._rows(
-            "SELECT COUNT(*) FROM outbox WHERE scope=? AND bucket=? AND mine(account, region, NULL)"
-        )
-        return int(row[0][0])
