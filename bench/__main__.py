@@ -173,16 +173,16 @@ async def file_row(
                 if v != getattr(RecordFilter(), k)
             }
         config, state = write_config(workdir, "file", {"file": source})
-        seconds, rss, cpu = await single_load_run(config, state, lc, expected, f"daemon {label}")
+        run = await single_load_run(config, state, lc, expected, f"daemon {label}")
     note = "" if keep is None else f"shipped {expected.records:,} of {totals.records:,}"
     return Row(
         f"daemon, file source -> USP emulator{label}",
         totals.records,
         totals.raw_bytes,
-        seconds,
-        peak_rss_mb=rss,
+        run.seconds,
+        peak_rss_mb=run.peak_rss_mb,
         note=note,
-        cpu_seconds=cpu,
+        cpu_seconds=run.cpu_seconds,
     )
 
 

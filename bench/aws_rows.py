@@ -210,11 +210,21 @@ def write_config(workdir: Path, name: str, doc: dict[str, Any]) -> tuple[Path, P
     return config, workdir / f"state-{run}"
 
 
+@dataclass(frozen=True)
+class Run:
+    """One single_load run of the CLI: its time, its process tree's peak memory and CPU
+    (start-up included), and the daemon, for what its log lines said."""
+
+    seconds: float
+    peak_rss_mb: float
+    cpu_seconds: float
+    daemon: DaemonProcess
+
+
 async def single_load_run(
     config: Path, state: Path, lc: LimaCharlieEmulator, totals: Totals, what: str
-) -> tuple[float, float, float]:
-    """The CLI on a single_load config: (seconds, peak RSS MB, CPU seconds of its process
-    tree, start-up included).
+) -> Run:
+    """The CLI on a single_load config.
 
     Timed from its daemon_started line (interpreter start-up and imports, about a second,
     are paid once per process and say nothing of throughput) until it exited 0 and the
@@ -236,7 +246,7 @@ async def single_load_run(
     if code != 0:
         raise SystemExit(f"{what} exited {code}:\n{daemon.tail()}")
     verify(lc.store.events, totals, what, daemon.tail())
-    return seconds, rss.mb, rss.cpu_seconds
+    return Run(seconds, rss.mb, rss.cpu_seconds, daemon)
 
 
 # ---------------------------------------------------------------------------------------
@@ -294,15 +304,15 @@ async def s3_rows(
             "s3", lc, endpoint, bucket_name=bucket, single_load=True, parallel_fetch=parallel_fetch
         )
         config, state = write_config(workdir, "s3", doc)
-        seconds, rss_mb, cpu = await single_load_run(config, state, lc, totals, "daemon S3 run")
+        run = await single_load_run(config, state, lc, totals, "daemon S3 run")
     daemon_row = Row(
         "daemon, S3 (moto) -> USP emulator",
         totals.records,
         totals.raw_bytes,
-        seconds,
-        peak_rss_mb=rss_mb,
-        cpu_seconds=cpu,
-        note=f"share of moto raw: {raw.seconds / seconds:.2f}",
+        run.seconds,
+        peak_rss_mb=run.peak_rss_mb,
+        cpu_seconds=run.cpu_seconds,
+        note=f"share of moto raw: {raw.seconds / run.seconds:.2f}",
     )
     return [raw, daemon_row]
 

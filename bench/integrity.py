@@ -9,28 +9,24 @@ child serves ListPublicKeys with the key the digests are signed with (`keys_serv
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
 import os
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from bench.aws_rows import (
-    LOG_LEVEL,
-    TIMEOUT,
     UPLOAD_CONCURRENCY,
+    Run,
     Totals,
     document,
     each,
-    verify,
+    single_load_run,
     write_config,
 )
 from bench.kill_harness import aws_options
@@ -40,7 +36,6 @@ from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.emulator.corpus import START, CorpusFile
 from cloudtrail_adapter.emulator.corpus_names import REGIONS
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from tests.support.process import DaemonProcess, TreeUsage
 from tests.support.stand_in import PUBLIC_KEYS_VARIABLE
 from tests.support.trail import TrailFile, TrailKey, digests_for
 
@@ -83,8 +78,8 @@ async def verify_rows(
     await _upload(options, bucket, files, digests)
     totals = Totals.of(files)
     want = Counter({"files_valid": len(logs), "digests_valid": len(digests)})
-    off: list[_Run] = []
-    on: list[_Run] = []
+    off: list[Run] = []
+    on: list[Run] = []
     async with LimaCharlieEmulator() as lc:
         for _ in range(repeat):
             for verified, runs in ((False, off), (True, on)):
@@ -111,38 +106,16 @@ async def verify_rows(
     return plain, checked
 
 
-@dataclass(frozen=True, slots=True)
-class _Run:
-    seconds: float
-    peak_rss_mb: float
-    cpu_seconds: float  # of the process tree, start-up included
-
-
 async def _run(
     config: Path, state: Path, lc: LimaCharlieEmulator, totals: Totals, what: str
-) -> tuple[_Run, Counter[str]]:
-    """As aws_rows.single_load_run, and what its `integrity_settled` lines sum to."""
-    async with (
-        DaemonProcess(config, state, log_level=LOG_LEVEL) as daemon,
-        TreeUsage(daemon.proc.pid) as usage,
-    ):
-        try:
-            await daemon.wait_event("daemon_started", timeout=TIMEOUT)
-            started = time.perf_counter()
-            code = await asyncio.wait_for(daemon.proc.wait(), TIMEOUT)
-            if code == 0:
-                await lc.store.wait_for(totals.records, TIMEOUT)
-        except TimeoutError as exc:
-            raise SystemExit(f"{what}: {exc}\n{daemon.tail()}") from None
-        seconds = time.perf_counter() - started
-    if code != 0:
-        raise SystemExit(f"{what} exited {code}:\n{daemon.tail()}")
-    verify(lc.store.events, totals, what, daemon.tail())
+) -> tuple[Run, Counter[str]]:
+    """aws_rows.single_load_run, and what its `integrity_settled` lines sum to."""
+    run = await single_load_run(config, state, lc, totals, what)
     found: Counter[str] = Counter()
-    for line in daemon.events("integrity_settled"):
+    for line in run.daemon.events("integrity_settled"):
         found.update({k: line[k] for k in ("files_valid", "digests_valid", "violations")})
         found.update(line["unverified"])
-    return _Run(seconds, usage.mb, usage.cpu_seconds), +found
+    return run, +found
 
 
 async def _upload(
@@ -159,7 +132,7 @@ async def _upload(
         await each(objects, UPLOAD_CONCURRENCY, put)
 
 
-def _row(name: str, totals: Totals, runs: list[_Run], note: str) -> Row:
+def _row(name: str, totals: Totals, runs: list[Run], note: str) -> Row:
     middle = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
     return Row(
         name,
