@@ -24,14 +24,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, get_args
 
 import orjson
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudtrail_adapter.aio import gather_limited
-from cloudtrail_adapter.decode import is_digest_key
+from cloudtrail_adapter.decode import DecodeReason, is_digest_key
 from cloudtrail_adapter.errors import aws_error_code, failure_reason
 from cloudtrail_adapter.integrity.digests import (
     MAX_DIGEST_BYTES,
@@ -69,19 +69,9 @@ EVENTS_PER_ITEM: Final = 500
 TOMBSTONE: Final = 86400.0
 EXAMPLES: Final = 5
 _NOT_FOUND: Final = frozenset({"NoSuchKey", "404", "NotFound"})
-#: Decoding failures: the object is not what CloudTrail writes, so not what it hashed.
-_UNREADABLE: Final = frozenset(
-    {
-        "corrupt_gzip",
-        "truncated_gzip",
-        "not_json",
-        "not_object",
-        "no_records",
-        "records_not_list",
-        "record_not_object",
-        "invalid_utf8",
-    }
-)
+#: Decoding failures: the object is not what CloudTrail writes, so not what it hashed (a
+#: record too large to hold is CloudTrail's own, only large).
+_UNREADABLE: Final = frozenset(get_args(DecodeReason)) - {"record_too_large"}
 
 
 class Presence(Protocol):
