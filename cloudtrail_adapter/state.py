@@ -108,6 +108,19 @@ class UnreadableRecord:
         return f"UnreadableRecord({self.ref!r}, index={self.index}, reason={self.reason!r})"
 
 
+def open_database(path: Path, schema: str) -> sqlite3.Connection:
+    """A SQLite file as the daemon keeps them: WAL, `synchronous=NORMAL` (a process kill
+    loses nothing committed), a busy timeout, autocommit outside explicit transactions,
+    usable from the threads the event loop hands work to; `schema` applied."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    db.executescript(schema)
+    return db
+
+
 class StateError(Exception):
     """The state database cannot be opened or written; names the path."""
 
@@ -121,12 +134,7 @@ class StateStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(SCHEMA)
+            self._db = open_database(path, SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"cannot open state database {path}: {exc}") from exc
 

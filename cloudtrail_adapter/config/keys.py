@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from cloudtrail_adapter.config.reader import Section, describe
 from cloudtrail_adapter.secret import Secret
@@ -127,6 +127,7 @@ class Invalid:
     at: str | None = None
 
 
+@runtime_checkable
 class Checked(Protocol):
     """A value class with rules across its keys (Beats' `Validate()`); `given` names the keys
     the document set (valid or not), so a rule can tell a default from a choice. The value
@@ -168,10 +169,9 @@ def build(sec: Section, cls: Callable[..., T], values: dict[str, Any], before: i
     if any(k.default is dataclasses.MISSING and k.name not in values for k in keys):
         return None
     value = cls(**values)
-    problems = getattr(value, "problems", None)
-    if problems is not None:
+    if isinstance(value, Checked):
         given = frozenset(k.name for k in keys if sec.has(k.name))
-        for invalid in problems(given):
+        for invalid in value.problems(given):
             sec.error(invalid.key, sec.line_of(invalid.at or invalid.key), invalid.message)
     return None if len(sec.doc.errors) > before else value
 

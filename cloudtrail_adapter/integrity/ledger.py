@@ -56,6 +56,7 @@ from cloudtrail_adapter.integrity.judging import (
 from cloudtrail_adapter.integrity.outbox import Outbox
 from cloudtrail_adapter.integrity.tables import TABLES
 from cloudtrail_adapter.integrity.verdicts import Verdict
+from cloudtrail_adapter.state import open_database
 
 __all__ = ["Found", "Ledger", "LedgerError", "Mine"]
 
@@ -120,12 +121,7 @@ class Ledger:
         self._grace = grace
         chosen = mine or (lambda account, region, key: True)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(TABLES)
+            self._db = open_database(path, TABLES)
             self._db.create_function(
                 "mine", 3, lambda a, r, k: int(chosen(a, r, k)), deterministic=True
             )
