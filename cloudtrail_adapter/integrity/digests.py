@@ -26,9 +26,6 @@ from datetime import datetime
 from typing import Final
 
 import msgspec
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from isal import isal_zlib
 
 from cloudtrail_adapter.decode import GZIP_MAGIC, GZIP_WBITS
@@ -203,7 +200,12 @@ def signing_string(document: DigestDocument, sha256: str) -> bytes:
 
 def verify_signature(public_der: bytes, signature_hex: str, message: bytes) -> bool:
     """SHA256withRSA (PKCS#1 v1.5) of `message` under the DER public key; False for any
-    key, signature or encoding that does not verify."""
+    key, signature or encoding that does not verify. `cryptography` (10 MB resident) is
+    imported here, by the first verification, not by every S3 source that lists."""
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
     try:
         signature = binascii.unhexlify(signature_hex.strip())
         key = serialization.load_der_public_key(public_der)

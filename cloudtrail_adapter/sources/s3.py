@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -33,7 +33,6 @@ from cloudtrail_adapter.aio import Stopped, gather_limited, merge_limited, unles
 from cloudtrail_adapter.config import S3SourceOptions
 from cloudtrail_adapter.decode import DIGEST_FOLDER, is_digest_key
 from cloudtrail_adapter.errors import LayoutMissing
-from cloudtrail_adapter.integrity.checker import IntegrityChecker
 from cloudtrail_adapter.integrity.digests import place
 from cloudtrail_adapter.model import SourceStats, WorkItem
 from cloudtrail_adapter.readers import Reader, S3Reader
@@ -48,6 +47,9 @@ from cloudtrail_adapter.sources.trail_listing import (
     plan_stream,
 )
 from cloudtrail_adapter.state import Checkpoints
+
+if TYPE_CHECKING:
+    from cloudtrail_adapter.integrity.checker import IntegrityChecker
 
 log = structlog.get_logger("cloudtrail_adapter.sources")
 
