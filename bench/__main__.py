@@ -233,6 +233,18 @@ async def measure_integrity(files: list[CorpusFile], workdir: Path, repeat: int)
     return rows
 
 
+async def measure_cpu(files: list[CorpusFile], workdir: Path, repeat: int) -> list[Row]:
+    """Only the rows of the CPU targets (`--only cpu`): the floor, start-up, and the file
+    source with de-duplication on and off."""
+    totals = Totals.of(files)
+    rows = [median([floor(files, totals) for _ in range(repeat)])]
+    rows.append(median([await startup_row(workdir) for _ in range(repeat)]))
+    rows.append(median([await file_row(files, workdir, "") for _ in range(repeat)]))
+    plain = [await file_row(files, workdir, " (dedup off)", dedup=False) for _ in range(repeat)]
+    rows.append(median(plain))
+    return rows
+
+
 def integrity_ratios(rows: list[Row]) -> list[str]:
     def row(prefix: str) -> Row:
         return next(r for r in rows if r.name.startswith(prefix))
@@ -305,7 +317,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="file counts x SCALE")
     parser.add_argument("--repeat", type=int, default=3, help="runs of the floor and file rows")
     parser.add_argument(
-        "--only", choices=["integrity"], help="only the rows of what integrity.verify costs"
+        "--only",
+        choices=["integrity", "cpu"],
+        help="only the rows of what integrity.verify costs, or of the CPU targets",
     )
     args = parser.parse_args()
     configure_logging("warning")
@@ -315,6 +329,12 @@ def main() -> None:
             rows = asyncio.run(measure_integrity(files, Path(tmp), args.repeat))
         print(render(rows))
         print("\n".join(integrity_ratios(rows)))
+        return
+    if args.only == "cpu":
+        with tempfile.TemporaryDirectory(prefix="ct-bench-") as tmp:
+            rows = asyncio.run(measure_cpu(files, Path(tmp), args.repeat))
+        print(render(rows))
+        print("\n".join(cpu_ratios(*rows)))
         return
     with tempfile.TemporaryDirectory(prefix="ct-bench-") as tmp:
         rows = asyncio.run(measure(files, Path(tmp), args.repeat))

@@ -128,9 +128,11 @@ class Deduplicator:
         keys = _keys(part.keys)
         distinct = set(keys)
         distinct.discard(0)
+        # dict_keys.isdisjoint walks the smaller side; set.isdisjoint(dict) would walk
+        # every pending key, at each screening
         if (
             len(distinct) == len(keys)
-            and distinct.isdisjoint(self._pending)
+            and self._pending.keys().isdisjoint(distinct)
             and distinct.isdisjoint(self._delivered)
         ):
             flight = Flight(keys, part.keys)  # the usual case: all new

@@ -192,6 +192,26 @@ def test_drop_lines_removes_exactly_those_records() -> None:
     assert text.split(b"\n") == [lines[1], lines[2], lines[4]]
 
 
+class _NoWalk(dict[int, Any]):
+    """Pending keys that may be looked up but not walked: screening one fragment must cost
+    its own keys, not every key in flight (set.isdisjoint(dict) walked them all)."""
+
+    def __iter__(self) -> Any:
+        raise AssertionError("screening walked every pending key")
+
+
+def test_screening_a_fragment_does_not_walk_the_keys_in_flight(store: StateStore) -> None:
+    tracker = AckTracker("test")
+    dedup = dedup_of(store)
+    progress = Progress(tracker, "a").progress
+    dedup.screen(progress, keyed([record(n) for n in range(1000)]))
+    dedup._pending = _NoWalk(dedup._pending)
+    flight, drop = dedup.screen(progress, keyed([record(n) for n in range(1000, 1010)]))
+    assert drop == [] and len(flight.keys) == 10
+    _, drop = dedup.screen(progress, keyed([record(5), record(2000)]))
+    assert drop == [0]
+
+
 def test_a_copy_of_a_pending_record_waits_for_its_acknowledgement(store: StateStore) -> None:
     tracker = AckTracker("test")
     dedup = dedup_of(store)
