@@ -31,9 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import structlog
-
-log = structlog.get_logger("cloudtrail_adapter.workers")
 T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
@@ -67,7 +64,7 @@ class WorkerPool(Executor):
             return self._pool.submit(fn, *args, **kwargs)
         except BrokenProcessPool:
             self.restarts += 1
-            log.error("worker_pool_restarted", restarts=self.restarts)
+            _log().error("worker_pool_restarted", restarts=self.restarts)
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new()
             return self._pool.submit(fn, *args, **kwargs)
@@ -141,6 +138,14 @@ def _v1_quotas(root: Path, path: str) -> list[float]:
         if quota > 0 and period > 0:
             return [quota / period]
     return []
+
+
+def _log() -> Any:
+    """Imported when needed: every worker imports this module (its initializer is here),
+    and structlog would cost each of them 25 ms of start-up for nothing."""
+    import structlog
+
+    return structlog.get_logger("cloudtrail_adapter.workers")
 
 
 def tune_allocator() -> None:

@@ -1,0 +1,162 @@
+"""`python -m bench.profile`: where the daemon's CPU goes, the main process and the workers
+apart, on the bench corpus (file source -> the emulator over USP, defaults, dedup on).
+
+py-spy samples the daemon's main process while it holds the GIL (`--gil`: the event loop
+and the threads' Python work, not the C work they do without it), and each worker process
+from the moment it is spawned. Printed: each side's samples, then the functions with the most
+samples of their own ("self") and of their callees too ("total"). The README's Performance
+section quotes a run of this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.aws_rows import Totals, write_config
+from bench.corpus import bench_corpus
+from cloudtrail_adapter.emulator.corpus import write_directory
+from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
+from cloudtrail_adapter.logs import configure_logging
+from cloudtrail_adapter.workers import usable_cpus
+
+RATE = 200  # samples per second
+
+
+@dataclass
+class Profile:
+    """py-spy's raw output folded by function: samples of its own and with its callees."""
+
+    samples: int = 0
+    own: Counter[str] = field(default_factory=Counter)
+    total: Counter[str] = field(default_factory=Counter)
+
+    def add(self, raw: Path) -> None:
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack:
+                continue
+            frames = [_function(f) for f in stack.split(";")]
+            self.samples += int(count)
+            self.own[frames[-1]] += int(count)
+            for name in set(frames):
+                self.total[name] += int(count)
+
+    def render(self, title: str, top: int) -> str:
+        lines = [f"{title}: {self.samples} samples ({self.samples / RATE:.2f} s)"]
+        for label, counts in (("self", self.own), ("total", self.total)):
+            lines.append(f"  by {label}:")
+            ours = [(n, c) for n, c in counts.most_common() if label == "self" or _ours(n)]
+            for name, count in ours[:top]:
+                lines.append(f"    {count / self.samples:6.1%}  {name}")
+        return "\n".join(lines)
+
+
+def _function(frame: str) -> str:
+    """`name (path/module.py:line)` -> `name (module.py)`: lines of one function together."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({where.rsplit('/', 1)[-1].split(':')[0]})" if where else name
+
+
+def _ours(name: str) -> bool:
+    return "(" in name and not name.startswith("<module>")
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found.update(int(p) for p in task.read_text().split())
+    return found
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"spawn_main" in cmdline
+
+
+async def _spy(*args: str) -> asyncio.subprocess.Process:
+    py_spy = Path(sys.executable).parent / "py-spy"
+    if not py_spy.exists():
+        raise SystemExit(f"{py_spy} is missing: pip install -e '.[dev]' installs it")
+    return await asyncio.create_subprocess_exec(
+        str(py_spy),
+        "record",
+        "--format",
+        "raw",
+        "-r",
+        str(RATE),
+        "--nonblocking",
+        *args,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+async def profile(out: Path, scale: float) -> None:
+    """Runs the daemon over the corpus under py-spy: main.txt and a worker-PID.txt each."""
+    files = bench_corpus(42, scale)
+    total = Totals.of(files).records
+    root = out / "corpus"
+    write_directory(files, root)
+    async with LimaCharlieEmulator() as lc:
+        client = {
+            "hostname": "bench-profile",
+            "identity": {"installation_key": str(uuid.uuid4()), "oid": str(uuid.uuid4())},
+            "dest_url": lc.usp_url,
+        }
+        source = {"path": str(root), "single_load": True, "client_options": client}
+        config, state = write_config(out, "file", {"file": source})
+        command = [sys.executable, "-m", "cloudtrail_adapter", "run", str(config)]
+        command += ["--state-dir", str(state), "--log-level", "warning"]
+        main = await _spy("--gil", "-o", str(out / "main.txt"), "--", *command)
+        spies = await _follow_workers(main, out)
+        await asyncio.wait_for(main.wait(), 600)
+        for spy in spies:
+            await spy.wait()
+        await lc.store.wait_for(total, 60)
+
+
+async def _follow_workers(
+    spy: asyncio.subprocess.Process, out: Path
+) -> list[asyncio.subprocess.Process]:
+    """A py-spy on each worker the daemon (py-spy's child) spawns, until it has them all.
+    Nothing announces a spawn, so /proc is polled."""
+    spies: dict[int, asyncio.subprocess.Process] = {}
+    for _ in range(600):
+        for daemon in _children(spy.pid):
+            for pid in _children(daemon) - spies.keys():
+                if _is_worker(pid):
+                    spies[pid] = await _spy("--pid", str(pid), "-o", str(out / f"worker-{pid}.txt"))
+        if len(spies) >= usable_cpus().count or spy.returncode is not None:
+            break
+        await asyncio.sleep(0.01)
+    return list(spies.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench.profile", description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--top", type=int, default=12)
+    args = parser.parse_args()
+    configure_logging("warning")
+    main_profile, workers = Profile(), Profile()
+    with tempfile.TemporaryDirectory(prefix="ct-profile-") as tmp:
+        asyncio.run(profile(Path(tmp), args.scale))
+        main_profile.add(Path(tmp) / "main.txt")
+        for raw in Path(tmp).glob("worker-*.txt"):
+            workers.add(raw)
+    print(main_profile.render("main process (holding the GIL)", args.top))
+    print(workers.render("worker processes", args.top))
+
+
+if __name__ == "__main__":
+    main()
