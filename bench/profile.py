@@ -1,5 +1,6 @@
 """`python -m bench.profile`: where the daemon's CPU goes, the main process and the workers
-apart, on the bench corpus (file source -> the emulator over USP, defaults, dedup on).
+apart, on the bench corpus (a file source, or `--source s3` over moto, to the emulator over
+USP; defaults, dedup on).
 
 py-spy samples the daemon's main process while it holds the GIL (`--gil`: the event loop
 and the threads' Python work, not the C work they do without it), and each worker process
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import tempfile
 import uuid
@@ -19,14 +21,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.aws_rows import Totals, write_config
+from bench.aws_rows import Totals, document, moto_process, upload, write_config
 from bench.corpus import bench_corpus
+from bench.kill_harness import aws_options
 from cloudtrail_adapter.emulator.corpus import write_directory
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.logs import configure_logging
 from cloudtrail_adapter.workers import usable_cpus
 
 RATE = 200  # samples per second
+_OURS = "cloudtrail_adapter/"
 
 
 @dataclass
@@ -36,6 +40,7 @@ class Profile:
     samples: int = 0
     own: Counter[str] = field(default_factory=Counter)
     total: Counter[str] = field(default_factory=Counter)
+    ours: set[str] = field(default_factory=set)  # the functions of this package
 
     def add(self, raw: Path) -> None:
         for line in raw.read_text().splitlines():
@@ -43,6 +48,9 @@ class Profile:
             if not stack:
                 continue
             frames = [_function(f) for f in stack.split(";")]
+            self.ours.update(
+                name for name, f in zip(frames, stack.split(";"), strict=True) if _OURS in f
+            )
             self.samples += int(count)
             self.own[frames[-1]] += int(count)
             for name in set(frames):
@@ -50,9 +58,9 @@ class Profile:
 
     def render(self, title: str, top: int) -> str:
         lines = [f"{title}: {self.samples} samples ({self.samples / RATE:.2f} s)"]
-        for label, counts in (("self", self.own), ("total", self.total)):
+        for label, counts in (("self", self.own), ("total, this package's", self.total)):
             lines.append(f"  by {label}:")
-            ours = [(n, c) for n, c in counts.most_common() if label == "self" or _ours(n)]
+            ours = [(n, c) for n, c in counts.most_common() if label == "self" or n in self.ours]
             for name, count in ours[:top]:
                 lines.append(f"    {count / self.samples:6.1%}  {name}")
         return "\n".join(lines)
@@ -62,10 +70,6 @@ def _function(frame: str) -> str:
     """`name (path/module.py:line)` -> `name (module.py)`: lines of one function together."""
     name, _, where = frame.partition(" (")
     return f"{name} ({where.rsplit('/', 1)[-1].split(':')[0]})" if where else name
-
-
-def _ours(name: str) -> bool:
-    return "(" in name and not name.startswith("<module>")
 
 
 def _children(pid: int) -> set[int]:
@@ -101,20 +105,25 @@ async def _spy(*args: str) -> asyncio.subprocess.Process:
     )
 
 
-async def profile(out: Path, scale: float) -> None:
+async def profile(out: Path, scale: float, source: str) -> None:
     """Runs the daemon over the corpus under py-spy: main.txt and a worker-PID.txt each."""
     files = bench_corpus(42, scale)
     total = Totals.of(files).records
-    root = out / "corpus"
-    write_directory(files, root)
-    async with LimaCharlieEmulator() as lc:
-        client = {
-            "hostname": "bench-profile",
-            "identity": {"installation_key": str(uuid.uuid4()), "oid": str(uuid.uuid4())},
-            "dest_url": lc.usp_url,
-        }
-        source = {"path": str(root), "single_load": True, "client_options": client}
-        config, state = write_config(out, "file", {"file": source})
+    async with contextlib.AsyncExitStack() as stack:
+        lc = await stack.enter_async_context(LimaCharlieEmulator())
+        if source == "s3":
+            endpoint = await stack.enter_async_context(moto_process())
+            bucket = await upload(files, aws_options(endpoint))
+            doc = document("s3", lc, endpoint, bucket_name=bucket, single_load=True)
+        else:
+            write_directory(files, out / "corpus")
+            doc = {"file": {"path": str(out / "corpus"), "single_load": True}}
+            doc["file"]["client_options"] = {
+                "hostname": "bench-profile",
+                "identity": {"installation_key": str(uuid.uuid4()), "oid": str(uuid.uuid4())},
+                "dest_url": lc.usp_url,
+            }
+        config, state = write_config(out, source, doc)
         command = [sys.executable, "-m", "cloudtrail_adapter", "run", str(config)]
         command += ["--state-dir", str(state), "--log-level", "warning"]
         main = await _spy("--gil", "-o", str(out / "main.txt"), "--", *command)
@@ -146,13 +155,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="bench.profile", description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--source", choices=["file", "s3"], default="file")
+    parser.add_argument("--keep", type=Path, help="keep py-spy's raw files in this directory")
     args = parser.parse_args()
     configure_logging("warning")
     main_profile, workers = Profile(), Profile()
     with tempfile.TemporaryDirectory(prefix="ct-profile-") as tmp:
-        asyncio.run(profile(Path(tmp), args.scale))
-        main_profile.add(Path(tmp) / "main.txt")
-        for raw in Path(tmp).glob("worker-*.txt"):
+        out = Path(tmp) if args.keep is None else args.keep
+        out.mkdir(parents=True, exist_ok=True)
+        asyncio.run(profile(out, args.scale, args.source))
+        main_profile.add(out / "main.txt")
+        for raw in out.glob("worker-*.txt"):
             workers.add(raw)
     print(main_profile.render("main process (holding the GIL)", args.top))
     print(workers.render("worker processes", args.top))
