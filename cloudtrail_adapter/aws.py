@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import email.utils
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -22,6 +23,7 @@ from aiobotocore.credentials import AioRefreshableCredentials
 from aiobotocore.session import AioSession, get_session
 from botocore.credentials import CredentialProvider
 from botocore.exceptions import ClientError
+from botocore.utils import parse_timestamp
 
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.errors import aws_error_code
@@ -41,10 +43,31 @@ MANDATORY_REFRESH: Final = 10 * 60
 
 def source_session(aws: AwsOptions) -> AioSession:
     made = get_session()
+    parsers = made.get_component("response_parser_factory")
+    parsers.set_parser_defaults(timestamp_parser=parse_s3_timestamp)
     if aws.role_arn:
         resolver = made.get_component("credential_provider")
         resolver.insert_before("env", _RoleProvider(aws))
     return made
+
+
+def parse_s3_timestamp(value: Any) -> datetime:
+    """What botocore's `parse_timestamp` returns, for the two forms S3 writes, at a
+    twentieth of its cost or less: dateutil takes 40-55 us a timestamp, and a
+    ListObjectsV2 page carries a thousand (40 ms of CPU a page), every GetObject a
+    `Last-Modified`. Any other form is botocore's to read."""
+    if isinstance(value, str):
+        parsed: datetime | None = None
+        if len(value) in (20, 24) and value.endswith("Z") and value[10] == "T":
+            with contextlib.suppress(ValueError):
+                parsed = datetime.fromisoformat(value)  # 2026-12-01T10:00:00.000Z
+        elif len(value) == 29 and value.endswith(" GMT"):
+            with contextlib.suppress(ValueError, TypeError):
+                parsed = email.utils.parsedate_to_datetime(value)  # Tue, 01 Dec 2026 ...
+        if parsed is not None and parsed.utcoffset() is not None:
+            return parsed
+    result: datetime = parse_timestamp(value)
+    return result
 
 
 class _RoleProvider(CredentialProvider):  # type: ignore[misc]
