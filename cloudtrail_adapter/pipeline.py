@@ -1,14 +1,15 @@
 """The stages between a source and a sink: the fetchers, the batcher, the committer.
 
-    source --WorkItem--> [work queue] --> fetchers (read; decode and pack off the loop)
+    source --WorkItem--> [work queue] --> fetchers (read; decode and pack, mostly off the loop)
            --(progress, packs)--> [decoded queue] --> batcher --Batch--> sink.send()
 
 A *fetcher* is one of this pipeline's asyncio tasks (`parallel_fetch` of them): it reads an
 item and has it decoded. *Workers* are the processes of the executor (workers.py), where the
 CPU work (decompressing, splitting, compressing) happens: a fetcher hands the pool an
-object's bytes and gets back deflate fragments of at most a batch each (batches.py). The
+object's bytes and gets back deflate fragments of at most a batch each (batches.py); an
+object of a few KiB is packed on the loop instead, the pool's round trip costing more. The
 batcher joins fragments, of one object or of many small ones, into gzip batches by
-concatenation, so the event loop only moves bytes: it never looks at a record and never
+concatenation, so the batcher only moves bytes: it never looks at a record and never
 compresses.
 
 Every queue is bounded and `sink.send` waits while LimaCharlie's window is full, so a slow
@@ -54,6 +55,10 @@ STREAM_RANGE = 4 << 20  # compressed bytes per ranged read of a large object
 #: Bytes to reserve per compressed byte before packing an object: the input and its batches
 #: (gzip level 1 of CloudTrail is ~1.3x its level-6 input) are held here at once.
 WHOLE_RATIO = 3
+#: Compressed bytes up to which an object is decoded on the event loop: a round trip to a
+#: worker costs ~300 us of CPU, ten times a one-record file's decoding (a few records of
+#: text; at worst, highly compressible, 8 MiB of it, some 30 ms of the loop).
+INLINE_MAX = 8 << 10
 
 
 @dataclass
@@ -182,9 +187,9 @@ class Pipeline:
         )
 
     async def _held(self, item: WorkItem, progress: ItemProgress, size: int) -> tuple[str, int]:
-        """Read into memory, then decoded whole in the executor or in steps in a thread, as
-        packing.decoding says for the length read (which has the last word over a size a
-        notification announced)."""
+        """Read into memory, then decoded whole in the executor (here, up to `INLINE_MAX`) or
+        in steps in a thread, as packing.decoding says for the length read (which has the
+        last word over a size a notification announced)."""
         loop = asyncio.get_running_loop()
         limits = self._own_limits if item.own else self._limits
         reserved = await self._reserve(min(size * WHOLE_RATIO, self._budget.limit))
@@ -192,7 +197,10 @@ class Pipeline:
             data = await item.reader.read()
             threshold = self._delivery.stream_threshold
             if decoding(len(data), threshold, limits) == "whole":
-                packed = await loop.run_in_executor(self._executor, pack_whole, data, limits)
+                if len(data) <= INLINE_MAX:
+                    packed = pack_whole(data, limits)
+                else:
+                    packed = await loop.run_in_executor(self._executor, pack_whole, data, limits)
             else:
                 packed = await asyncio.to_thread(pack_steps, data, limits)
         except BaseException:

@@ -41,11 +41,17 @@ class BytesReader:
 
 
 class FileReader:
-    def __init__(self, path: Path) -> None:
+    """`size`: the listing's, when known (as for S3): enough to choose how to read, and one
+    thread hop fewer per file; what is read has the last word."""
+
+    def __init__(self, path: Path, *, size: int | None = None) -> None:
         self._path = path
+        self._size = size
 
     async def size(self) -> int:
-        return (await asyncio.to_thread(self._path.stat)).st_size
+        if self._size is None:
+            self._size = (await asyncio.to_thread(self._path.stat)).st_size
+        return self._size
 
     async def read(self) -> bytes:
         return await asyncio.to_thread(self._path.read_bytes)

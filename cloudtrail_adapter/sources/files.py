@@ -38,7 +38,7 @@ class FileSource(PollingSource):
         return [Listed(p.relative_to(self._root).as_posix(), p.stat().st_size) for p in files]
 
     def reader(self, listed: Listed) -> Reader:
-        return FileReader(self._root / listed.key)
+        return FileReader(self._root / listed.key, size=listed.size)
 
     def describe(self, listed: Listed) -> tuple[str, dict[str, str]]:
         path = self._root / listed.key
