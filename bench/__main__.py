@@ -8,7 +8,8 @@ processes included):
   fragments joined into gzip batches);
 - daemon, file source -> the LimaCharlie emulator over USP on loopback, acks on; and the
   same on a quarter of the corpus, to show that memory does not follow the corpus size,
-  with a filter, and with eventID de-duplication (on by default) switched off;
+  with a filter, with eventID de-duplication (on by default) switched off, and on 3,200
+  small files of their own (the cost per object);
 - moto's own GetObject rate at the daemon's concurrency, and the daemon over S3 (moto);
 - what `integrity.verify` costs (bench/integrity.py): the floor with the SHA-256 of each
   object's content taken too, and the daemon over S3 with the corpus's signed digests,
@@ -58,7 +59,7 @@ from bench.table import Row, render
 from bench.usp_recovery import recovery_rows, render_recovery
 from cloudtrail_adapter.batches import Fragment, PackLimits, gzip_batch
 from cloudtrail_adapter.config import DeliveryOptions
-from cloudtrail_adapter.emulator.corpus import CorpusFile, write_directory
+from cloudtrail_adapter.emulator.corpus import CorpusFile, org_trail, write_directory
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.filters import RecordFilter
 from cloudtrail_adapter.logs import configure_logging
@@ -195,6 +196,21 @@ async def file_row(
     )
 
 
+def small_files() -> list[CorpusFile]:
+    """An organisation's quiet hours: 3,200 files of 1-10 records (a few KiB each), where
+    the cost per object, not per record, decides."""
+    return org_trail(
+        7, accounts=20, regions=8, days=1, files_per_day=20, records_per_file=(1, 10), digests=False
+    )
+
+
+async def small_files_row(workdir: Path) -> Row:
+    files = small_files()
+    row = await file_row(files, workdir, f" ({len(files):,} small files)")
+    assert row.cpu_seconds is not None
+    return replace(row, note=f"{row.cpu_seconds / len(files) * 1e6:,.0f} us CPU per file")
+
+
 def median(runs: list[Row]) -> Row:
     """The run of median time, with the highest peak memory of all runs."""
     middle = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
@@ -212,6 +228,7 @@ async def measure(files: list[CorpusFile], workdir: Path, repeat: int = 3) -> li
     rows.append(median([await file_row(files, workdir, "") for _ in range(repeat)]))
     quarter = files[::4]
     rows.append(await file_row(quarter, workdir, " (1/4 corpus)"))
+    rows.append(await small_files_row(workdir))
     filtered = [await file_row(files, workdir, " (filtered)", NOISE) for _ in range(repeat)]
     rows.append(median(filtered))
     plain = [await file_row(files, workdir, " (dedup off)", dedup=False) for _ in range(repeat)]
@@ -251,6 +268,7 @@ async def measure_cpu(files: list[CorpusFile], workdir: Path, repeat: int) -> li
     rows.append(median([await file_row(files, workdir, "") for _ in range(repeat)]))
     plain = [await file_row(files, workdir, " (dedup off)", dedup=False) for _ in range(repeat)]
     rows.append(median(plain))
+    rows.append(await small_files_row(workdir))
     return rows
 
 
@@ -344,7 +362,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="ct-bench-") as tmp:
             rows = asyncio.run(measure_cpu(files, Path(tmp), args.repeat))
         print(render(rows))
-        print("\n".join(cpu_ratios(*rows)))
+        print("\n".join(cpu_ratios(*rows[:4])))
         return
     with tempfile.TemporaryDirectory(prefix="ct-bench-") as tmp:
         rows = asyncio.run(measure(files, Path(tmp), args.repeat))
