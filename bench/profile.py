@@ -28,6 +28,7 @@ from cloudtrail_adapter.emulator.corpus import write_directory
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.logs import configure_logging
 from cloudtrail_adapter.workers import usable_cpus
+from tests.support.process import descendants
 
 RATE = 200  # samples per second
 _OURS = "cloudtrail_adapter/"
@@ -70,13 +71,6 @@ def _function(frame: str) -> str:
     """`name (path/module.py:line)` -> `name (module.py)`: lines of one function together."""
     name, _, where = frame.partition(" (")
     return f"{name} ({where.rsplit('/', 1)[-1].split(':')[0]})" if where else name
-
-
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        found.update(int(p) for p in task.read_text().split())
-    return found
 
 
 def _is_worker(pid: int) -> bool:
@@ -140,12 +134,12 @@ async def _follow_workers(
     """A py-spy on each worker the daemon (py-spy's child) spawns, until it has them all.
     Nothing announces a spawn, so /proc is polled."""
     spies: dict[int, asyncio.subprocess.Process] = {}
+    workers = usable_cpus().count
     for _ in range(600):
-        for daemon in _children(spy.pid):
-            for pid in _children(daemon) - spies.keys():
-                if _is_worker(pid):
-                    spies[pid] = await _spy("--pid", str(pid), "-o", str(out / f"worker-{pid}.txt"))
-        if len(spies) >= usable_cpus().count or spy.returncode is not None:
+        for pid in set(descendants(spy.pid)) - spies.keys():
+            if _is_worker(pid):
+                spies[pid] = await _spy("--pid", str(pid), "-o", str(out / f"worker-{pid}.txt"))
+        if len(spies) >= workers or spy.returncode is not None:
             break
         await asyncio.sleep(0.01)
     return list(spies.values())
