@@ -45,6 +45,7 @@ from typing import Any
 import cloudtrail_adapter
 from bench.aws_rows import (
     Totals,
+    file_document,
     moto_process,
     naive_row,
     s3_rows,
@@ -119,13 +120,7 @@ async def startup_row(workdir: Path) -> Row:
     root = workdir / f"empty-{uuid.uuid4().hex[:8]}"
     root.mkdir()
     async with LimaCharlieEmulator() as lc:
-        client = {
-            "hostname": "bench-start",
-            "identity": {"installation_key": str(uuid.uuid4()), "oid": str(uuid.uuid4())},
-            "dest_url": lc.usp_url,
-        }
-        source = {"path": str(root), "single_load": True, "client_options": client}
-        config, state = write_config(workdir, "file", {"file": source})
+        config, state = write_config(workdir, "file", file_document(lc, root, "start"))
         started = time.perf_counter()
         async with (
             DaemonProcess(config, state, log_level="warning") as daemon,
@@ -168,12 +163,7 @@ async def file_row(
     root = workdir / f"corpus-{uuid.uuid4().hex[:8]}"
     write_directory(files, root)
     async with LimaCharlieEmulator() as lc:
-        client = {
-            "hostname": "bench-file",
-            "identity": {"installation_key": str(uuid.uuid4()), "oid": str(uuid.uuid4())},
-            "dest_url": lc.usp_url,
-        }
-        source: dict[str, Any] = {"path": str(root), "single_load": True, "client_options": client}
+        source: dict[str, Any] = {}
         if not dedup:
             source["dedup"] = {"enabled": False}
         if keep is not None:
@@ -182,7 +172,8 @@ async def file_row(
                 for k, v in asdict(keep).items()
                 if v != getattr(RecordFilter(), k)
             }
-        config, state = write_config(workdir, "file", {"file": source})
+        doc = file_document(lc, root, "file", **source)
+        config, state = write_config(workdir, "file", doc)
         run = await single_load_run(config, state, lc, expected, f"daemon {label}")
     note = "" if keep is None else f"shipped {expected.records:,} of {totals.records:,}"
     return Row(

@@ -188,6 +188,17 @@ def verify(events: Sequence[AcceptedEvent], totals: Totals, what: str, log: str 
         )
 
 
+def file_document(lc: LimaCharlieEmulator, root: Path, name: str, **source: Any) -> dict[str, Any]:
+    """A single_load `file:` document over `root` to the emulator over USP, as sensor
+    `bench-<name>` of a fresh organisation; `source` adds or overrides keys."""
+    client = {
+        "hostname": f"bench-{name}",
+        "identity": {"installation_key": str(uuid.uuid4()), "oid": str(uuid.uuid4())},
+        "dest_url": lc.usp_url,
+    }
+    return {"file": {"path": str(root), "single_load": True, "client_options": client} | source}
+
+
 def document(kind: str, lc: LimaCharlieEmulator, endpoint: str, **source: Any) -> dict[str, Any]:
     """An `s3:`/`sqs:` YAML document to the emulator over USP; delivery options at defaults."""
     client = {

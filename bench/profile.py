@@ -16,12 +16,11 @@ import asyncio
 import contextlib
 import sys
 import tempfile
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.aws_rows import Totals, document, moto_process, upload, write_config
+from bench.aws_rows import Totals, document, file_document, moto_process, upload, write_config
 from bench.corpus import bench_corpus
 from bench.kill_harness import aws_options
 from cloudtrail_adapter.emulator.corpus import write_directory
@@ -111,12 +110,7 @@ async def profile(out: Path, scale: float, source: str) -> None:
             doc = document("s3", lc, endpoint, bucket_name=bucket, single_load=True)
         else:
             write_directory(files, out / "corpus")
-            doc = {"file": {"path": str(out / "corpus"), "single_load": True}}
-            doc["file"]["client_options"] = {
-                "hostname": "bench-profile",
-                "identity": {"installation_key": str(uuid.uuid4()), "oid": str(uuid.uuid4())},
-                "dest_url": lc.usp_url,
-            }
+            doc = file_document(lc, out / "corpus", "profile")
         config, state = write_config(out, source, doc)
         command = [sys.executable, "-m", "cloudtrail_adapter", "run", str(config)]
         command += ["--state-dir", str(state), "--log-level", "warning"]
