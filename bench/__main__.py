@@ -84,7 +84,7 @@ def floor(files: list[CorpusFile], totals: Totals, *, hash_content: bool = False
     records = size = 0
     started, cpu = time.perf_counter(), time.process_time()
     for f in files:
-        whole = decoding(len(f.body), delivery.stream_threshold, limits) == "whole"
+        whole = decoding(len(f.body), delivery.stream_threshold, limits) in ("inline", "whole")
         for part in (pack_whole if whole else pack_steps)(f.body, limits).fragments:
             full = records + part.records > limits.max_records
             if batch and (full or size + part.raw_bytes + 1 > limits.max_bytes):

@@ -55,10 +55,6 @@ STREAM_RANGE = 4 << 20  # compressed bytes per ranged read of a large object
 #: Bytes to reserve per compressed byte before packing an object: the input and its batches
 #: (gzip level 1 of CloudTrail is ~1.3x its level-6 input) are held here at once.
 WHOLE_RATIO = 3
-#: Compressed bytes up to which an object is decoded on the event loop: a round trip to a
-#: worker costs ~300 us of CPU, ten times a one-record file's decoding (a few records of
-#: text; at worst, highly compressible, 8 MiB of it, some 30 ms of the loop).
-INLINE_MAX = 8 << 10
 
 
 @dataclass
@@ -187,20 +183,19 @@ class Pipeline:
         )
 
     async def _held(self, item: WorkItem, progress: ItemProgress, size: int) -> tuple[str, int]:
-        """Read into memory, then decoded whole in the executor (here, up to `INLINE_MAX`) or
-        in steps in a thread, as packing.decoding says for the length read (which has the
-        last word over a size a notification announced)."""
+        """Read into memory, then decoded whole here or in the executor, or in steps in a
+        thread, as packing.decoding says for the length read (which has the last word over
+        a size a notification announced)."""
         loop = asyncio.get_running_loop()
         limits = self._own_limits if item.own else self._limits
         reserved = await self._reserve(min(size * WHOLE_RATIO, self._budget.limit))
         try:
             data = await item.reader.read()
-            threshold = self._delivery.stream_threshold
-            if decoding(len(data), threshold, limits) == "whole":
-                if len(data) <= INLINE_MAX:
-                    packed = pack_whole(data, limits)
-                else:
-                    packed = await loop.run_in_executor(self._executor, pack_whole, data, limits)
+            mode = decoding(len(data), self._delivery.stream_threshold, limits)
+            if mode == "inline":
+                packed = pack_whole(data, limits)
+            elif mode == "whole":
+                packed = await loop.run_in_executor(self._executor, pack_whole, data, limits)
             else:
                 packed = await asyncio.to_thread(pack_steps, data, limits)
         except BaseException:
