@@ -22,7 +22,6 @@ ENTRY: Final = 16
 KEY_BYTES: Final = 12
 _NO_KEY: Final = bytes(ENTRY)
 _ZERO_KEY: Final = bytes(KEY_BYTES)
-_blake2b: Final = hashlib.blake2b
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -37,7 +36,7 @@ _decode_identity: Final = msgspec.json.Decoder(_Identity).decode
 
 def event_key(event_id: str, account: str) -> bytes:
     """The 96-bit key of an event (2^-48 collision odds for a million keys held)."""
-    digest = _blake2b(f"{event_id}\0{account}".encode(), digest_size=KEY_BYTES).digest()
+    digest = hashlib.blake2b(f"{event_id}\0{account}".encode(), digest_size=KEY_BYTES).digest()
     return digest if digest != _ZERO_KEY else b"\1" + digest[1:]  # all zero means "no key"
 
 
