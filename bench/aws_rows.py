@@ -30,11 +30,11 @@ from bench.kill_harness import aws_options, drained
 from bench.table import Row
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
-from cloudtrail_adapter.decode import decode_object
+from cloudtrail_adapter.decoding.decode import decode_object
+from cloudtrail_adapter.decoding.filters import RecordFilter
 from cloudtrail_adapter.emulator.corpus import CorpusFile
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.emulator.store import AcceptedEvent
-from cloudtrail_adapter.filters import RecordFilter
 from tests.support import messages
 from tests.support.process import DaemonProcess, TreeUsage
 from tests.support.stand_in import ACCESS_KEY, REGION, SECRET_KEY

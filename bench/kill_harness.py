@@ -38,9 +38,9 @@ import yaml
 
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
+from cloudtrail_adapter.decoding.event_keys import ENTRY, KEY_BYTES, event_key
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from cloudtrail_adapter.event_keys import ENTRY, KEY_BYTES, event_key
 from cloudtrail_adapter.secret import Secret
 from tests.support import messages
 from tests.support.process import DaemonProcess

@@ -32,7 +32,7 @@ from cloudtrail_adapter.monitor import Monitor, SourceRuntime, log_progress
 from cloudtrail_adapter.pipeline import Pipeline
 from cloudtrail_adapter.progress import draw as draw_progress
 from cloudtrail_adapter.progress import show as show_progress
-from cloudtrail_adapter.proxies import Routes
+from cloudtrail_adapter.sinks.proxies import Routes
 from cloudtrail_adapter.sinks.usp import UspSink
 from cloudtrail_adapter.sinks.webhook import WebhookSink
 from cloudtrail_adapter.sources.files import FileSource

@@ -31,14 +31,17 @@ import structlog
 
 from cloudtrail_adapter.acks import AckTracker, ItemProgress
 from cloudtrail_adapter.aio import ByteBudget
-from cloudtrail_adapter.batches import Fragment, PackLimits, Unreadable, drop_lines, gzip_batch
 from cloudtrail_adapter.config import DeliveryOptions
-from cloudtrail_adapter.decode import DecodeError
-from cloudtrail_adapter.dedup import BatchFlights, Deduplicator, Flight
-from cloudtrail_adapter.errors import failure_reason
-from cloudtrail_adapter.filters import RecordFilter, merge_counts
-from cloudtrail_adapter.model import AckToken, Batch, WorkItem
-from cloudtrail_adapter.packing import (
+from cloudtrail_adapter.decoding.batches import (
+    Fragment,
+    PackLimits,
+    Unreadable,
+    drop_lines,
+    gzip_batch,
+)
+from cloudtrail_adapter.decoding.decode import DecodeError
+from cloudtrail_adapter.decoding.filters import RecordFilter, merge_counts
+from cloudtrail_adapter.decoding.packing import (
     SALVAGEABLE,
     decoding,
     pack_spooled,
@@ -46,7 +49,10 @@ from cloudtrail_adapter.packing import (
     pack_steps,
     pack_whole,
 )
-from cloudtrail_adapter.stream_decode import STEP_OUTPUT, StreamDecoder
+from cloudtrail_adapter.decoding.stream_decode import STEP_OUTPUT, StreamDecoder
+from cloudtrail_adapter.dedup import BatchFlights, Deduplicator, Flight
+from cloudtrail_adapter.errors import failure_reason
+from cloudtrail_adapter.model import AckToken, Batch, WorkItem
 
 log = structlog.get_logger("cloudtrail_adapter.pipeline")
 

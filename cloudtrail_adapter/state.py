@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloudtrail_adapter.batches import Unreadable
+from cloudtrail_adapter.decoding.batches import Unreadable
 from cloudtrail_adapter.errors import Backoff
 
 SCHEMA = """

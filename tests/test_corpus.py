@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from cloudtrail_adapter.decode import decode_object, is_digest_key
+from cloudtrail_adapter.decoding.decode import decode_object, is_digest_key
 from cloudtrail_adapter.emulator.corpus import (
     REGIONS,
     CorpusFile,

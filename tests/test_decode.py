@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_adapter.batches import fragment, gzip_batch
-from cloudtrail_adapter.decode import (
+from cloudtrail_adapter.decoding.batches import fragment, gzip_batch
+from cloudtrail_adapter.decoding.decode import (
     DecodedObject,
     DecodeError,
     DecodeReason,

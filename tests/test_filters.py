@@ -10,13 +10,13 @@ from typing import Any
 import orjson
 import pytest
 
-from cloudtrail_adapter.batches import PackLimits, gzip_batch
 from cloudtrail_adapter.config import ConfigError, DeliveryOptions, load_config
 from cloudtrail_adapter.daemon import serve
+from cloudtrail_adapter.decoding.batches import PackLimits, gzip_batch
+from cloudtrail_adapter.decoding.filters import RecordFilter
+from cloudtrail_adapter.decoding.packing import pack_steps, pack_whole
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from cloudtrail_adapter.filters import RecordFilter
-from cloudtrail_adapter.packing import pack_steps, pack_whole
 from tests.support.configs import INSTALLATION_KEY, OID, file_config
 
 

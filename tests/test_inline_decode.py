@@ -17,9 +17,9 @@ import orjson
 
 from cloudtrail_adapter.acks import AckTracker
 from cloudtrail_adapter.config import DeliveryOptions
+from cloudtrail_adapter.decoding.packing import INLINE_MAX
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.model import Batch, WorkItem
-from cloudtrail_adapter.packing import INLINE_MAX
 from cloudtrail_adapter.pipeline import Pipeline
 from cloudtrail_adapter.readers import BytesReader
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record
-from cloudtrail_adapter.notifications import (
+from cloudtrail_adapter.sources.notifications import (
     FetchObjects,
     InlineRecords,
     NothingToDo,

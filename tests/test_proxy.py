@@ -23,8 +23,8 @@ from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.config.values import ProxyOptions
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from cloudtrail_adapter.proxies import Routes
 from cloudtrail_adapter.secret import Secret
+from cloudtrail_adapter.sinks.proxies import Routes
 from tests.support.configs import INSTALLATION_KEY, OID
 from tests.support.connect_proxy import ConnectProxy
 from tests.support.process import DaemonProcess

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_adapter.batches import PackLimits
-from cloudtrail_adapter.decode import DecodeError, decode_object
+from cloudtrail_adapter.decoding.batches import PackLimits
+from cloudtrail_adapter.decoding.decode import DecodeError, decode_object
+from cloudtrail_adapter.decoding.packing import pack_spooled, pack_steps, pack_whole
+from cloudtrail_adapter.decoding.salvage import Salvaged, record_at, salvage
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record
-from cloudtrail_adapter.packing import pack_spooled, pack_steps, pack_whole
-from cloudtrail_adapter.salvage import Salvaged, record_at, salvage
 
 MAX_RECORD = 1 << 20
 

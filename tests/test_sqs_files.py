@@ -19,7 +19,7 @@ from cloudtrail_adapter.config import AwsOptions, parse_documents
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from cloudtrail_adapter.notifications import (
+from cloudtrail_adapter.sources.notifications import (
     FetchObjects,
     FilePaths,
     NotificationError,

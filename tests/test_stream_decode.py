@@ -12,14 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_adapter.decode import OVERSIZED_RECORD, DecodeError, decode_object
-from cloudtrail_adapter.emulator.corpus import log_file
-from cloudtrail_adapter.stream_decode import (
+from cloudtrail_adapter.decoding.decode import OVERSIZED_RECORD, DecodeError, decode_object
+from cloudtrail_adapter.decoding.stream_decode import (
     DEFAULT_MAX_VALUE,
     STEP_OUTPUT,
     StreamDecoder,
     StreamSummary,
 )
+from cloudtrail_adapter.emulator.corpus import log_file
 from tests.test_bad_input import BAD
 from tests.test_decode import records
 

@@ -38,7 +38,7 @@ from cloudtrail_adapter.config.keys import (
     matching,
 )
 from cloudtrail_adapter.config.reader import is_uuid, url_problem
-from cloudtrail_adapter.filters import FIELD_OF, FILTERS, RecordFilter
+from cloudtrail_adapter.decoding.filters import FIELD_OF, FILTERS, RecordFilter
 from cloudtrail_adapter.secret import Secret
 
 DEFAULT_API_URL = "https://api.limacharlie.io"

@@ -31,7 +31,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudtrail_adapter.aio import gather_limited
-from cloudtrail_adapter.decode import DecodeReason, is_digest_key
+from cloudtrail_adapter.decoding.decode import DecodeReason, is_digest_key
 from cloudtrail_adapter.errors import aws_error_code, failure_reason
 from cloudtrail_adapter.integrity.digests import (
     MAX_DIGEST_BYTES,

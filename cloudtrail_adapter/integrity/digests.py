@@ -28,7 +28,7 @@ from typing import Final
 import msgspec
 from isal import isal_zlib
 
-from cloudtrail_adapter.decode import GZIP_MAGIC, GZIP_WBITS
+from cloudtrail_adapter.decoding.decode import GZIP_MAGIC, GZIP_WBITS
 
 __all__ = [
     "HASH_ALGORITHM",

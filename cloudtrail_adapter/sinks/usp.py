@@ -47,7 +47,7 @@ from tenacity import (
 from cloudtrail_adapter.config import ClientOptions
 from cloudtrail_adapter.errors import Backoff, FatalSinkError
 from cloudtrail_adapter.model import AckCallback, Batch, SinkStats, UspStats
-from cloudtrail_adapter.proxies import Route, Routes, refused_by_proxy
+from cloudtrail_adapter.sinks.proxies import Route, Routes, refused_by_proxy
 
 log = structlog.get_logger("cloudtrail_adapter.sinks.usp")
 

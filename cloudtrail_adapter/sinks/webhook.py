@@ -38,7 +38,7 @@ from tenacity import (
 from cloudtrail_adapter.config import WebhookOptions
 from cloudtrail_adapter.errors import Backoff, FatalSinkError
 from cloudtrail_adapter.model import AckCallback, Batch, SinkStats, WebhookStats
-from cloudtrail_adapter.proxies import Routes, refused_by_proxy
+from cloudtrail_adapter.sinks.proxies import Routes, refused_by_proxy
 
 log = structlog.get_logger("cloudtrail_adapter.sinks.webhook")
 

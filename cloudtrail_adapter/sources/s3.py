@@ -31,7 +31,7 @@ import structlog
 
 from cloudtrail_adapter.aio import Stopped, gather_limited, merge_limited, unless_stopped
 from cloudtrail_adapter.config import S3SourceOptions
-from cloudtrail_adapter.decode import DIGEST_FOLDER, is_digest_key
+from cloudtrail_adapter.decoding.decode import DIGEST_FOLDER, is_digest_key
 from cloudtrail_adapter.errors import LayoutMissing
 from cloudtrail_adapter.integrity.digests import place
 from cloudtrail_adapter.model import SourceStats, WorkItem

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from cloudtrail_adapter.decode import DIGEST_FOLDER
+from cloudtrail_adapter.decoding.decode import DIGEST_FOLDER
 from cloudtrail_adapter.sources.polling import Listed
 from cloudtrail_adapter.sources.trail_layout import (
     Stream,

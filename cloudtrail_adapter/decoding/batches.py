@@ -19,8 +19,8 @@ from typing import Final, Literal
 
 from isal import isal_zlib
 
-from cloudtrail_adapter.event_keys import Line, record_keys
-from cloudtrail_adapter.filters import RecordFilter
+from cloudtrail_adapter.decoding.event_keys import Line, record_keys
+from cloudtrail_adapter.decoding.filters import RecordFilter
 
 __all__ = [
     "BATCH_LEVEL",

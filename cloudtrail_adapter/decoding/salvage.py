@@ -32,8 +32,8 @@ from typing import Final
 
 import msgspec
 
-from cloudtrail_adapter.batches import Unreadable
-from cloudtrail_adapter.decode import DecodeError
+from cloudtrail_adapter.decoding.batches import Unreadable
+from cloudtrail_adapter.decoding.decode import DecodeError
 
 __all__ = ["EXCERPT", "RAW_CAP", "Salvaged", "Text", "record_at", "salvage"]
 

@@ -35,8 +35,8 @@ from typing import BinaryIO, Final, Literal
 import msgspec
 from isal import isal_zlib
 
-from cloudtrail_adapter.batches import Line, PackedObject, PackLimits, pack_lines
-from cloudtrail_adapter.filters import apply_filter
+from cloudtrail_adapter.decoding.batches import Line, PackedObject, PackLimits, pack_lines
+from cloudtrail_adapter.decoding.filters import apply_filter
 
 __all__ = [
     "DIGEST_FOLDER",

@@ -30,8 +30,8 @@ import mmap
 import tempfile
 from typing import BinaryIO, Final, Literal
 
-from cloudtrail_adapter.batches import Fragment, PackedObject, PackLimits, pack_lines
-from cloudtrail_adapter.decode import (
+from cloudtrail_adapter.decoding.batches import Fragment, PackedObject, PackLimits, pack_lines
+from cloudtrail_adapter.decoding.decode import (
     OVERSIZED_RECORD,
     DecodeError,
     TooLargeForWhole,
@@ -39,9 +39,9 @@ from cloudtrail_adapter.decode import (
     inflate_file,
     pack_object,
 )
-from cloudtrail_adapter.filters import apply_filter, merge_counts
-from cloudtrail_adapter.salvage import Text, record_at, salvage
-from cloudtrail_adapter.stream_decode import DEFAULT_MAX_VALUE, StreamDecoder
+from cloudtrail_adapter.decoding.filters import apply_filter, merge_counts
+from cloudtrail_adapter.decoding.salvage import Text, record_at, salvage
+from cloudtrail_adapter.decoding.stream_decode import DEFAULT_MAX_VALUE, StreamDecoder
 
 __all__ = [
     "SALVAGEABLE",

@@ -26,7 +26,7 @@ from typing import Final, Literal
 import msgspec
 from isal import isal_zlib
 
-from cloudtrail_adapter.decode import (
+from cloudtrail_adapter.decoding.decode import (
     GZIP_MAGIC,
     GZIP_WBITS,
     OVERSIZED_RECORD,
