@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import aiohttp
 import structlog
@@ -40,11 +39,7 @@ from cloudtrail_adapter.state import SourceState, StateError, StateStore
 from cloudtrail_adapter.systemd import SystemdNotifier
 from cloudtrail_adapter.workers import WorkerPool, tune_allocator, usable_cpus
 
-if TYPE_CHECKING:
-    from cloudtrail_adapter.integrity.checker import IntegrityChecker
-
 log = structlog.get_logger("cloudtrail_adapter.daemon")
-INTEGRITY_DB = "integrity.db"  # beside the state database
 
 
 @dataclass
@@ -111,7 +106,9 @@ async def open_source(cfg: SourceConfig, state: SourceState) -> AsyncIterator[So
         async with s3_client as s3, contextlib.AsyncExitStack() as stack:
             integrity = None
             if src.integrity.verify:
-                integrity = open_integrity(cfg, src, s3, state, stack, session)
+                from cloudtrail_adapter.integrity.wiring import open_checker
+
+                integrity = open_checker(cfg, src, s3, state, stack, session)
             checkpoints = state.checkpoints(src.bucket_name)
             yield S3Source(cfg.name, src, s3=s3, checkpoints=checkpoints, integrity=integrity)
     else:
@@ -122,59 +119,6 @@ async def open_source(cfg: SourceConfig, state: SourceState) -> AsyncIterator[So
             sqs = await stack.enter_async_context(aws.client("sqs", cfg.aws, session=session))
             buckets = aws.BucketClients(cfg.aws, stack, pool=src.parallel_fetch, session=session)
             yield SqsSource(cfg.name, src, sqs=sqs, buckets=buckets)
-
-
-def open_integrity(
-    cfg: SourceConfig,
-    src: S3SourceOptions,
-    s3: Any,
-    state: SourceState,
-    stack: contextlib.AsyncExitStack,
-    session: Any,
-) -> IntegrityChecker:
-    """The digest check of an S3 source: its state in integrity.db beside the state
-    database (in the directory and under the scope serve gave the source: serve alone holds
-    the StateStore), CloudTrail clients made per region as digests need them (the source's
-    credentials and `endpoint_url`). The AWS stack is imported here, as for the source."""
-    from cloudtrail_adapter import aws
-    from cloudtrail_adapter.integrity.checker import IntegrityChecker
-    from cloudtrail_adapter.integrity.keys import PublicKeys
-    from cloudtrail_adapter.integrity.ledger import Ledger
-
-    def mine(account: str, region: str, key: str | None) -> bool:
-        """Rows of this document's accounts, regions and prefix: documents splitting one
-        bucket share a checkpoint scope, each judges its own."""
-        return (
-            (not src.accounts or account in src.accounts)
-            and (not src.regions or any(fnmatch.fnmatchcase(region, g) for g in src.regions))
-            and (key is None or key.startswith(src.prefix))
-        )
-
-    ledger = Ledger(
-        state.directory / INTEGRITY_DB,
-        state.scope,
-        src.bucket_name,
-        grace=src.integrity.grace,
-        mine=mine,
-    )
-    stack.callback(ledger.close)
-    clients: dict[str, Any] = {}
-
-    async def cloudtrail_in(region: str) -> Any:
-        if region not in clients:
-            made = aws.client("cloudtrail", cfg.aws, region=region, session=session)
-            clients[region] = await stack.enter_async_context(made)
-        return clients[region]
-
-    return IntegrityChecker(
-        cfg.name,
-        src.integrity,
-        bucket=src.bucket_name,
-        s3=s3,
-        keys=PublicKeys(cloudtrail_in),
-        ledger=ledger,
-        retention=src.lookback + 2 * 86400,
-    )
 
 
 def open_dedup(cfg: SourceConfig, state: SourceState) -> Deduplicator | None:
@@ -368,72 +312,110 @@ async def serve(
     except StateError as exc:
         log.error("state_unavailable", error=str(exc))
         return EXIT_FAILED
-    shutdown = Shutdown(asyncio.Event(), shutdown_grace)
-    forced = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(sig: signal.Signals) -> None:
-        if shutdown.stopping.is_set():
-            log.warning("shutdown_forced", signal=sig.name)
-            forced.set()
-        else:
-            log.info("shutdown_requested", signal=sig.name, grace=shutdown_grace)
-            notifier.stopping(f"stopping on {sig.name}: finishing in-flight work")
-            shutdown.stopping.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
+    signals = _Signals(Shutdown(asyncio.Event(), shutdown_grace), asyncio.Event(), notifier)
     log.info("daemon_started", sources=[s.name for s in sources], state_dir=str(state_dir))
     tune_allocator()
     executor = WorkerPool(_pool_size(sources))
     executor.warm_up()
+    run = _Run(sources, state, executor, signals, monitor)
     try:
+        with signals.handled():
+            results = await run.all(http_address, progress)
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        state.close()
+    return _exit_code(results, signals)
+
+
+@dataclass
+class _Signals:
+    """SIGTERM/SIGINT while serving: the first asks every source to stop gracefully, the
+    second (`forced`) stops at once."""
+
+    shutdown: Shutdown
+    forced: asyncio.Event
+    notifier: SystemdNotifier
+
+    def on_signal(self, sig: signal.Signals) -> None:
+        if self.shutdown.stopping.is_set():
+            log.warning("shutdown_forced", signal=sig.name)
+            self.forced.set()
+        else:
+            log.info("shutdown_requested", signal=sig.name, grace=self.shutdown.grace)
+            self.notifier.stopping(f"stopping on {sig.name}: finishing in-flight work")
+            self.shutdown.stopping.set()
+
+    @contextlib.contextmanager
+    def handled(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.on_signal, sig)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+
+@dataclass
+class _Run:
+    """Every source supervised at once over one HTTP session and one worker pool, with the
+    health server, the watchdog and the progress line beside them."""
+
+    sources: list[SourceConfig]
+    state: StateStore
+    executor: Executor
+    signals: _Signals
+    monitor: Monitor
+
+    async def all(self, http_address: tuple[str, int] | None, progress: TextIO | None) -> list[Any]:
+        """Each source's outcome (or what it raised), once every one ended or a second
+        signal forced the stop."""
+        notifier = self.signals.notifier
         async with aiohttp.ClientSession() as http, contextlib.AsyncExitStack() as stack:
             if http_address is not None:
                 from cloudtrail_adapter import http_api  # aiohttp's server, only when asked
 
-                await stack.enter_async_context(http_api.serving(monitor, *http_address))
-            runs = [
-                asyncio.create_task(
-                    supervise(
-                        c,
-                        state.scoped(checkpoint_scope(c)),
-                        http,
-                        executor,
-                        shutdown,
-                        monitor.add(c.name, c.kind),
-                    )
-                )
-                for c in sources
-            ]
+                await stack.enter_async_context(http_api.serving(self.monitor, *http_address))
+            runs = [asyncio.create_task(self._supervised(c, http)) for c in self.sources]
             everything = asyncio.gather(*runs, return_exceptions=True)
-            force = asyncio.create_task(forced.wait())
+            force = asyncio.create_task(self.signals.forced.wait())
             watchdog = asyncio.create_task(notifier.feed_watchdog())
             started = time.monotonic()
-            bar = asyncio.create_task(show_progress(monitor, progress)) if progress else None
-            notifier.ready(f"running {len(sources)} source(s)")
+            bar = asyncio.create_task(show_progress(self.monitor, progress)) if progress else None
+            notifier.ready(f"running {len(self.sources)} source(s)")
             waited: list[asyncio.Future[Any]] = [force, everything]
             await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
             force.cancel()
             watchdog.cancel()
             if bar is not None and progress is not None:
                 bar.cancel()
-                draw_progress(monitor, progress, started)
+                draw_progress(self.monitor, progress, started)
                 progress.write("\n")
-            if not shutdown.stopping.is_set():
+            if not self.signals.shutdown.stopping.is_set():
                 notifier.stopping("every single-load source is done")
             for task in runs:
                 task.cancel()
-            results = await everything
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        executor.shutdown(wait=False, cancel_futures=True)
-        state.close()
+            return await everything
+
+    async def _supervised(self, cfg: SourceConfig, http: aiohttp.ClientSession) -> SourceOutcome:
+        return await supervise(
+            cfg,
+            self.state.scoped(checkpoint_scope(cfg)),
+            http,
+            self.executor,
+            self.signals.shutdown,
+            self.monitor.add(cfg.name, cfg.kind),
+        )
+
+
+def _exit_code(results: list[Any], signals: _Signals) -> int:
+    forced = signals.forced.is_set()
     outcomes = [r for r in results if isinstance(r, SourceOutcome)]
-    crashed = [r for r in results if isinstance(r, BaseException) and not forced.is_set()]
+    crashed = [r for r in results if isinstance(r, BaseException) and not forced]
     for crash in crashed:
         log.error("source_crashed", error=f"{type(crash).__name__}: {crash}")
     ok = not crashed and all(o.ok for o in outcomes)
-    log.info("daemon_stopped", signalled=shutdown.stopping.is_set(), forced=forced.is_set(), ok=ok)
+    stopping = signals.shutdown.stopping.is_set()
+    log.info("daemon_stopped", signalled=stopping, forced=forced, ok=ok)
     return EXIT_OK if ok else EXIT_FAILED

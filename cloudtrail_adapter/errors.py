@@ -1,5 +1,11 @@
-"""What can end a source's run, each error saying whether trying again can help; the one
-place an AWS error's code is read; and the one backoff policy every retry follows."""
+"""What can end a source's run, each with the word logs and metrics give it; the one place
+an AWS error's code is read; and the one backoff policy every retry follows.
+
+Every error that ends a source's run is met the same way: the source is restarted with
+backoff (daemon.supervise) and shown down meanwhile (`source_up 0`, `/readyz`, the
+CloudTrailAdapterSourceDown alert). Even a refusal that retrying cannot fix by itself (a
+wrong installation key, a policy without a permission) is fixed outside the daemon, in
+LimaCharlie or IAM, and the next restart then succeeds without anyone restarting us."""
 
 from __future__ import annotations
 
@@ -32,19 +38,17 @@ _MAX_DOUBLINGS = 64
 
 
 class AdapterError(Exception):
-    """An error of ours. `reason` is the stable word logs and metrics use for it;
-    `retriable` says whether running the source again (after a backoff) can help. Its
+    """An error of ours. `reason` is the stable word logs and metrics use for it. Its
     message names what is wrong and never holds a secret."""
 
     reason: ClassVar[str] = "error"
-    retriable: ClassVar[bool] = True
 
 
 class FatalSinkError(AdapterError):
-    """LimaCharlie refused us in a way retrying cannot fix (bad OID or key, hook not found)."""
+    """LimaCharlie refused us (bad OID or key, hook not found): the sink does not retry it,
+    the source's restart does, once someone fixed it."""
 
     reason = "limacharlie_refused"
-    retriable = False
 
 
 class QueueUnavailable(AdapterError):

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from cloudtrail_adapter.decoding.decode import decode_object, is_digest_key
+from cloudtrail_adapter.decoding.decode import decode_object
 from cloudtrail_adapter.emulator.corpus import (
     REGIONS,
     CorpusFile,
@@ -27,6 +27,7 @@ from cloudtrail_adapter.emulator.corpus import (
     org_trail,
     write_directory,
 )
+from cloudtrail_adapter.sources.trail_layout import is_digest_key
 
 # The key filter of aws/aws-cloudtrail-processing-library.
 PROCESSING_LIBRARY_KEY = re.compile(r".+_CloudTrail_[\w\-]+_\d{8}T\d{4}Z_[\w]+\.json\.gz")

@@ -19,9 +19,9 @@ from cloudtrail_adapter.decoding.decode import (
     DecodeError,
     DecodeReason,
     decode_object,
-    is_digest_key,
 )
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, digest_file, digest_key, log_file
+from cloudtrail_adapter.sources.trail_layout import is_digest_key
 
 WHEN = datetime(2024, 5, 6, 12, 30, tzinfo=UTC)
 DIGEST_KEY = digest_key(

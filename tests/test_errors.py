@@ -24,7 +24,6 @@ def test_failures_are_named_by_our_reason_then_aws_code_then_type() -> None:
     assert failure_reason(FatalSinkError("x")) == "limacharlie_refused"
     assert failure_reason(QueueUnavailable("x")) == "queue_unavailable"
     assert failure_reason(LayoutMissing("x")) == "layout_missing"
-    assert not FatalSinkError.retriable and QueueUnavailable.retriable
 
 
 def test_backoff_doubles_to_its_maximum_and_jitter_only_adds() -> None:

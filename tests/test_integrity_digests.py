@@ -25,12 +25,12 @@ from cloudtrail_adapter.integrity.digests import (
     fingerprint,
     location_problem,
     open_digest,
-    place,
     signing_string,
     verify_signature,
 )
 from cloudtrail_adapter.integrity.judging import DIGEST_DELAY, HOUR
 from cloudtrail_adapter.integrity.ledger import Ledger
+from cloudtrail_adapter.sources.trail_layout import place
 from tests.support.trail import TrailKey, build_trail
 
 DATA = Path(__file__).parent / "data" / "real_digests"

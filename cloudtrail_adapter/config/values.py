@@ -8,6 +8,7 @@ are both made from these declarations. Rules across keys are each class's `probl
 
 from __future__ import annotations
 
+import fnmatch
 import socket
 import urllib.parse
 from collections.abc import Iterator
@@ -493,6 +494,22 @@ class S3SourceOptions:
     def by_layout(self) -> bool:
         """Whether a key only the CloudTrail layout can honour is set."""
         return bool(self.accounts or self.regions or self.start_time or self.end_time)
+
+    def wants_account(self, account: str) -> bool:
+        return not self.accounts or account in self.accounts
+
+    def wants_region(self, region: str) -> bool:
+        return not self.regions or any(fnmatch.fnmatchcase(region, g) for g in self.regions)
+
+    def selects(self, account: str, region: str, key: str | None = None) -> bool:
+        """Whether this document's accounts, regions and prefix hold a stream (or a key of
+        it): the one rule the listing, the source's `will_list` and the integrity check's
+        share of a split bucket all follow."""
+        return (
+            self.wants_account(account)
+            and self.wants_region(region)
+            and (key is None or key.startswith(self.prefix))
+        )
 
     def problems(self, given: frozenset[str]) -> Iterator[Invalid]:
         if self.start_time and self.end_time and self.end_time <= self.start_time:

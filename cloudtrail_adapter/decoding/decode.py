@@ -37,9 +37,9 @@ from isal import isal_zlib
 
 from cloudtrail_adapter.decoding.batches import Line, PackedObject, PackLimits, pack_lines
 from cloudtrail_adapter.decoding.filters import apply_filter
+from cloudtrail_adapter.sources.trail_layout import is_digest_key
 
 __all__ = [
-    "DIGEST_FOLDER",
     "GZIP_MAGIC",
     "GZIP_WBITS",
     "OVERSIZED_RECORD",
@@ -53,7 +53,6 @@ __all__ = [
     "decode_object",
     "inflate",
     "inflate_file",
-    "is_digest_key",
     "json_type",
     "no_records",
     "one_line",
@@ -83,8 +82,6 @@ GZIP_WBITS: Final = 16 + isal_zlib.MAX_WBITS
 UTF8_BOM: Final = b"\xef\xbb\xbf"
 # The stub declares `error` as an instance; at runtime it is the exception class.
 _IsalError: Final[type[Exception]] = isal_zlib.error  # type: ignore[assignment]
-DIGEST_FOLDER: Final = "CloudTrail-Digest"  # the KIND folder of digests in the layout
-_DIGEST_NAME: Final = "_CloudTrail-Digest_"
 _JSON_TYPE_BY_FIRST_BYTE: Final = {
     ord("{"): "an object",
     ord("["): "an array",
@@ -139,11 +136,6 @@ class _Envelope(msgspec.Struct):
 
 
 _decode_envelope: Final = msgspec.json.Decoder(_Envelope).decode
-
-
-def is_digest_key(key: str) -> bool:
-    """True for CloudTrail digest files, so sources can skip them without fetching."""
-    return _DIGEST_NAME in key.rsplit("/", 1)[-1] or DIGEST_FOLDER in key.split("/")
 
 
 def decode_object(data: bytes, key: str | None = None) -> DecodedObject:

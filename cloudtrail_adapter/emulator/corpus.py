@@ -44,6 +44,7 @@ from cloudtrail_adapter.emulator.corpus_names import (
     USER_AGENTS,
     USERS,
 )
+from cloudtrail_adapter.sources.trail_layout import DIGEST_FOLDER, DIGEST_MARK, LOG_FOLDER
 
 __all__ = [
     "LARGE_RECORD_RATE",
@@ -268,7 +269,7 @@ def object_key(
     when = when.astimezone(UTC)
     stamp = when.strftime(_KEY_LAYOUT_TIME)
     name = f"{account}_CloudTrail_{region}_{stamp}_{draw.alnum(rng, 16)}.json.gz"
-    return _layout(prefix, org_id, account, "CloudTrail", region, when, name)
+    return _layout(prefix, org_id, account, LOG_FOLDER, region, when, name)
 
 
 def digest_key(
@@ -280,13 +281,13 @@ def digest_key(
     when: datetime,
     trail_name: str = "org-trail",
 ) -> str:
-    """The digest delivered at `when` (its end time): `.../CloudTrail-Digest/...` layout."""
+    """The digest delivered at `when` (its end time), in the digest folder of its stream."""
     when = when.astimezone(UTC)
     name = (
-        f"{account}_CloudTrail-Digest_{region}_{trail_name}_{region}_"
+        f"{account}{DIGEST_MARK}{region}_{trail_name}_{region}_"
         f"{when.strftime(_DIGEST_LAYOUT_TIME)}.json.gz"
     )
-    return _layout(prefix, org_id, account, "CloudTrail-Digest", region, when, name)
+    return _layout(prefix, org_id, account, DIGEST_FOLDER, region, when, name)
 
 
 def digest_file(

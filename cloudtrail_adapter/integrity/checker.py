@@ -31,7 +31,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudtrail_adapter.aio import gather_limited
-from cloudtrail_adapter.decoding.decode import DecodeReason, is_digest_key
+from cloudtrail_adapter.decoding.decode import DecodeReason
 from cloudtrail_adapter.errors import aws_error_code, failure_reason
 from cloudtrail_adapter.integrity.digests import (
     MAX_DIGEST_BYTES,
@@ -51,6 +51,7 @@ from cloudtrail_adapter.integrity.ledger import Found, Ledger
 from cloudtrail_adapter.integrity.verdicts import IntegrityStats
 from cloudtrail_adapter.model import WorkItem
 from cloudtrail_adapter.readers import BytesReader
+from cloudtrail_adapter.sources.trail_layout import is_digest_key
 
 if TYPE_CHECKING:
     from cloudtrail_adapter.config import IntegrityOptions

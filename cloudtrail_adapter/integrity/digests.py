@@ -29,6 +29,7 @@ import msgspec
 from isal import isal_zlib
 
 from cloudtrail_adapter.decoding.decode import GZIP_MAGIC, GZIP_WBITS
+from cloudtrail_adapter.sources.trail_layout import DIGEST_FOLDER, DIGEST_MARK, Place, place
 
 __all__ = [
     "HASH_ALGORITHM",
@@ -39,13 +40,11 @@ __all__ = [
     "DigestName",
     "LogEntry",
     "Opened",
-    "Place",
     "digest_name",
     "fingerprint",
     "location_problem",
     "open_digest",
     "parse_time",
-    "place",
     "signing_string",
     "verify_signature",
 ]
@@ -56,32 +55,11 @@ HASH_ALGORITHM: Final = "SHA-256"
 MAX_DIGEST_BYTES: Final = 16 << 20
 MAX_PLAIN_BYTES: Final = 64 << 20
 
-_PLACE: Final = re.compile(
-    r"(?:^|/)AWSLogs/(?:o-[a-z0-9]{10,32}/)?(\d{12})/([^/]+)/([^/]+)/(\d{4})/(\d{2})/(\d{2})/[^/]+$"
-)
 _DIGEST_NAME: Final = re.compile(
-    r"^(?P<account>\d{12})_CloudTrail-Digest_(?P<region>[^_/]+)_(?P<trail>[^/]+)_"
+    rf"^(?P<account>\d{{12}}){re.escape(DIGEST_MARK)}(?P<region>[^_/]+)_(?P<trail>[^/]+)_"
     r"(?P<stamp>\d{8}T\d{6}Z)(?P<backfill>_backfill)?\.json\.gz$"
 )
 _IsalError: Final[type[Exception]] = isal_zlib.error  # type: ignore[assignment]
-
-
-@dataclass(frozen=True, slots=True)
-class Place:
-    """Where a key sits in CloudTrail's layout: `.../AWSLogs/[o-ORG/]ACCOUNT/KIND/REGION/
-    YYYY/MM/DD/NAME`; `folder` is the key up to its name."""
-
-    account: str
-    kind: str
-    region: str
-    folder: str
-
-
-def place(key: str) -> Place | None:
-    found = _PLACE.search(key)
-    if found is None:
-        return None
-    return Place(found[1], found[2], found[3], key.rsplit("/", 1)[0] + "/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +74,10 @@ class DigestName:
 
 
 def digest_name(key: str) -> DigestName | None:
-    """`ACCOUNT_CloudTrail-Digest_REGION_TRAIL_HOMEREGION_YYYYMMDDTHHMMSSZ[_backfill].json.gz`
-    under a `CloudTrail-Digest` folder, or None."""
+    """`ACCOUNT` `DIGEST_MARK` `REGION_TRAIL_HOMEREGION_YYYYMMDDTHHMMSSZ[_backfill].json.gz`
+    under a digest folder, or None."""
     where = place(key)
-    if where is None or where.kind != "CloudTrail-Digest":
+    if where is None or where.kind != DIGEST_FOLDER:
         return None
     name = _DIGEST_NAME.match(key[len(where.folder) :])
     if name is None:

@@ -8,10 +8,9 @@ from datetime import UTC, datetime
 from typing import Final
 
 from cloudtrail_adapter.integrity.verdicts import Verdict
-from cloudtrail_adapter.sources.trail_layout import file_time
+from cloudtrail_adapter.sources.trail_layout import LOG_FOLDER, file_time
 
 #: Log file kinds a digest may name; only `CloudTrail` files must be named (`unlisted`).
-LOG_KINDS: Final = frozenset({"CloudTrail", "CloudTrail-Insight"})
 #: A log file's name gives its delivery minute; it may belong to the digest either side of
 #: a boundary within this many seconds of it.
 MARGIN: Final = 300.0
@@ -94,7 +93,7 @@ def judge_file(
         last_end, digest_key = found
         if now < last_end + grace:
             return None
-        if kind != "CloudTrail":
+        if kind != LOG_FOLDER:
             return (
                 "not_in_digest"  # Insights files: whether digests must name them is not documented
             )

@@ -43,11 +43,9 @@ from cloudtrail_adapter.integrity.digests import (
     HASH_ALGORITHM,
     DigestName,
     Opened,
-    place,
 )
 from cloudtrail_adapter.integrity.judging import (
     HOUR,
-    LOG_KINDS,
     MARGIN,
     file_verdict,
     judge_file,
@@ -56,6 +54,7 @@ from cloudtrail_adapter.integrity.judging import (
 from cloudtrail_adapter.integrity.outbox import Outbox
 from cloudtrail_adapter.integrity.tables import TABLES
 from cloudtrail_adapter.integrity.verdicts import Verdict
+from cloudtrail_adapter.sources.trail_layout import LOG_KINDS, place
 from cloudtrail_adapter.state import open_database
 
 __all__ = ["Found", "Ledger", "LedgerError", "Mine"]

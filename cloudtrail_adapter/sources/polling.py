@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import structlog
 
 from cloudtrail_adapter.aio import Stopped, unless_stopped
-from cloudtrail_adapter.decoding.decode import is_digest_key
 from cloudtrail_adapter.model import ListingStats, SourceStats, WorkItem
 from cloudtrail_adapter.readers import Reader
+from cloudtrail_adapter.sources.trail_layout import is_digest_key
 from cloudtrail_adapter.state import Checkpoints
 
 log = structlog.get_logger("cloudtrail_adapter.sources")

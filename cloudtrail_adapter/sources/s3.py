@@ -18,7 +18,6 @@ handed to it on commit, and a settle follows each pass (integrity/checker.py).
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,13 +30,19 @@ import structlog
 
 from cloudtrail_adapter.aio import Stopped, gather_limited, merge_limited, unless_stopped
 from cloudtrail_adapter.config import S3SourceOptions
-from cloudtrail_adapter.decoding.decode import DIGEST_FOLDER, is_digest_key
 from cloudtrail_adapter.errors import LayoutMissing
-from cloudtrail_adapter.integrity.digests import place
 from cloudtrail_adapter.model import SourceStats, WorkItem
 from cloudtrail_adapter.readers import Reader, S3Reader
 from cloudtrail_adapter.sources.polling import Listed, PassStats, PollingSource
-from cloudtrail_adapter.sources.trail_layout import Stream, day_prefix, file_time
+from cloudtrail_adapter.sources.trail_layout import (
+    DIGEST_FOLDER,
+    Stream,
+    day_prefix,
+    file_time,
+    is_digest_key,
+    logs_of,
+    place,
+)
 from cloudtrail_adapter.sources.trail_listing import (
     Layout,
     Level,
@@ -127,8 +132,8 @@ class S3Source(PollingSource):
             self._layout = await discover(
                 self._level,
                 self._options.prefix,
-                self._account_wanted,
-                self._region_wanted,
+                self._options.wants_account,
+                self._options.wants_region,
                 digests=self.integrity is not None,
             )
             self._discovered_at = at
@@ -210,19 +215,12 @@ class S3Source(PollingSource):
             found.keys.extend(_listed(page))
         return found
 
-    def _account_wanted(self, account: str) -> bool:
-        return not self._options.accounts or account in self._options.accounts
-
-    def _region_wanted(self, region: str) -> bool:
-        globs = self._options.regions
-        return not globs or any(fnmatch.fnmatchcase(region, g) for g in globs)
-
     async def _plan(self, stream: Stream, now: datetime) -> StreamPlan:
         saved = self._checkpoints.cursor(stream.prefix)
         if saved is None and stream.kind == DIGEST_FOLDER:
             # Digests are read from where their log files are (a digest names only files of
             # its own hour): verification switched on does not walk years of digests.
-            logs = stream.prefix.replace(f"/{DIGEST_FOLDER}/", "/CloudTrail/")
+            logs = logs_of(stream.prefix)
             saved = self._checkpoints.cursor(logs)
         start = self._options.start_time.date() if self._options.start_time else None
         first = None if saved is None else min(date.fromisoformat(saved), self._lookback_day(now))
@@ -364,7 +362,7 @@ class S3Source(PollingSource):
         where = place(key)
         if self._options.layout == "flat" or self._layout is None or where is None:
             return True  # listed whole every pass
-        if not (self._account_wanted(where.account) and self._region_wanted(where.region)):
+        if not self._options.selects(where.account, where.region):
             return False
         if not _within(file_time(key), self._options.start_time, self._options.end_time):
             return False

@@ -29,7 +29,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cloudtrail_adapter.aio import Stopped, unless_stopped
 from cloudtrail_adapter.aws import BucketClients
 from cloudtrail_adapter.config import SqsFilesSourceOptions, SqsSourceOptions
-from cloudtrail_adapter.decoding.decode import is_digest_key
 from cloudtrail_adapter.errors import Backoff, QueueUnavailable, failure_reason
 from cloudtrail_adapter.model import QueueStats, SourceStats, WorkItem
 from cloudtrail_adapter.readers import BytesReader, Reader, S3Reader
@@ -43,6 +42,7 @@ from cloudtrail_adapter.sources.notifications import (
     ObjectRef,
     parse_body,
 )
+from cloudtrail_adapter.sources.trail_layout import is_digest_key
 
 log = structlog.get_logger("cloudtrail_adapter.sources.sqs")
 

@@ -1,10 +1,11 @@
 """The CloudTrail bucket layout, so that a pass lists day prefixes instead of a bucket.
 
 CloudTrail writes `[prefix/]AWSLogs/[o-ORGID/]ACCOUNT/KIND/REGION/YYYY/MM/DD/FILE`, where
-KIND is `CloudTrail` (events), `CloudTrail-Insight` (Insights events) or
-`CloudTrail-Digest` (digests, never shipped), and FILE is
-`ACCOUNT_KIND_REGION_YYYYMMDDTHHMMZ_UNIQUE.json.gz`. A *stream* is one
-ACCOUNT/KIND/REGION; its files sort by day under it. Pure functions only: the listing
+KIND is `LOG_FOLDER` (events), `INSIGHT_FOLDER` (Insights events) or `DIGEST_FOLDER`
+(digests, never shipped), and FILE is `ACCOUNT_KIND_REGION_YYYYMMDDTHHMMZ_UNIQUE.json.gz`.
+A *stream* is one ACCOUNT/KIND/REGION; its files sort by day under it. This module is the
+one home of those names, and so of what makes a key a digest: the sources, the decoders,
+the integrity check and the demo's corpus all ask it. Pure functions only: the listing
 itself is the S3 source's.
 """
 
@@ -17,20 +18,39 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
 __all__ = [
+    "DIGEST_FOLDER",
+    "DIGEST_MARK",
+    "INSIGHT_FOLDER",
+    "LOG_FOLDER",
+    "LOG_KINDS",
+    "Place",
     "Stream",
     "day_of",
     "day_prefix",
     "days",
     "file_time",
     "is_account",
+    "is_digest_key",
     "is_org",
+    "logs_of",
     "logs_root",
+    "place",
 ]
 
 LOGS: Final = "AWSLogs/"
+LOG_FOLDER: Final = "CloudTrail"
+INSIGHT_FOLDER: Final = "CloudTrail-Insight"
+DIGEST_FOLDER: Final = "CloudTrail-Digest"
+#: The kinds whose files hold events (and so are shipped, and named by digests).
+LOG_KINDS: Final = frozenset({LOG_FOLDER, INSIGHT_FOLDER})
+#: What a digest's file name holds between the account and the region.
+DIGEST_MARK: Final = f"_{DIGEST_FOLDER}_"
 _ACCOUNT: Final = re.compile(r"\d{12}")
 _ORG: Final = re.compile(r"o-[a-z0-9]{10,32}")
 _FILE_TIME: Final = re.compile(r"_(\d{8}T\d{4}Z)_[^/]*$")
+_PLACE: Final = re.compile(
+    r"(?:^|/)AWSLogs/(?:o-[a-z0-9]{10,32}/)?(\d{12})/([^/]+)/([^/]+)/(\d{4})/(\d{2})/(\d{2})/[^/]+$"
+)
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -41,6 +61,34 @@ class Stream:
     account: str
     kind: str
     region: str
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a key sits in CloudTrail's layout: `.../AWSLogs/[o-ORG/]ACCOUNT/KIND/REGION/
+    YYYY/MM/DD/NAME`; `folder` is the key up to its name."""
+
+    account: str
+    kind: str
+    region: str
+    folder: str
+
+
+def place(key: str) -> Place | None:
+    found = _PLACE.search(key)
+    if found is None:
+        return None
+    return Place(found[1], found[2], found[3], key.rsplit("/", 1)[0] + "/")
+
+
+def is_digest_key(key: str) -> bool:
+    """A digest by its name or its folder: a digest is never shipped, wherever it sits."""
+    return DIGEST_MARK in key.rsplit("/", 1)[-1] or DIGEST_FOLDER in key.split("/")
+
+
+def logs_of(digest_stream: str) -> str:
+    """The prefix of the log stream whose files a digest stream's digests name."""
+    return digest_stream.replace(f"/{DIGEST_FOLDER}/", f"/{LOG_FOLDER}/")
 
 
 def logs_root(prefix: str) -> tuple[str, str]:

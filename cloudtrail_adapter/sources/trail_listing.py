@@ -21,9 +21,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from cloudtrail_adapter.decoding.decode import DIGEST_FOLDER
 from cloudtrail_adapter.sources.polling import Listed
 from cloudtrail_adapter.sources.trail_layout import (
+    DIGEST_FOLDER,
+    LOG_FOLDER,
     Stream,
     day_of,
     days,
@@ -172,7 +173,7 @@ async def _account(
         kind = kind_folder[len(folder) : -1]
         if kind == DIGEST_FOLDER and not digests:
             walk.passed("digest", kind_folder)
-        elif not kind.startswith("CloudTrail"):
+        elif not kind.startswith(LOG_FOLDER):
             walk.passed("not_cloudtrail", kind_folder)
         else:
             regions = await level(kind_folder)

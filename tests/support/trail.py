@@ -30,8 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record
-from cloudtrail_adapter.integrity.digests import place
-from cloudtrail_adapter.sources.trail_layout import file_time
+from cloudtrail_adapter.sources.trail_layout import file_time, place
 
 __all__ = ["Trail", "TrailFile", "TrailKey", "build_trail", "digests_for", "signed_digest"]
 
