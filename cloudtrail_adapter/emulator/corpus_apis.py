@@ -4,13 +4,10 @@
 from __future__ import annotations
 
 import base64
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
-
-import orjson
 
 from cloudtrail_adapter.emulator import corpus_draw as draw
 from cloudtrail_adapter.emulator.corpus_draw import Ctx, Json
@@ -345,7 +342,7 @@ def _iam(ctx: Ctx, name: str) -> Json:
         params = {
             "roleName": role,
             "policyName": "inline-access",
-            "policyDocument": _policy_text(rng, ctx.account, rng.randint(1, 4)),
+            "policyDocument": draw.policy_text(rng, ctx.account, rng.randint(1, 4)),
         }
     elif name == "GetUser":
         params = {"userName": user}
@@ -569,7 +566,7 @@ def large_policy(ctx: Ctx) -> Json:
             "requestParameters": {
                 "roleName": rng.choice(ROLES),
                 "policyName": "generated-least-privilege",
-                "policyDocument": _policy_text(rng, ctx.account, rng.randint(140, 200)),
+                "policyDocument": draw.policy_text(rng, ctx.account, rng.randint(140, 200)),
             },
             "responseElements": None,
         }
@@ -581,7 +578,7 @@ def large_policy(ctx: Ctx) -> Json:
         "host": f"{bucket}.s3.{ctx.region}.amazonaws.com",
         "requestID": draw.upper(rng, 16),
         "requestParameters": {
-            "bucketPolicy": _policy(rng, ctx.account, rng.randint(240, 340)),
+            "bucketPolicy": draw.policy(rng, ctx.account, rng.randint(240, 340)),
             "bucketName": bucket,
             "Host": f"{bucket}.s3.{ctx.region}.amazonaws.com",
             "policy": "",
@@ -591,32 +588,6 @@ def large_policy(ctx: Ctx) -> Json:
             {"accountId": ctx.account, "type": "AWS::S3::Bucket", "ARN": f"arn:aws:s3:::{bucket}"}
         ],
     }
-
-
-def _policy(rng: random.Random, account: str, statements: int) -> Json:
-    actions = ("s3:GetObject", "s3:PutObject", "kms:Decrypt", "dynamodb:Query", "sqs:SendMessage")
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": f"Stmt{rng.randint(10**12, 10**13)}",
-                "Effect": rng.choice(("Allow", "Allow", "Deny")),
-                "Principal": {"AWS": f"arn:aws:iam::{account}:role/{rng.choice(ROLES)}"},
-                "Action": sorted(rng.sample(actions, rng.randint(1, 3))),
-                "Resource": [
-                    f"arn:aws:s3:::{rng.choice(BUCKETS)}/tenants/{draw.uuid(rng)}/*",
-                    f"arn:aws:s3:::{rng.choice(BUCKETS)}",
-                ],
-                "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-a1b2c3d4e5"}},
-            }
-            for _ in range(statements)
-        ],
-    }
-
-
-def _policy_text(rng: random.Random, account: str, statements: int) -> str:
-    """IAM logs inline policies as a pretty-printed string: escaped newlines inside JSON."""
-    return orjson.dumps(_policy(rng, account, statements), option=orjson.OPT_INDENT_2).decode()
 
 
 _HUMAN: Final = frozenset({"AssumedRole", "IAMUser", "Root"})

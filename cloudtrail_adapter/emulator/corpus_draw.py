@@ -13,6 +13,10 @@ from functools import lru_cache
 from typing import Any, Final
 from uuid import UUID
 
+import orjson
+
+from cloudtrail_adapter.emulator.corpus_names import BUCKETS, ROLES
+
 Json = dict[str, Any]
 
 _ALNUM: Final = string.ascii_letters + string.digits
@@ -79,3 +83,29 @@ def kms_arn(ctx: Ctx) -> str:
 def public_ip(rng: random.Random) -> str:
     first = rng.choice((3, 18, 34, 52, 54, 81, 91, 185, 203))
     return f"{first}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+
+
+def policy(rng: random.Random, account: str, statements: int) -> Json:
+    actions = ("s3:GetObject", "s3:PutObject", "kms:Decrypt", "dynamodb:Query", "sqs:SendMessage")
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": f"Stmt{rng.randint(10**12, 10**13)}",
+                "Effect": rng.choice(("Allow", "Allow", "Deny")),
+                "Principal": {"AWS": f"arn:aws:iam::{account}:role/{rng.choice(ROLES)}"},
+                "Action": sorted(rng.sample(actions, rng.randint(1, 3))),
+                "Resource": [
+                    f"arn:aws:s3:::{rng.choice(BUCKETS)}/tenants/{uuid(rng)}/*",
+                    f"arn:aws:s3:::{rng.choice(BUCKETS)}",
+                ],
+                "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-a1b2c3d4e5"}},
+            }
+            for _ in range(statements)
+        ],
+    }
+
+
+def policy_text(rng: random.Random, account: str, statements: int) -> str:
+    """IAM logs inline policies as a pretty-printed string: escaped newlines inside JSON."""
+    return orjson.dumps(policy(rng, account, statements), option=orjson.OPT_INDENT_2).decode()
