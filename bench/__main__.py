@@ -58,9 +58,8 @@ from bench.integrity import keys_served, verify_rows
 from bench.listing import ORG_ACCOUNTS, ListingRow, listing_rows, render_listing
 from bench.table import Row, render
 from bench.usp_recovery import recovery_rows, render_recovery
-from cloudtrail_adapter.config import DeliveryOptions
+from cloudtrail_adapter.config import DeliveryOptions, RecordFilter
 from cloudtrail_adapter.decoding.batches import Fragment, PackLimits, gzip_batch
-from cloudtrail_adapter.decoding.filters import RecordFilter
 from cloudtrail_adapter.decoding.packing import decoding, pack_steps, pack_whole
 from cloudtrail_adapter.emulator.corpus import CorpusFile, org_trail, write_directory
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator

@@ -29,9 +29,9 @@ from isal import igzip
 from bench.kill_harness import aws_options, drained
 from bench.table import Row
 from cloudtrail_adapter import aws
-from cloudtrail_adapter.config import AwsOptions
+from cloudtrail_adapter.config import AwsOptions, RecordFilter
 from cloudtrail_adapter.decoding.decode import decode_object
-from cloudtrail_adapter.decoding.filters import RecordFilter
+from cloudtrail_adapter.decoding.filters import Matcher
 from cloudtrail_adapter.emulator.corpus import CorpusFile
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.emulator.store import AcceptedEvent
@@ -123,12 +123,14 @@ class Totals:
     @classmethod
     def kept(cls, files: Iterable[CorpusFile], keep: RecordFilter) -> Totals:
         """What a filtered source ships of the corpus (read before any clock starts)."""
+        matcher = Matcher.of(keep)
+        assert matcher is not None, "a filter that keeps everything"
         lines = [
             line
             for f in files
             if f.kind == "log"
             for line in decode_object(f.body).records
-            if keep.refuses(line) is None
+            if matcher.refuses(line) is None
         ]
         ids = frozenset(str(orjson.loads(line)["eventID"]) for line in lines)
         return cls(len(lines), sum(map(len, lines)), ids)

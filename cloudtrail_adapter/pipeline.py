@@ -31,7 +31,7 @@ import structlog
 
 from cloudtrail_adapter.acks import AckTracker, ItemProgress
 from cloudtrail_adapter.aio import ByteBudget
-from cloudtrail_adapter.config import DeliveryOptions
+from cloudtrail_adapter.config import DeliveryOptions, RecordFilter
 from cloudtrail_adapter.decoding.batches import (
     Fragment,
     PackLimits,
@@ -40,7 +40,7 @@ from cloudtrail_adapter.decoding.batches import (
     gzip_batch,
 )
 from cloudtrail_adapter.decoding.decode import DecodeError
-from cloudtrail_adapter.decoding.filters import RecordFilter, merge_counts
+from cloudtrail_adapter.decoding.filters import Matcher, merge_counts
 from cloudtrail_adapter.decoding.packing import (
     SALVAGEABLE,
     decoding,
@@ -121,7 +121,7 @@ class Pipeline:
         self._limits = PackLimits(
             delivery.batch_max_records,
             delivery.batch_max_bytes,
-            keep=keep if keep and keep.active else None,
+            keep=Matcher.of(keep),
             dedup=dedup is not None,
             hash_content=hash_content,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -91,22 +91,10 @@ class Declared:
     default: Any  # dataclasses.MISSING when required
 
 
-#: Settings of classes defined outside this package (the record filter), by class.
-_EXTERNAL: dict[type, dict[str, Setting[Any]]] = {}
-
-
-def declare(cls: type, settings: Mapping[str, Setting[Any]]) -> None:
-    """Declares the keys of a value class that lives outside the config package."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    assert set(settings) <= names, set(settings) - names
-    _EXTERNAL[cls] = dict(settings)
-
-
 def declared(cls: type) -> Iterator[Declared]:
     """The class's keys, in field order."""
-    external = _EXTERNAL.get(cls, {})
     for f in dataclasses.fields(cls):
-        setting = f.metadata.get(_SETTING) or external.get(f.name)
+        setting = f.metadata.get(_SETTING)
         if setting is None:
             continue
         if f.default is not dataclasses.MISSING:

@@ -8,6 +8,7 @@ are both made from these declarations. Rules across keys are each class's `probl
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import socket
 import urllib.parse
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from cloudtrail_adapter.config.keys import (
     Accounts,
@@ -35,11 +36,9 @@ from cloudtrail_adapter.config.keys import (
     Time,
     Url,
     Uuid,
-    declare,
     matching,
 )
 from cloudtrail_adapter.config.reader import is_uuid, url_problem
-from cloudtrail_adapter.decoding.filters import FIELD_OF, FILTERS, RecordFilter
 from cloudtrail_adapter.secret import Secret
 
 DEFAULT_API_URL = "https://api.limacharlie.io"
@@ -282,31 +281,74 @@ class DedupOptions:
     ).field(1_000_000)
 
 
-def _filter_doc(name: str) -> str:
+#: The CloudTrail field each string filter looks at, by the filter name's suffix.
+FIELD_OF: Final = {
+    "event_sources": "eventSource",
+    "event_names": "eventName",
+    "regions": "awsRegion",
+    "accounts": "recipientAccountId",
+    "categories": "eventCategory",
+}
+ErrorsMode = Literal["keep", "drop", "only"]
+
+
+def _glob_filter(name: str) -> Any:
+    """A string filter's key: shell-style globs, matched case sensitively (as CloudTrail's own
+    values are) against the field its name's suffix says."""
     include, _, what = name.partition("_")
     field_name = FIELD_OF[what]
     if include == "include":
-        return f"ship only records whose `{field_name}` matches one of these globs"
-    return f"drop records whose `{field_name}` matches one of these globs"
+        doc = f"ship only records whose `{field_name}` matches one of these globs"
+    else:
+        doc = f"drop records whose `{field_name}` matches one of these globs"
+    return Setting(Globs(), doc).field(())
 
 
-declare(
-    RecordFilter,
-    {name: Setting(Globs(), _filter_doc(name)) for name in FILTERS if name.startswith("inc")}
-    | {name: Setting(Globs(), _filter_doc(name)) for name in FILTERS if name.startswith("exc")}
-    | {
-        "read_only": Setting(
-            Boolean(),
-            "`true`: only read-only calls; `false`: only calls that change something (a "
-            "record without `readOnly` counts as a change)",
-            shown="(both)",
-        ),
-        "errors": Setting(
-            Choice(("keep", "drop", "only")),
-            "`drop` the calls that failed (`errorCode` set), or keep `only` them",
-        ),
-    },
-)
+@dataclass(frozen=True)
+class RecordFilter:
+    """Which records to ship (README, "Shipping less: filters"). A record is kept when it
+    passes every filter that is set; a dropped one is counted under the first filter that
+    refused it, in field order. The workers apply it as `decoding.filters.Matcher`."""
+
+    include_event_sources: tuple[str, ...] = _glob_filter("include_event_sources")
+    exclude_event_sources: tuple[str, ...] = _glob_filter("exclude_event_sources")
+    include_event_names: tuple[str, ...] = _glob_filter("include_event_names")
+    exclude_event_names: tuple[str, ...] = _glob_filter("exclude_event_names")
+    include_regions: tuple[str, ...] = _glob_filter("include_regions")
+    exclude_regions: tuple[str, ...] = _glob_filter("exclude_regions")
+    include_accounts: tuple[str, ...] = _glob_filter("include_accounts")
+    exclude_accounts: tuple[str, ...] = _glob_filter("exclude_accounts")
+    include_categories: tuple[str, ...] = _glob_filter("include_categories")
+    exclude_categories: tuple[str, ...] = _glob_filter("exclude_categories")
+    read_only: bool | None = Setting(
+        Boolean(),
+        "`true`: only read-only calls; `false`: only calls that change something (a "
+        "record without `readOnly` counts as a change)",
+        shown="(both)",
+    ).field()
+    errors: ErrorsMode = Setting(
+        Choice(("keep", "drop", "only")),
+        "`drop` the calls that failed (`errorCode` set), or keep `only` them",
+    ).field("keep")
+
+    @property
+    def active(self) -> bool:
+        return self != RecordFilter()
+
+    def globs(self) -> tuple[tuple[str, str, bool, tuple[str, ...]], ...]:
+        """(filter name, record field, include?, globs) of each string filter that is set."""
+        found = []
+        for name in FILTERS:
+            globs = getattr(self, name)
+            if name in ("read_only", "errors") or not globs:
+                continue
+            mode, _, what = name.partition("_")
+            found.append((name, FIELD_OF[what], mode == "include", globs))
+        return tuple(found)
+
+
+#: Every filter key, in the order a dropped record is attributed to one.
+FILTERS: Final = tuple(f.name for f in dataclasses.fields(RecordFilter))
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Final, Literal
 from isal import isal_zlib
 
 from cloudtrail_adapter.decoding.event_keys import Line, record_keys
-from cloudtrail_adapter.decoding.filters import RecordFilter
+from cloudtrail_adapter.decoding.filters import Matcher
 
 __all__ = [
     "BATCH_LEVEL",
@@ -53,7 +53,7 @@ class PackLimits:
     max_records: int
     max_bytes: int
     whole_max_raw: int = 48 << 20
-    keep: RecordFilter | None = None
+    keep: Matcher | None = None
     dedup: bool = False  # give each fragment its records' keys (event_keys.record_keys)
     hash_content: bool = False  # SHA-256 of the uncompressed content (the integrity check)
 

@@ -1,13 +1,10 @@
-"""Which records to ship: include/exclude by a few CloudTrail fields, each drop counted.
+"""Which records a filter keeps, as the worker processes apply it.
 
-A `RecordFilter` is a frozen value from the config; it travels to the worker processes
-with each object. A record is kept when it passes every filter that is set; a dropped
-record is counted under the first filter that refused it, in the order of `FILTERS`.
+The config's `RecordFilter` (config/values.py, where its keys are declared) is turned into
+a `Matcher` on the event loop's side (`Matcher.of`): a frozen value of its globs and modes
+that pickles small and needs nothing of the config package, so the workers never import it.
 Only the fields a filter needs are decoded (msgspec skips the rest of the record), and a
 source without filters never decodes a record at all.
-
-String filters take shell-style globs (`Describe*`, `s3.amazonaws.com`), matched case
-sensitively, as CloudTrail's own values are.
 """
 
 from __future__ import annotations
@@ -15,31 +12,28 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import msgspec
 
-__all__ = ["FIELD_OF", "FILTERS", "RecordFilter", "apply_filter"]
+__all__ = ["Matcher", "apply_filter", "merge_counts"]
 
 ErrorsMode = Literal["keep", "drop", "only"]
+Globs = tuple[tuple[str, str, bool, tuple[str, ...]], ...]
 
-#: Every filter key, in the order a dropped record is attributed to one.
-FILTERS: Final = (
-    "include_event_sources",
-    "exclude_event_sources",
-    "include_event_names",
-    "exclude_event_names",
-    "include_regions",
-    "exclude_regions",
-    "include_accounts",
-    "exclude_accounts",
-    "include_categories",
-    "exclude_categories",
-    "read_only",
-    "errors",
-)
+
+class FilterKeys(Protocol):
+    """What a matcher is made of: the config's RecordFilter."""
+
+    @property
+    def active(self) -> bool: ...
+    @property
+    def read_only(self) -> bool | None: ...
+    @property
+    def errors(self) -> ErrorsMode: ...
+    def globs(self) -> Globs: ...
 
 
 class _Fields(msgspec.Struct):
@@ -55,47 +49,31 @@ class _Fields(msgspec.Struct):
 
 
 _decode_fields: Final = msgspec.json.Decoder(_Fields).decode
-#: The CloudTrail field each string filter looks at, by the filter name's suffix.
-FIELD_OF: Final = {
-    "event_sources": "eventSource",
-    "event_names": "eventName",
-    "regions": "awsRegion",
-    "accounts": "recipientAccountId",
-    "categories": "eventCategory",
-}
 
 
 @dataclass(frozen=True)
-class RecordFilter:
-    include_event_sources: tuple[str, ...] = ()
-    exclude_event_sources: tuple[str, ...] = ()
-    include_event_names: tuple[str, ...] = ()
-    exclude_event_names: tuple[str, ...] = ()
-    include_regions: tuple[str, ...] = ()
-    exclude_regions: tuple[str, ...] = ()
-    include_accounts: tuple[str, ...] = ()
-    exclude_accounts: tuple[str, ...] = ()
-    include_categories: tuple[str, ...] = ()
-    exclude_categories: tuple[str, ...] = ()
+class Matcher:
+    """A filter as the workers apply it. `globs`: (filter name, record field, include?,
+    shell-style globs), in the order a dropped record is attributed to one."""
+
+    globs: Globs
     read_only: bool | None = None  # True: only read-only calls; False: only writes
     errors: ErrorsMode = "keep"  # "drop" calls that failed (errorCode set), or keep "only" them
 
-    @property
-    def active(self) -> bool:
-        return self != RecordFilter()
+    @classmethod
+    def of(cls, keys: FilterKeys | None) -> Matcher | None:
+        """The matcher of a filter, or None where it keeps every record."""
+        if keys is None or not keys.active:
+            return None
+        return cls(keys.globs(), keys.read_only, keys.errors)
 
     @cached_property
     def _checks(self) -> tuple[tuple[str, str, bool, re.Pattern[str]], ...]:
         """(filter name, record field, include?, one regex for all its globs)."""
-        checks = []
-        for field in fields(self):
-            globs = getattr(self, field.name)
-            if field.name in ("read_only", "errors") or not globs:
-                continue
-            mode, _, what = field.name.partition("_")
-            pattern = "|".join(fnmatch.translate(glob) for glob in globs)
-            checks.append((field.name, FIELD_OF[what], mode == "include", re.compile(pattern)))
-        return tuple(checks)
+        return tuple(
+            (name, field, include, re.compile("|".join(fnmatch.translate(g) for g in globs)))
+            for name, field, include, globs in self.globs
+        )
 
     def refuses(self, record: bytes) -> str | None:
         """The first filter that refuses the record, or None to keep it."""
@@ -117,10 +95,10 @@ class RecordFilter:
 
 
 def apply_filter(
-    lines: Sequence[Any], keep: RecordFilter | None
+    lines: Sequence[Any], keep: Matcher | None
 ) -> tuple[Sequence[Any], dict[str, int]]:
     """The lines the filter keeps, and how many each filter dropped."""
-    if keep is None or not keep.active:
+    if keep is None:
         return lines, {}
     kept: list[Any] = []
     dropped: dict[str, int] = {}
