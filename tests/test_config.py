@@ -32,8 +32,8 @@ from cloudtrail_adapter.config.schema import document_keys
 from cloudtrail_adapter.secret import Secret
 from tests.support.configs import AWS_SECRET, INSTALLATION_KEY, OID, SEED_ACCESS_KEY, SQS_SEED
 
-# Also imported from here by test_monitoring.py (not this change's to
-# edit) until they import tests.support; the lint ban on test modules exempts them till then.
+# Also imported from here by test_monitoring.py (not this change's to edit) until it imports
+# tests.support; the lint ban on test modules exempts it till then.
 from tests.support.configs import S3_SEED as S3_SEED
 
 # Recognisable values that must never appear in a message or a repr.
