@@ -248,7 +248,7 @@ async def single_load_run(
         TreeUsage(daemon.proc.pid) as rss,
     ):
         try:
-            await daemon.wait_event("daemon_started", timeout=TIMEOUT)
+            await daemon.logs.wait_for("daemon_started", timeout=TIMEOUT)
             started = time.perf_counter()
             code = await asyncio.wait_for(daemon.proc.wait(), TIMEOUT)
             if code == 0:
@@ -439,7 +439,7 @@ async def sqs_row(
             TreeUsage(daemon.proc.pid) as rss,
         ):
             try:
-                await daemon.wait_event("daemon_started", timeout=timeout)
+                await daemon.logs.wait_for("daemon_started", timeout=timeout)
                 sent = await send_notifications(options, queue, bucket, logs, load)
                 await lc.store.wait_for(totals.records, timeout)
                 await drained(options, queue, timeout)

@@ -112,7 +112,7 @@ async def _run(
     """aws_rows.single_load_run, and what its `integrity_settled` lines sum to."""
     run = await single_load_run(config, state, lc, totals, what)
     found: Counter[str] = Counter()
-    for line in run.daemon.events("integrity_settled"):
+    for line in run.daemon.logs.named("integrity_settled"):
         found.update({k: line[k] for k in ("files_valid", "digests_valid", "violations")})
         found.update(line["unverified"])
     return run, +found

@@ -98,7 +98,8 @@ class Deduplicator:
         self._store = store
         self._window = max(1, int(options.window // 60))  # minutes
         self._max_keys = options.max_keys
-        self._pending: dict[int, Flight] = {}
+        #: Key -> the flight that claimed it, until acknowledged or abandoned.
+        self.pending: dict[int, Flight] = {}
         self._delivered: set[int] = set()
         self._groups: dict[int, list[int]] = {}  # newest event minute -> keys
         self._heap: list[int] = []  # the minutes of `_groups`, oldest first
@@ -132,11 +133,11 @@ class Deduplicator:
         # every pending key, at each screening
         if (
             len(distinct) == len(keys)
-            and self._pending.keys().isdisjoint(distinct)
+            and self.pending.keys().isdisjoint(distinct)
             and distinct.isdisjoint(self._delivered)
         ):
             flight = Flight(keys, part.keys)  # the usual case: all new
-            self._pending.update(dict.fromkeys(keys, flight))
+            self.pending.update(dict.fromkeys(keys, flight))
             return flight, []
         return self._screen_each(progress, keys)
 
@@ -147,13 +148,13 @@ class Deduplicator:
         for index, key in enumerate(keys):
             if not key:
                 continue  # no identity: shipped, not remembered
-            owner = self._pending.get(key)
+            owner = self.pending.get(key)
             if owner is not None:
                 owner.waiters[progress] = owner.waiters.get(progress, 0) + 1
             elif key in self._delivered:
                 credited += 1
             else:
-                self._pending[key] = flight
+                self.pending[key] = flight
                 flight.keys.append(key)
                 continue
             drop.append(index)
@@ -170,7 +171,7 @@ class Deduplicator:
             newest = max(max(f.keys) for f in claimed) >> _MINUTE_SHIFT
             self._store.save(newest, b"".join(f.blob for f in claimed))
         for flight in claimed:
-            collections.deque(map(self._pending.__delitem__, flight.keys), maxlen=0)
+            collections.deque(map(self.pending.__delitem__, flight.keys), maxlen=0)
             self._remember(flight.keys)
         self._forget_old()
         for flight in flights:
@@ -183,8 +184,8 @@ class Deduplicator:
         waiting: list[ItemProgress] = []
         for flight in flights:
             for key in flight.keys:
-                if self._pending.get(key) is flight:
-                    del self._pending[key]
+                if self.pending.get(key) is flight:
+                    del self.pending[key]
             waiting += flight.waiters
             flight.waiters = {}
         return waiting

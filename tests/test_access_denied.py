@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import orjson
 import pytest
 
@@ -23,9 +22,9 @@ from cloudtrail_adapter.secret import Secret
 from cloudtrail_adapter.state import StateStore
 from tests.support import messages
 from tests.support.configs import s3_config, sqs_config
-from tests.support.stand_in import put_objects
+from tests.support.corpus import PREFIX, records
+from tests.support.stand_in import put_objects, set_auth
 from tests.support.watch import watch_logs
-from tests.test_e2e_s3 import PREFIX, records
 
 GOOD = records(30, 601)
 GOOD_KEY = f"{PREFIX}good.json.gz"
@@ -47,12 +46,6 @@ def policy(bucket: str) -> str:
             ],
         }
     ).decode()
-
-
-async def set_auth(endpoint: str, after_actions: str) -> None:
-    async with aiohttp.ClientSession() as http:
-        answer = await http.post(f"{endpoint}/moto-api/reset-auth", data=after_actions)
-        answer.raise_for_status()
 
 
 @pytest.fixture

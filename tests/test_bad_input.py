@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
-import signal
 from collections import Counter
 from pathlib import Path
 
@@ -22,24 +20,21 @@ from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.state import StateStore
 from tests.support.configs import s3_config
+from tests.support.corpus import (
+    BAD_BODIES,
+    PREFIX,
+    VALID_BODY,
+    VALID_IDS,
+    blob_records,
+    records,
+)
+from tests.support.process import stop_daemon
 from tests.support.stand_in import put_objects
+from tests.support.streaming import RANGE, STREAMING, stalled_mid_object
 from tests.support.watch import watch_logs
-from tests.test_e2e_s3 import PREFIX, records
-from tests.test_streaming import RANGE, STREAMING, blob_records, stalled_mid_object
 
 GOOD = records(12, 500)
 GOOD_KEY = f"{PREFIX}good.json.gz"
-VALID = log_file(records(3, 501))
-VALID_IDS = {str(r["eventID"]) for r in records(3, 501)}
-
-BAD: dict[str, tuple[bytes, str]] = {
-    "corrupt_gzip": (b"\x1f\x8b\x08\x00" + b"\x00garbage" * 20, "corrupt_gzip"),
-    "truncated_gzip": (VALID[: len(VALID) // 2], "truncated_gzip"),
-    "data_after_gzip_member": (VALID + b"trailing junk", "corrupt_gzip"),
-    "not_json": (gzip.compress(b"this is not json"), "not_json"),
-    "json_without_records": (gzip.compress(b'{"hello": "world"}'), "no_records"),
-    "records_not_a_list": (gzip.compress(b'{"Records": {"a": 1}}'), "records_not_list"),
-}
 # Damage inside Records costs only the record it is in (salvage.py): the object commits, the
 # part is set aside with its reason. A lone surrogate escape is JSON (RFC 8259 grammar): it
 # ships as it is.
@@ -91,7 +86,7 @@ async def test_a_damaged_record_is_set_aside_and_its_object_committed(
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
-@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("case", sorted(BAD_BODIES))
 async def test_bad_object_is_named_counted_recorded_and_the_rest_goes_on(
     case: str,
     streamed: bool,
@@ -100,7 +95,7 @@ async def test_bad_object_is_named_counted_recorded_and_the_rest_goes_on(
     lc: LimaCharlieEmulator,
     state_dir: Path,
 ) -> None:
-    body, reason = BAD[case]
+    body, reason = BAD_BODIES[case]
     bad_key = f"{PREFIX}{case}.json.gz"
     await put_objects(aws_options, bucket, {bad_key: body, GOOD_KEY: log_file(GOOD)})
     delivery = DeliveryOptions(batch_max_records=500, stream_threshold=0 if streamed else 1 << 30)
@@ -206,7 +201,7 @@ async def test_quarantine_lifecycle_backoff_list_and_retry(
         await put_objects(aws_options, bucket, {bad_key: log_file(fixed)})
         assert cli.main(["quarantine", "retry", bad_key, "--state-dir", str(state_dir)]) == 0
         await lc.store.wait_for(len(GOOD) + len(fixed), timeout=30)
-        os.kill(os.getpid(), signal.SIGTERM)
+        stop_daemon()
         assert await asyncio.wait_for(daemon, 30) == 0
 
     assert lc.store.event_ids() == Counter(str(r["eventID"]) for r in GOOD + fixed)
@@ -223,9 +218,9 @@ def test_quarantine_without_a_state_database_says_where_it_looked(
 
 def test_bad_bodies_really_are_what_they_claim() -> None:
     """The corpus of this file is only worth something if each body is broken as named."""
-    assert orjson.loads(gzip.decompress(VALID))["Records"]
+    assert orjson.loads(gzip.decompress(VALID_BODY))["Records"]
     with pytest.raises(EOFError):
-        gzip.decompress(BAD["truncated_gzip"][0])
+        gzip.decompress(BAD_BODIES["truncated_gzip"][0])
 
 
 async def test_an_object_deleted_between_listing_and_get_is_named_and_the_rest_goes_on(

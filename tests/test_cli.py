@@ -15,7 +15,7 @@ import pytest
 
 import cloudtrail_adapter
 from cloudtrail_adapter import logs
-from cloudtrail_adapter.cli import _parser, main, state_dir
+from cloudtrail_adapter.cli import main, state_dir
 from cloudtrail_adapter.config import S3SourceOptions, SourceConfig, SqsSourceOptions
 from cloudtrail_adapter.monitor import Monitor
 from cloudtrail_adapter.systemd import SystemdNotifier
@@ -274,14 +274,21 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "usage: cloudtrail-adapter" in capsys.readouterr().err
 
 
-def test_the_container_entrypoint_is_a_valid_command_line() -> None:
-    """The Dockerfile's exec-form ENTRYPOINT + CMD, as the container runs them."""
+@pytest.mark.usefixtures("seed_env")
+def test_the_container_entrypoint_is_a_valid_command_line(daemon: FakeDaemon) -> None:
+    """The Dockerfile's exec-form ENTRYPOINT + CMD, as the container runs them: `run` on
+    the mounted config (here the seed document in its place), serving HTTP on every address."""
     text = (CONFIG_DIR.parent / "Dockerfile").read_text()
     entry = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", text, re.M).group(1))  # type: ignore[union-attr]
     cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))  # type: ignore[union-attr]
-    assert entry[0] == "cloudtrail-adapter"
-    args = _parser().parse_args([*entry[1:], *cmd])
-    assert (args.command, args.config) == ("run", "/etc/cloudtrail-adapter/config.yaml")
-    assert args.http_address == ("0.0.0.0", 9108)  # noqa: S104
+    assert entry[0] == "cloudtrail-adapter" and entry[1] == "run"
+    mounted = "/etc/cloudtrail-adapter/config.yaml"
+    argv = [*entry[1:], *cmd]
+    assert argv.count(mounted) == 1
+    seed = str(CONFIG_DIR / "s3.yaml")
+    assert main([seed if arg == mounted else arg for arg in argv]) == 7
+    [(sources, _)] = daemon.calls
+    assert [s.name for s in sources] == ["s3[1]:acme-trail"]  # the config is what it read
+    assert daemon.http_address == ("0.0.0.0", 9108)  # noqa: S104
     assert re.search(r"^USER 10001$", text, re.M), "never root"
     assert "/healthz" in text.split("HEALTHCHECK", 1)[1]

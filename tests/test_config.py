@@ -30,44 +30,16 @@ from cloudtrail_adapter.config import (
 )
 from cloudtrail_adapter.config.schema import document_keys
 from cloudtrail_adapter.secret import Secret
+from tests.support.configs import AWS_SECRET, INSTALLATION_KEY, OID, SEED_ACCESS_KEY, SQS_SEED
 
-OID = "6c3f1d2a-9d55-4e1e-8f0a-3b2c1d0e9f8a"
-INSTALLATION_KEY = "0f4e7a52-1b2c-4d3e-9f8a-7b6c5d4e3f2a"
-ACCESS_KEY = "AKIAEXAMPLEACCESSKEY"
+# Also imported from here by test_monitoring.py (not this change's to edit) until it imports
+# tests.support; the lint ban on test modules exempts it till then.
+from tests.support.configs import S3_SEED as S3_SEED
+
 # Recognisable values that must never appear in a message or a repr.
-AWS_SECRET = "aws-secret-SHOULD-NOT-LEAK-7a1f9c"
 FULL_INSTALLATION_KEY = "full-installation-key-SHOULD-NOT-LEAK-3b8e"
 HOOK_SECRET = "hook-secret-SHOULD-NOT-LEAK-55d0"
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
-
-S3_SEED = f"""\
-s3:
-  client_options:
-    hostname: trail-host
-    identity:
-      installation_key: {INSTALLATION_KEY}
-      oid: {OID}
-    platform: aws
-    sensor_seed_key: trail-seed
-  bucket_name: acme-org-cloudtrail
-  secret_key: {AWS_SECRET}
-  access_key: {ACCESS_KEY}
-"""
-
-SQS_SEED = f"""\
-sqs:
-  client_options:
-    hostname: trail-host
-    identity:
-      installation_key: {INSTALLATION_KEY}
-      oid: {OID}
-    platform: aws
-    sensor_seed_key: trail-seed
-  region: eu-west-1
-  secret_key: {AWS_SECRET}
-  access_key: {ACCESS_KEY}
-  queue_url: https://sqs.eu-west-1.amazonaws.com/123456789012/cloudtrail
-"""
 
 CLIENT = ClientOptions(
     identity=Identity(OID, Secret(INSTALLATION_KEY)),
@@ -108,7 +80,7 @@ def test_s3_seed_document_parses_into_expected_values() -> None:
         index=1,
         kind="s3",
         source=S3SourceOptions(bucket_name="acme-org-cloudtrail"),
-        aws=AwsOptions(access_key=ACCESS_KEY, secret_key=Secret(AWS_SECRET)),
+        aws=AwsOptions(access_key=SEED_ACCESS_KEY, secret_key=Secret(AWS_SECRET)),
         client_options=CLIENT,
         webhook=None,
         delivery=DeliveryOptions(),
@@ -125,7 +97,7 @@ def test_sqs_seed_document_parses_into_expected_values() -> None:
         source=SqsSourceOptions(
             queue_url="https://sqs.eu-west-1.amazonaws.com/123456789012/cloudtrail"
         ),
-        aws=AwsOptions(ACCESS_KEY, Secret(AWS_SECRET), region="eu-west-1"),
+        aws=AwsOptions(SEED_ACCESS_KEY, Secret(AWS_SECRET), region="eu-west-1"),
         client_options=CLIENT,
         webhook=None,
     )
@@ -154,7 +126,7 @@ def test_seed_documents_with_env_placeholders() -> None:
         "LC_OID": OID.upper(),
         "BUCKET": "from-env",
         "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_ACCESS_KEY_ID": SEED_ACCESS_KEY,
         "FETCH": "16",
         "ONCE": "yes",
         "SUFFIX": "",
@@ -167,7 +139,7 @@ def test_seed_documents_with_env_placeholders() -> None:
     assert cfg.client_options.hostname == "fallback-host"
     assert cfg.client_options.sensor_seed_key == "seed-x"  # `:-` applies to empty values too
     assert cfg.client_options.identity.oid == OID  # canonical lower-case form
-    assert cfg.aws == AwsOptions(ACCESS_KEY, Secret(AWS_SECRET))
+    assert cfg.aws == AwsOptions(SEED_ACCESS_KEY, Secret(AWS_SECRET))
 
 
 def test_example_configs_parse(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -420,7 +392,7 @@ def test_dotted_form_coerces_per_field() -> None:
             "access_key=${KEY_ID}",
             f"secret_key={AWS_SECRET}",
         ],
-        {"KEY_ID": ACCESS_KEY},
+        {"KEY_ID": SEED_ACCESS_KEY},
     )
     assert cfg.source == SqsSourceOptions(
         queue_url="https://sqs.ap-south-1.amazonaws.com/123456789012/q",
@@ -431,7 +403,7 @@ def test_dotted_form_coerces_per_field() -> None:
     assert cfg.delivery == DeliveryOptions(
         batch_linger=0.25, stream_threshold=1 << 20, max_buffered_bytes=32 << 20
     )
-    assert cfg.aws == AwsOptions(ACCESS_KEY, Secret(AWS_SECRET), region="ap-south-1")
+    assert cfg.aws == AwsOptions(SEED_ACCESS_KEY, Secret(AWS_SECRET), region="ap-south-1")
     assert cfg.client_options is not None
     assert cfg.client_options.mapping == {"event_type_path": "eventName"}
     assert cfg.client_options.hostname == "cli-host"
@@ -524,7 +496,7 @@ def test_secrets_never_appear_in_repr_or_str() -> None:
     hook_text = f"""\
     sqs:
       queue_url: https://sqs.eu-west-1.amazonaws.com/123456789012/q
-      access_key: {ACCESS_KEY}
+      access_key: {SEED_ACCESS_KEY}
       secret_key: {AWS_SECRET}
       webhook:
         url: https://hooks.example.com/{OID}/cloudtrail

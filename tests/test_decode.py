@@ -20,9 +20,11 @@ from cloudtrail_adapter.decoding.decode import (
     DecodeReason,
     decode_object,
 )
-from cloudtrail_adapter.emulator.corpus import cloudtrail_record, digest_file, digest_key, log_file
+from cloudtrail_adapter.emulator.corpus import digest_file, digest_key, log_file
 from cloudtrail_adapter.sources.trail_layout import is_digest_key
+from tests.support.corpus import records
 
+REGION = "eu-west-1"
 WHEN = datetime(2024, 5, 6, 12, 30, tzinfo=UTC)
 DIGEST_KEY = digest_key(
     prefix="", org_id="o-a1b2c3d4e5", account="111122223333", region="eu-west-1", when=WHEN
@@ -31,14 +33,6 @@ LOG_KEY = (
     "AWSLogs/o-a1b2c3d4e5/111122223333/CloudTrail/eu-west-1/2024/05/06/"
     "111122223333_CloudTrail_eu-west-1_20240506T1230Z_AbCdEfGhIjKlMnOp.json.gz"
 )
-
-
-def records(seed: int, n: int) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    return [
-        cloudtrail_record(rng, account="111122223333", region="eu-west-1", when=WHEN)
-        for _ in range(n)
-    ]
 
 
 def parsed(decoded: DecodedObject) -> list[Any]:
@@ -55,7 +49,7 @@ def reason_of(data: bytes) -> str:
 
 
 def test_gzip_and_plain_inputs_give_the_same_compact_lines() -> None:
-    recs = records(1, 50)
+    recs = records(50, 1, region=REGION, when=WHEN)
     plain = log_file(recs, gzipped=False)
 
     from_gzip = decode_object(log_file(recs))
@@ -70,7 +64,7 @@ def test_gzip_and_plain_inputs_give_the_same_compact_lines() -> None:
 
 
 def test_gzip_is_detected_by_magic_bytes_not_by_name() -> None:
-    recs = records(2, 3)
+    recs = records(3, 2, region=REGION, when=WHEN)
     as_gzip = decode_object(log_file(recs), key="no-suffix/object.json")
     as_plain = decode_object(log_file(recs, gzipped=False), key=LOG_KEY)  # says .json.gz
 
@@ -103,7 +97,7 @@ def test_a_digest_file_is_recognised_by_its_content() -> None:
         start=WHEN.replace(hour=11),
         end=WHEN,
         rng=random.Random(3),
-        logs=[(LOG_KEY, records(3, 4))],
+        logs=[(LOG_KEY, records(4, 3, region=REGION, when=WHEN))],
     )
 
     decoded = decode_object(body)
@@ -122,14 +116,14 @@ def test_the_key_hint_classifies_a_records_less_object_as_digest() -> None:
 
 
 def test_records_win_over_a_digest_key() -> None:
-    recs = records(4, 2)
+    recs = records(2, 4, region=REGION, when=WHEN)
     decoded = decode_object(log_file(recs), key=DIGEST_KEY)
     assert decoded.kind == "log"
     assert parsed(decoded) == recs
 
 
 def test_pretty_printed_input_compacts_to_one_line_per_record() -> None:
-    recs = records(5, 20)
+    recs = records(20, 5, region=REGION, when=WHEN)
     document = {"Version": "ignored", "Records": recs, "Trailer": {"nested": [1, 2]}}
     pretty = orjson.dumps(document, option=orjson.OPT_INDENT_2)
     assert pretty.count(b"\n") > 100
@@ -160,7 +154,7 @@ def test_escapes_and_utf8_are_preserved_byte_for_byte() -> None:
 
 
 def test_concatenated_gzip_members_are_all_read_and_nul_padding_is_ignored() -> None:
-    recs = records(6, 10)
+    recs = records(10, 6, region=REGION, when=WHEN)
     plain = log_file(recs, gzipped=False)
     half = len(plain) // 2
 
@@ -172,13 +166,13 @@ def test_concatenated_gzip_members_are_all_read_and_nul_padding_is_ignored() -> 
 
 
 def test_a_utf8_byte_order_mark_is_tolerated() -> None:
-    recs = records(7, 2)
+    recs = records(2, 7, region=REGION, when=WHEN)
     decoded = decode_object(b"\xef\xbb\xbf" + log_file(recs, gzipped=False))
     assert parsed(decoded) == recs
 
 
 def test_results_and_errors_survive_pickling_for_a_process_pool() -> None:
-    decoded = decode_object(log_file(records(8, 3)))
+    decoded = decode_object(log_file(records(3, 8, region=REGION, when=WHEN)))
     assert pickle.loads(pickle.dumps(decoded)) == decoded  # noqa: S301
 
     with pytest.raises(DecodeError) as caught:
@@ -330,7 +324,7 @@ def test_valid_files_round_trip(recs: list[dict[str, Any]], pretty: bool, gzippe
 
 
 def test_a_batch_is_gzip_of_newline_joined_lines() -> None:
-    lines = decode_object(log_file(records(9, 30))).records
+    lines = decode_object(log_file(records(30, 9, region=REGION, when=WHEN))).records
 
     payload, raw_length = gzip_batch([fragment(lines)])
 

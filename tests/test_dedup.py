@@ -205,7 +205,7 @@ def test_screening_a_fragment_does_not_walk_the_keys_in_flight(store: StateStore
     dedup = dedup_of(store)
     progress = Progress(tracker, "a").progress
     dedup.screen(progress, keyed([record(n) for n in range(1000)]))
-    dedup._pending = _NoWalk(dedup._pending)
+    dedup.pending = _NoWalk(dedup.pending)
     flight, drop = dedup.screen(progress, keyed([record(n) for n in range(1000, 1010)]))
     assert drop == [] and len(flight.keys) == 10
     _, drop = dedup.screen(progress, keyed([record(5), record(2000)]))

@@ -4,35 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import random
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
-from structlog.testing import capture_logs
 
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions, DeliveryOptions
 from cloudtrail_adapter.daemon import serve
-from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
+from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from tests.support.configs import INSTALLATION_KEY, WEBHOOK_SECRET, s3_config
+
+# Also imported from here by test_dashboard.py and test_monitoring.py (not this change's to
+# edit) until they import tests.support; the lint ban on test modules exempts them till then.
+from tests.support.corpus import PREFIX as PREFIX
+from tests.support.corpus import records as records
 from tests.support.stand_in import put_objects
 from tests.support.watch import watch_logs
-
-PREFIX = "AWSLogs/o-a1b2c3d4e5/111122223333/CloudTrail/us-east-1/2026/11/24/"
-
-
-def records(n: int, seed: int) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    when = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-    return [
-        cloudtrail_record(rng, account="111122223333", region="us-east-1", when=when)
-        for _ in range(n)
-    ]
 
 
 def mixed_bucket() -> tuple[dict[str, bytes], Counter[str]]:
@@ -146,13 +136,13 @@ async def test_refused_handshake_is_a_clear_failure_without_secrets(
     await put_objects(aws_options, bucket, {f"{PREFIX}one.json.gz": log_file(records(2, 11))})
     lc.usp_faults.handshake_error = "invalid installation key"
 
-    with capture_logs() as logs:
+    with watch_logs() as logs:
         assert await serve([s3_config(aws_options, bucket, lc)], state_dir) == 1
 
-    failed = [entry for entry in logs if entry["event"] == "source_failed"]
+    failed = logs.named("source_failed")
     assert failed and "invalid installation key" in failed[0]["error"]
-    assert INSTALLATION_KEY not in repr(logs)
-    assert WEBHOOK_SECRET not in repr(logs)
+    assert INSTALLATION_KEY not in repr(logs.entries)
+    assert WEBHOOK_SECRET not in repr(logs.entries)
     assert len(lc.store.events) == 0
 
 

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,46 +21,17 @@ from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from tests.support import messages
 from tests.support.configs import sqs_config
-from tests.support.stand_in import put_objects
-from tests.support.watch import watch_logs
-from tests.test_e2e_s3 import PREFIX, records
+from tests.support.corpus import PREFIX, ids, records
+from tests.support.process import stop_daemon
+from tests.support.stand_in import depth, put_objects
+
+# Also imported from here by test_dashboard.py and test_monitoring.py (not this change's to
+# edit) until they import tests.support; the lint ban on test modules exempts them till then.
+from tests.support.stand_in import send as send
+from tests.support.watch import eventually, watch_logs
 
 KEY_A = f"{PREFIX}111122223333_CloudTrail_us-east-1_20261124T1200Z_a b:c.json.gz"
 KEY_B = f"{PREFIX}111122223333_CloudTrail_us-east-1_20261124T1205Z_second.json.gz"
-
-
-async def send(aws_options: AwsOptions, queue_url: str, bodies: list[str]) -> None:
-    async with aws.client("sqs", aws_options) as sqs:
-        for body in bodies:
-            await sqs.send_message(QueueUrl=queue_url, MessageBody=body)
-
-
-async def depth(aws_options: AwsOptions, queue_url: str) -> tuple[int, int]:
-    """(visible, in flight) as SQS counts them."""
-    async with aws.client("sqs", aws_options) as sqs:
-        answer = await sqs.get_queue_attributes(
-            QueueUrl=queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )
-    attrs = answer["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]), int(
-        attrs["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 30.0) -> None:
-    """Waits, bounded, for an outside condition no event of ours announces (moto's state)."""
-    async with asyncio.timeout(timeout):
-        while not await check():  # noqa: ASYNC110 (moto announces nothing)
-            await asyncio.sleep(0.05)
-
-
-def ids(recs: list[dict[str, Any]]) -> Counter[str]:
-    return Counter(str(r["eventID"]) for r in recs)
-
-
-def stop_daemon() -> None:
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 OBJECT_SHAPES: dict[str, Callable[[str], str]] = {

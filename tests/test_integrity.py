@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import signal
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,6 +26,7 @@ from cloudtrail_adapter.integrity.verdicts import EVENT_TYPE, IntegrityStats
 from cloudtrail_adapter.monitor import Monitor
 from cloudtrail_adapter.sources.s3 import S3Source
 from tests.support.configs import s3_config
+from tests.support.process import stop_daemon
 from tests.support.stand_in import STAND_IN
 from tests.support.trail import Trail, TrailKey, build_trail
 from tests.support.watch import LogWatch, passes_done, watch_logs
@@ -442,7 +441,7 @@ async def test_a_running_daemon_checks_each_digest_as_it_arrives(
         digest = later.digests()[1]
         await Trail(bucket, start, 2, keys, {digest.key: digest}).upload(aws_options)
         await lc.store.wait_for(len(trail.event_ids()) + 1, timeout=30)
-        os.kill(os.getpid(), signal.SIGTERM)
+        stop_daemon()
         assert await asyncio.wait_for(daemon, 30) == 0
 
     assert stats.files == Counter({"valid": 3, "hash_mismatch": 1}) and stats.files_waiting == 0

@@ -18,9 +18,9 @@ from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from tests.support.configs import s3_config, s3_document
+from tests.support.corpus import PREFIX
 from tests.support.process import DaemonProcess, all_workers_waiting
 from tests.support.stand_in import put_objects
-from tests.test_e2e_s3 import PREFIX
 
 WORKERS = 4
 LIMIT_MB = 300
@@ -38,7 +38,7 @@ def trail(objects: int, per_object: int, seed: int) -> dict[str, list[dict[str, 
     }
 
 
-def ids(objects: dict[str, list[dict[str, Any]]]) -> Counter[str]:
+def ids_in(objects: dict[str, list[dict[str, Any]]]) -> Counter[str]:
     return Counter(str(r["eventID"]) for recs in objects.values() for r in recs)
 
 
@@ -63,31 +63,31 @@ async def test_a_schedule_of_usp_faults_loses_nothing_and_memory_stays_bounded(
     faults.stall_after_messages = 3  # the peer stops reading and acking: back-pressure
     async with DaemonProcess(path, tmp_path / "state") as daemon:
         await asyncio.wait_for(faults.stall_began.wait(), 60)
-        await all_workers_waiting(daemon, WORKERS, since=daemon.mark())
+        await all_workers_waiting(daemon, WORKERS, since=daemon.logs.mark())
         peak = daemon.peak_rss_mb()
         faults.release_peer()
 
         faults.hold_acks()  # acks withheld until every worker waits on LimaCharlie
-        await all_workers_waiting(daemon, WORKERS, since=daemon.mark())
+        await all_workers_waiting(daemon, WORKERS, since=daemon.logs.mark())
         accepted_while_held = len(lc.store.events)
         faults.release_acks()
 
         faults.drop_after_messages = 3  # the socket dies, unacked, without a close frame
-        await daemon.wait_count("usp_connecting", 2)
+        await daemon.logs.wait_for("usp_connecting", 2)
         faults.reconnect_after_messages = 3  # `re`
-        await daemon.wait_count("usp_connecting", 3)
+        await daemon.logs.wait_for("usp_connecting", 3)
         faults.error_after_messages = 3  # `error` mid-stream, then the server closes
-        await daemon.wait_event("usp_server_error")
-        await daemon.wait_count("usp_connecting", 4)
+        await daemon.logs.wait_for("usp_server_error")
+        await daemon.logs.wait_for("usp_connecting", 4)
         faults.backoff_after_messages = (3, 0.5)  # `bo`
-        await daemon.wait_event("usp_backoff")
+        await daemon.logs.wait_for("usp_backoff")
 
-        await lc.store.wait_for(sum(ids(objects).values()), timeout=120)
+        await lc.store.wait_for(sum(ids_in(objects).values()), timeout=120)
         assert await daemon.stop() == 0, daemon.tail()
 
     accepted = lc.store.event_ids()
-    assert set(accepted) == set(ids(objects)), "records were lost"
-    assert accepted_while_held < sum(ids(objects).values()), "the hold never bit"
+    assert set(accepted) == set(ids_in(objects)), "records were lost"
+    assert accepted_while_held < sum(ids_in(objects).values()), "the hold never bit"
     print(f"\npeak RSS with a stalled peer: {peak:.0f} MB")
     assert peak < LIMIT_MB, f"peak RSS {peak:.0f} MB"
 
@@ -102,7 +102,7 @@ async def test_webhook_5xx_and_429_with_retry_after_lose_nothing(
     lc.webhook_faults.retry_after = "1"
 
     assert await serve([cfg], state_dir) == 0
-    assert lc.store.event_ids() == ids(objects)
+    assert lc.store.event_ids() == ids_in(objects)
     assert not lc.webhook_faults.statuses, "every injected fault was served"
 
 
@@ -116,9 +116,9 @@ async def test_a_refused_handshake_is_retried_with_backoff_not_in_a_loop(
     lc.usp_faults.handshake_error = "invalid installation key"
 
     async with DaemonProcess(path, tmp_path / "state") as daemon:
-        failed = await daemon.wait_event("source_failed")
-        scheduled = await daemon.wait_event("source_restart_scheduled")
-        connects = len(daemon.events("usp_connecting"))
+        failed = await daemon.logs.wait_for("source_failed")
+        scheduled = await daemon.logs.wait_for("source_restart_scheduled")
+        connects = len(daemon.logs.named("usp_connecting"))
         # Stopped while its source was failing: exit 1, so systemd shows the unit failed.
         assert await daemon.stop() == 1, daemon.tail()
 

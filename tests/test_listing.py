@@ -6,9 +6,7 @@ shipped or reported, never dropped in silence."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -22,6 +20,7 @@ from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.sources.trail_layout import day_of
 from tests.support.configs import s3_config
+from tests.support.process import stop_daemon
 from tests.support.stand_in import listings, put_objects
 from tests.support.watch import passes_done, watch_logs
 
@@ -124,7 +123,7 @@ async def test_a_sparse_ten_year_bucket_costs_what_it_holds_and_then_what_today_
     with watch_logs() as logs:
         daemon = asyncio.create_task(serve([running], state_dir))
         await passes_done(logs, [running], more=4)
-        os.kill(os.getpid(), signal.SIGTERM)
+        stop_daemon()
         assert await asyncio.wait_for(daemon, 30) == 0
     assert delivered(lc) == trail.events()  # nothing again
     steady = list_calls(logs)[2:]
@@ -156,7 +155,7 @@ async def test_a_new_account_is_found_within_one_discovery_interval(
         later = trail.in_layout(ACCOUNTS[1], "CloudTrail", REGIONS[1], now)
         await put_objects(aws_options, bucket, {later: trail.files[later]})
         await lc.store.wait_for(4, timeout=30)
-        os.kill(os.getpid(), signal.SIGTERM)
+        stop_daemon()
         assert await asyncio.wait_for(daemon, 30) == 0
     assert delivered(lc) == trail.events()
     assert len(logs.named("layout_discovered")) >= 2

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,11 +25,11 @@ from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.monitor import Monitor
 from cloudtrail_adapter.secret import Secret
 from tests.support.configs import OID, s3_config, usp_client_options
-from tests.support.stand_in import put_objects
+from tests.support.corpus import PREFIX, records
+from tests.support.process import stop_daemon
+from tests.support.scrape import get, samples, until_status
+from tests.support.stand_in import put_objects, set_auth
 from tests.support.watch import LogWatch, watch_logs
-from tests.test_access_denied import set_auth
-from tests.test_e2e_s3 import PREFIX, records
-from tests.test_monitoring import get, samples, until_status
 
 SOURCES = 20
 BROKEN = 7  # the index (from 0) of the source with wrong credentials
@@ -83,7 +82,7 @@ async def running(
     try:
         yield f"http://{logs.named('http_listening')[0]['address']}"
     finally:
-        os.kill(os.getpid(), signal.SIGTERM)
+        stop_daemon()
         assert await asyncio.wait_for(daemon, 60) == 1  # a source was failing when stopped
 
 

@@ -23,8 +23,8 @@ from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from tests.support.configs import s3_document
+from tests.support.corpus import PREFIX
 from tests.support.process import DaemonProcess, all_workers_waiting
-from tests.test_e2e_s3 import PREFIX
 
 LIMIT_MB = 300
 PARALLEL_FETCH = 8  # the default, stated so the wait below knows how many workers there are

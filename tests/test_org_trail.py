@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import random
-import signal
 import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -31,6 +29,7 @@ from cloudtrail_adapter.emulator.corpus import cloudtrail_record, digest_key, lo
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.sources.trail_layout import file_time, logs_root
 from tests.support.configs import s3_config, usp_client_options
+from tests.support.process import stop_daemon
 from tests.support.stand_in import listings, put_objects
 from tests.support.watch import passes_done, watch_logs
 
@@ -145,7 +144,7 @@ async def test_an_org_trail_is_read_by_day_through_a_role_per_account_and_late_f
         await put_objects(aws_options, bucket, {k: trail.files[k] for k in late})
         await lc.store.wait_for(3 * 4 * 3 * 3 + 9, timeout=30)
         await passes_done(logs, configs, more=2)
-        os.kill(os.getpid(), signal.SIGTERM)
+        stop_daemon()
         assert await asyncio.wait_for(daemon, 30) == 0
 
     for account, key in zip(ACCOUNTS, late, strict=True):

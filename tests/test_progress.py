@@ -14,7 +14,7 @@ from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.progress import Snapshot, render
 from tests.support.configs import INSTALLATION_KEY, OID
-from tests.test_e2e_s3 import records
+from tests.support.corpus import records
 
 FILES = 12
 

@@ -162,7 +162,7 @@ async def test_the_s3_source_ships_everything_through_the_configured_proxy(
     lc_target = f"127.0.0.1:{stage.lc.port}"
     assert [r.target for r in stage.proxy.connects()] == [lc_target]
     assert all(r.user == USER for r in stage.proxy.connects())
-    [connecting] = daemon.events("usp_connecting")
+    [connecting] = daemon.logs.named("usp_connecting")
     assert connecting["proxy"] == stage.proxy.url
     assert PASSWORD not in "".join(daemon.lines)
 
@@ -177,7 +177,7 @@ async def test_a_wrong_proxy_password_fails_naming_the_proxy_not_the_password(
 
     assert not stage.lc.store.event_ids()
     assert stage.proxy.requests and not any(r.allowed for r in stage.proxy.requests)
-    [failed] = daemon.events("source_failed")
+    [failed] = daemon.logs.named("source_failed")
     assert stage.proxy.url in failed["error"] and "407" in failed["error"]
     assert "client_options.proxy.username and password" in failed["error"]
     logged = "".join(daemon.lines)
@@ -200,7 +200,7 @@ async def test_the_environment_proxies_carry_limacharlie_and_aws(stage: Stage) -
     s3_requests = [r.target for r in allowed if r.method != "CONNECT"]
     endpoint = str(stage.aws.endpoint_url)
     assert any(stage.bucket in t and t.startswith(endpoint) for t in s3_requests)
-    [connecting] = daemon.events("usp_connecting")
+    [connecting] = daemon.logs.named("usp_connecting")
     assert connecting["proxy"] == stage.proxy.url  # shown without the credentials
     assert PASSWORD not in "".join(daemon.lines)
 

@@ -8,7 +8,6 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,10 +21,10 @@ from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.secret import Secret
 from tests.support.configs import s3_config
+from tests.support.corpus import PREFIX, records
+from tests.support.process import stop_daemon
 from tests.support.stand_in import STAND_IN, put_objects
-from tests.support.watch import LogWatch, watch_logs
-from tests.test_e2e_s3 import PREFIX, records
-from tests.test_e2e_sqs import stop_daemon
+from tests.support.watch import LogWatch, eventually, watch_logs
 
 ROLE_ACCOUNT = "222233334444"
 ROLE_ARN = f"arn:aws:iam::{ROLE_ACCOUNT}:role/cloudtrail-reader"
@@ -89,23 +88,17 @@ async def test_the_stand_in_refuses_an_expired_role_session(aws_options: AwsOpti
             RoleArn=ROLE_ARN, RoleSessionName="expiring", DurationSeconds=900
         )
     keys = answer["Credentials"]
-    await asyncio.sleep(_until(answer["Credentials"]["Expiration"]))
-    expired = AwsOptions(
-        keys["AccessKeyId"], Secret(keys["SecretAccessKey"]), "us-east-1", aws_options.endpoint_url
-    )
-    session = aws.source_session(expired)
-    async with session.create_client(
-        "s3",
-        region_name="us-east-1",
-        endpoint_url=aws_options.endpoint_url,
-        aws_access_key_id=keys["AccessKeyId"],
-        aws_secret_access_key=keys["SecretAccessKey"],
-        aws_session_token=keys["SessionToken"],
-    ) as s3:
-        with pytest.raises(ClientError) as caught:
-            await s3.list_buckets()
+    session = (keys["AccessKeyId"], keys["SecretAccessKey"], keys["SessionToken"])
+    refusals: list[ClientError] = []
+
+    async def refused() -> bool:
+        if (error := await refusal(aws_options, *session)) is not None:
+            refusals.append(error)
+        return bool(refusals)
+
+    await eventually(refused)  # once the session ran out: nothing announces it
     # botocore's S3 parser does not read moto's generic error document: only the status
-    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert refusals[0].response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
 @pytest.mark.usefixtures("short_sessions")
@@ -126,7 +119,12 @@ async def test_role_credentials_are_refreshed_and_the_source_keeps_working_past_
         async with daemon(cfg, state_dir):
             await lc.store.wait_for(10, timeout=20)
             first = assumed(name)[0]
-            await asyncio.sleep(_until(first.expiration.replace(tzinfo=UTC)))  # it expired
+            keys = (first.access_key_id, first.secret_access_key, first.session_token)
+
+            async def expired() -> bool:
+                return await refusal(aws_options, *keys) is not None
+
+            await eventually(expired)  # the stand-in refuses the first session's keys now
             await put_objects(
                 aws_options, bucket, {f"{PREFIX}2.json.gz": log_file(records(10, 42))}
             )
@@ -140,9 +138,25 @@ def _failures(logs: LogWatch) -> list[dict[str, object]]:
     return [e for e in logs.entries if e["event"] in ("source_failed", "object_failed")]
 
 
-def _until(when: datetime) -> float:
-    """Seconds until `when` has passed, with a little to spare."""
-    return max(0.0, (when - datetime.now(UTC)).total_seconds()) + 0.2
+async def refusal(
+    aws_options: AwsOptions, access_key: str, secret_key: str, token: str
+) -> ClientError | None:
+    """How the stand-in answers a request made with a role session's keys: None if it
+    served it."""
+    keys = AwsOptions(access_key, Secret(secret_key), "us-east-1", aws_options.endpoint_url)
+    async with aws.source_session(keys).create_client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url=aws_options.endpoint_url,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        aws_session_token=token,
+    ) as s3:
+        try:
+            await s3.list_buckets()
+        except ClientError as refused:
+            return refused
+    return None
 
 
 ROLE_DOC = """

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import random
 import tempfile
 from datetime import UTC, datetime
 from typing import Any
@@ -18,22 +17,14 @@ from cloudtrail_adapter.decoding.batches import PackLimits
 from cloudtrail_adapter.decoding.decode import DecodeError, decode_object
 from cloudtrail_adapter.decoding.packing import pack_spooled, pack_steps, pack_whole
 from cloudtrail_adapter.decoding.salvage import Salvaged, record_at, salvage
-from cloudtrail_adapter.emulator.corpus import cloudtrail_record
+from tests.support.corpus import records
 
 MAX_RECORD = 1 << 20
+WHEN = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 def lines(data: bytes, got: Salvaged) -> list[bytes]:
     return [record_at(data, span) for span in got.records]
-
-
-def records(n: int, seed: int) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    when = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-    return [
-        cloudtrail_record(rng, account="111122223333", region="us-east-1", when=when)
-        for _ in range(n)
-    ]
 
 
 def compact_file(recs: list[dict[str, Any]]) -> tuple[bytes, list[tuple[int, int]]]:
@@ -68,7 +59,7 @@ DEFECTS = {
 
 def damaged(defect: str) -> tuple[bytes, list[dict[str, Any]], int]:
     """Five compact records; the third carries the defect."""
-    recs = records(5, 3)
+    recs = records(5, 3, when=WHEN)
     parts = [orjson.dumps(r) for r in recs]
     old, new = DEFECTS[defect]
     assert old in parts[2]
@@ -105,7 +96,7 @@ def test_a_lone_surrogate_escape_is_json_and_ships_unchanged() -> None:
 
 
 def test_pretty_printed_files_salvage_alike() -> None:
-    recs = records(6, 5)
+    recs = records(6, 5, when=WHEN)
     data, ranges = pretty_file(recs)
     start, _ = ranges[4]
     broken = data[: start + 40] + b"\xff" + data[start + 41 :]
@@ -138,8 +129,8 @@ def test_no_records_array_at_all_is_still_an_error() -> None:
 # ---- random single-byte damage --------------------------------------------------------------
 
 FILES = {
-    "compact": compact_file(records(12, 21)),
-    "pretty": pretty_file(records(8, 22)),
+    "compact": compact_file(records(12, 21, when=WHEN)),
+    "pretty": pretty_file(records(8, 22, when=WHEN)),
 }
 
 

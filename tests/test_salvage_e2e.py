@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 import pytest
-from structlog.testing import capture_logs
 
 from cloudtrail_adapter import cli
 from cloudtrail_adapter.config import AwsOptions, DeliveryOptions, SourceConfig
@@ -23,6 +22,7 @@ from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.state import StateStore
 from tests.support.configs import file_config, s3_config
 from tests.support.stand_in import put_objects
+from tests.support.watch import watch_logs
 
 PREFIX = "AWSLogs/111122223333/CloudTrail/us-east-1/2026/11/30/"
 # One defect per file, in its third record; the fifth file is clean.
@@ -135,12 +135,12 @@ async def runs_twice(
     state_dir: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with capture_logs() as logs:
+    with watch_logs() as logs:
         assert await serve([cfg], state_dir) == 1  # records were set aside: the job says so
     assert_salvaged(lc, expected, state_dir)
-    unreadable = [e for e in logs if e["event"] == "records_unreadable"]
+    unreadable = logs.named("records_unreadable")
     assert sorted(r for e in unreadable for r in e["reasons"]) == sorted(SET_ASIDE)
-    [finished] = [e for e in logs if e["event"] == "source_finished"]
+    [finished] = logs.named("source_finished")
     assert finished["unreadable"] == 3 and finished["failed"] == 0
 
     delivered = len(lc.store.events)

@@ -15,9 +15,8 @@ from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from tests.support import messages
 from tests.support.configs import INSTALLATION_KEY, OID
-from tests.support.stand_in import ACCESS_KEY, SECRET_KEY
-from tests.test_e2e_s3 import PREFIX, records
-from tests.test_e2e_sqs import depth
+from tests.support.corpus import PREFIX, records
+from tests.support.stand_in import ACCESS_KEY, SECRET_KEY, depth
 
 DAEMONS = 3
 NOTIFICATIONS = 300

@@ -11,14 +11,12 @@ import asyncio
 import gzip
 import signal
 import socket
-import sys
 import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 import yaml
@@ -27,8 +25,10 @@ from cloudtrail_adapter import cli
 from cloudtrail_adapter.config import AwsOptions, load_config
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from tests.support.configs import OID
-from tests.support.stand_in import ACCESS_KEY, put_objects
-from tests.test_e2e_s3 import PREFIX, records
+from tests.support.corpus import PREFIX, records
+from tests.support.process import CliProcess
+from tests.support.stand_in import ACCESS_KEY, put_objects, set_auth
+from tests.support.watch import LogWatch
 
 INSTALLATION_KEY = "c4a2a7e5-0b1d-4e5f-8a9b-5ec2e75ec2e7"
 AWS_SECRET = "CANARYawsSECRETk3y0123456789abcdefghijkl"
@@ -71,53 +71,25 @@ def s3_doc(aws: AwsOptions, bucket: str, **extra: Any) -> dict[str, Any]:
 class Run:
     code: int | None
     output: str  # stdout and stderr together
-
-    def events(self) -> list[dict[str, Any]]:
-        found = []
-        for line in self.output.splitlines():
-            if line.startswith("{"):
-                found.append(orjson.loads(line))
-        return found
+    logs: LogWatch  # the JSON lines among them
 
     def named(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.events() if e.get("event") == name]
+        return self.logs.named(name)
 
 
 async def cli_run(
     args: list[str], *, until: str | None = None, timeout: float = 60.0, cwd: Path | None = None
 ) -> Run:
     """The real CLI in a child process; with `until`, SIGTERM once that event was logged."""
-    proc = await _spawn(args, cwd)
-    assert proc.stdout
-    lines: list[str] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while line := await proc.stdout.readline():
-                lines.append(line.decode(errors="replace"))
-                if until and f'"event":"{until}"' in lines[-1].replace(" ", ""):
-                    proc.send_signal(signal.SIGTERM)
-                    until = None
-            code = await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return Run(code, "".join(lines))
-
-
-async def _spawn(args: list[str], cwd: Path | None) -> asyncio.subprocess.Process:
     daemon = ["--log-level", "debug", "--shutdown-grace", "1"]
     debug = daemon if args[0] in ("run", "s3", "sqs") else []
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cloudtrail_adapter",
-        *args,
-        *debug,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        cwd=cwd,
-    )
+    async with CliProcess([*args, *debug], cwd=cwd, stdout=True) as child:
+        async with asyncio.timeout(timeout):
+            if until:
+                await child.logs.wait_for(until, timeout=timeout)
+                child.proc.send_signal(signal.SIGTERM)
+            code = await child.proc.wait()
+    return Run(code, "".join(child.lines), child.logs)
 
 
 def write(path: Path, *docs: dict[str, Any]) -> Path:
@@ -256,12 +228,11 @@ async def test_aws_rejecting_the_credentials(
     assert aws_options.endpoint_url
     doc = s3_doc(aws_options, bucket) | {"client_options": usp(lc)}
     path = write(tmp_path / "c.yaml", {"s3": doc})
-    async with aiohttp.ClientSession() as http:
-        await http.post(f"{aws_options.endpoint_url}/moto-api/reset-auth", data="0")
-        try:
-            run = await cli_run(["run", str(path)])
-        finally:
-            await http.post(f"{aws_options.endpoint_url}/moto-api/reset-auth", data="inf")
+    await set_auth(aws_options.endpoint_url, "0")
+    try:
+        run = await cli_run(["run", str(path)])
+    finally:
+        await set_auth(aws_options.endpoint_url, "inf")
     assert run.code == 1
     assert "InvalidAccessKeyId" in run.output or "InvalidClientTokenId" in run.output
     assert leaks(run.output) == []

@@ -4,8 +4,6 @@ back, exit 0; a second signal stops at once. Nothing is lost either way."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from collections import Counter
 from pathlib import Path
 
@@ -15,17 +13,13 @@ from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from tests.support import messages
 from tests.support.configs import s3_config, sqs_config
-from tests.support.stand_in import put_objects
+from tests.support.corpus import PREFIX, records
+from tests.support.process import stop_daemon
+from tests.support.stand_in import depth, put_objects, send
 from tests.support.watch import watch_logs
-from tests.test_e2e_s3 import PREFIX, records
-from tests.test_e2e_sqs import depth, send
 
 BIG = records(20_000, 600)
 SMALL = {f"{PREFIX}small-{i}.json.gz": records(50, 610 + i) for i in range(4)}
-
-
-def sigterm() -> None:
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def expected() -> Counter[str]:
@@ -48,7 +42,7 @@ async def test_sigterm_mid_file_finishes_in_flight_work_within_the_grace(
     with watch_logs() as logs:
         daemon = asyncio.create_task(serve([cfg], state_dir, shutdown_grace=60))
         await lc.usp.wait_for_messages(1, timeout=30)
-        sigterm()
+        stop_daemon()
         await logs.wait_for("source_stopping", timeout=10)
         lc.usp_faults.release_acks()
         assert await asyncio.wait_for(daemon, 60) == 0
@@ -73,7 +67,7 @@ async def test_grace_running_out_hands_sqs_messages_back_at_once(
     with watch_logs() as logs:
         daemon = asyncio.create_task(serve([cfg], state_dir, shutdown_grace=0.5))
         await logs.wait_for("sqs_message_received", count=len(keys), timeout=30)
-        sigterm()
+        stop_daemon()
         assert await asyncio.wait_for(daemon, 30) == 0
     assert logs.named("shutdown_grace_expired")
     assert logs.named("sqs_handed_back")[0]["messages"] == len(keys)
@@ -96,9 +90,9 @@ async def test_a_second_signal_stops_at_once_and_loses_nothing(
     with watch_logs() as logs:
         daemon = asyncio.create_task(serve([cfg], state_dir, shutdown_grace=600))
         await lc.usp.wait_for_messages(1, timeout=30)
-        sigterm()
+        stop_daemon()
         await logs.wait_for("source_stopping", timeout=10)
-        sigterm()
+        stop_daemon()
         assert await asyncio.wait_for(daemon, 10) == 0, "the second signal did not cut it short"
     assert logs.named("shutdown_forced")
     assert len(lc.store.events) == 0, "nothing was acknowledged"

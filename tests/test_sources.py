@@ -4,8 +4,6 @@ the local directory source, and a YAML seed document through the CLI."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -18,8 +16,9 @@ from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import log_file, org_trail, write_directory
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from tests.support.configs import INSTALLATION_KEY, OID, file_config, s3_config
+from tests.support.corpus import PREFIX, records
+from tests.support.process import stop_daemon
 from tests.support.stand_in import ACCESS_KEY, SECRET_KEY, put_objects
-from tests.test_e2e_s3 import PREFIX, records
 
 
 async def test_polling_picks_up_new_objects_and_sigterm_stops_cleanly(
@@ -34,7 +33,7 @@ async def test_polling_picks_up_new_objects_and_sigterm_stops_cleanly(
     await lc.store.wait_for(30, timeout=30)
     await put_objects(aws_options, bucket, {f"{PREFIX}b.json.gz": log_file(second)})
     await lc.store.wait_for(70, timeout=30)
-    os.kill(os.getpid(), signal.SIGTERM)
+    stop_daemon()
 
     assert await asyncio.wait_for(daemon, 30) == 0
     assert lc.store.event_ids() == Counter(str(r["eventID"]) for r in first + second)

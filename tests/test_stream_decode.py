@@ -20,8 +20,7 @@ from cloudtrail_adapter.decoding.stream_decode import (
     StreamSummary,
 )
 from cloudtrail_adapter.emulator.corpus import log_file
-from tests.test_bad_input import BAD
-from tests.test_decode import records
+from tests.support.corpus import BAD_BODIES, records
 
 CHUNKS = (1, 2, 3, 7, 64, 4096, 1 << 30)
 
@@ -32,12 +31,12 @@ TRICKY = [
 ]
 
 GOOD_INPUTS: dict[str, bytes] = {
-    "gzip": log_file(records(1, 40)),
-    "plain": log_file(records(2, 40), gzipped=False),
+    "gzip": log_file(records(40, 1)),
+    "plain": log_file(records(40, 2), gzipped=False),
     "tricky": log_file(TRICKY),  # type: ignore[arg-type]
-    "members": log_file(records(3, 5)) + b"\0\0" + gzip.compress(b" ") + b"\0",
+    "members": log_file(records(5, 3)) + b"\0\0" + gzip.compress(b" ") + b"\0",
     "pretty": orjson.dumps({"Records": TRICKY}, option=orjson.OPT_INDENT_2),
-    "bom": b"\xef\xbb\xbf" + log_file(records(4, 3), gzipped=False),
+    "bom": b"\xef\xbb\xbf" + log_file(records(3, 4), gzipped=False),
     "keys_around": b'{"a": [1, {"}": "]"}], "Records": [{"x": 1}] , "z": "\\"" }',
     "empty_records": b'{"Records":[]}',
     "empty_records_spaced": b'{ "Records" : [ \n ] }',
@@ -80,9 +79,9 @@ def test_any_chunking_gives_what_the_whole_decoder_gives(name: str, chunk: int) 
 
 
 @pytest.mark.parametrize("chunk", (1, 5, 4096, 1 << 30))
-@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("case", sorted(BAD_BODIES))
 def test_every_bad_object_fails_with_the_whole_decoders_reason(case: str, chunk: int) -> None:
-    body, reason = BAD[case]
+    body, reason = BAD_BODIES[case]
     assert stream_reason(body, chunk) == reason
 
 

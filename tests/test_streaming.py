@@ -3,60 +3,22 @@ is delivered from every source, and an object replaced mid-read is never mixed."
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import contextlib
 import dataclasses
-import random
-from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from cloudtrail_adapter import aws, pipeline
-from cloudtrail_adapter.config import AwsOptions, DeliveryOptions, SourceConfig
+from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from tests.support import messages
 from tests.support.configs import file_config, s3_config, sqs_config
+from tests.support.corpus import PREFIX, blob_records, ids, records
 from tests.support.stand_in import put_objects
+from tests.support.streaming import RANGE, STREAMING, stalled_mid_object
 from tests.support.watch import watch_logs
-from tests.test_e2e_s3 import PREFIX, records
-
-RANGE = 64 << 10  # small ranges, so a test-sized object takes many ranged reads
-STREAMING = DeliveryOptions(batch_max_records=50, batch_linger=0.05, stream_threshold=1024)
-
-
-def blob_records(n: int, seed: int, *, size: int = 3000) -> list[dict[str, Any]]:
-    """Records padded with incompressible data, so that the compressed object is large."""
-    rng = random.Random(seed)
-    return [
-        {"eventID": f"blob-{seed}-{i}", "pad": base64.b64encode(rng.randbytes(size)).decode()}
-        for i in range(n)
-    ]
-
-
-def ids(recs: list[dict[str, Any]]) -> Counter[str]:
-    return Counter(str(r["eventID"]) for r in recs)
-
-
-@contextlib.asynccontextmanager
-async def stalled_mid_object(
-    lc: LimaCharlieEmulator, cfg: SourceConfig, state_dir: Path
-) -> AsyncIterator[asyncio.Task[int]]:
-    """Runs the daemon while LimaCharlie holds its acks with a window of one, so a streamed
-    object stops early in its reading (every queue is bounded); acks are released on exit."""
-    lc.usp_faults.window = 1
-    lc.usp_faults.hold_acks()
-    run = asyncio.create_task(serve([cfg], state_dir))
-    try:
-        await lc.usp.wait_for_messages(1)
-        yield run
-    finally:
-        lc.usp_faults.release_acks()
 
 
 @pytest.fixture(autouse=True)

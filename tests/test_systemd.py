@@ -18,8 +18,8 @@ from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.systemd import SystemdNotifier
 from tests.support.configs import INSTALLATION_KEY, OID
+from tests.support.corpus import records
 from tests.support.process import DaemonProcess
-from tests.test_e2e_s3 import records
 
 UNIT = Path(__file__).parent.parent / "systemd" / "cloudtrail-adapter.service"
 
@@ -125,8 +125,8 @@ async def test_a_notify_socket_nobody_reads_never_freezes_the_daemon(
         async with DaemonProcess(
             config, tmp_path / "state", env=env, extra_args=["--http-address", "127.0.0.1:0"]
         ) as daemon:
-            listening = await daemon.wait_event("http_listening", timeout=30)
-            await daemon.wait_event("systemd_notify_dropped", timeout=30)
+            listening = await daemon.logs.wait_for("http_listening", timeout=30)
+            await daemon.logs.wait_for("systemd_notify_dropped", timeout=30)
             await lc.store.wait_for(20)
             healthz = f"http://{listening['address']}/healthz"
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
@@ -137,6 +137,6 @@ async def test_a_notify_socket_nobody_reads_never_freezes_the_daemon(
             (tmp_path / "trail" / "two.json.gz").write_bytes(log_file(records(15, 901)))
             await lc.store.wait_for(35)
             assert await daemon.stop() == 0, daemon.tail()
-        assert len(daemon.events("systemd_notify_dropped")) == 1  # said once, not per drop
+        assert len(daemon.logs.named("systemd_notify_dropped")) == 1  # said once, not per drop
     finally:
         deaf.close()

@@ -80,7 +80,7 @@ async def test_kill_9_of_the_daemon_takes_its_workers_with_it(
     config.write_text(yaml.safe_dump(doc))
     lc.usp_faults.hold_acks()  # the daemon stays busy with what it sent
     async with DaemonProcess(config, tmp_path / "state") as daemon:
-        await daemon.wait_event("object_decoded")  # the pool has run a call: workers exist
+        await daemon.logs.wait_for("object_decoded")  # the pool has run a call: workers exist
         workers = descendants(daemon.proc.pid)
         assert len(workers) >= 2, workers  # the pool (and multiprocessing's resource tracker)
         await daemon.kill()

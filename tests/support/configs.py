@@ -23,6 +23,40 @@ from tests.support.stand_in import ACCESS_KEY, REGION, SECRET_KEY
 OID = "6c3f1d2a-9d55-4e1e-8f0a-3b2c1d0e9f8a"
 INSTALLATION_KEY = "0f4e7a52-1b2c-4d3e-9f8a-7b6c5d4e3f2a"
 WEBHOOK_SECRET = "webhook-secret-do-not-log-7f3a"
+#: The seed documents' AWS keys, as a user writes them; the secret recognisable, as it must
+#: never appear in a message or a repr.
+SEED_ACCESS_KEY = "AKIAEXAMPLEACCESSKEY"
+AWS_SECRET = "aws-secret-SHOULD-NOT-LEAK-7a1f9c"
+
+#: LimaCharlie's two seed documents as YAML text, the way its adapter's users write them.
+S3_SEED = f"""\
+s3:
+  client_options:
+    hostname: trail-host
+    identity:
+      installation_key: {INSTALLATION_KEY}
+      oid: {OID}
+    platform: aws
+    sensor_seed_key: trail-seed
+  bucket_name: acme-org-cloudtrail
+  secret_key: {AWS_SECRET}
+  access_key: {SEED_ACCESS_KEY}
+"""
+
+SQS_SEED = f"""\
+sqs:
+  client_options:
+    hostname: trail-host
+    identity:
+      installation_key: {INSTALLATION_KEY}
+      oid: {OID}
+    platform: aws
+    sensor_seed_key: trail-seed
+  region: eu-west-1
+  secret_key: {AWS_SECRET}
+  access_key: {SEED_ACCESS_KEY}
+  queue_url: https://sqs.eu-west-1.amazonaws.com/123456789012/cloudtrail
+"""
 
 
 def usp_client_options(lc: LimaCharlieEmulator, hostname: str = "test-host") -> ClientOptions:

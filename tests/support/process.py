@@ -1,8 +1,10 @@
-"""The daemon as a child process, for harnesses (the tests, bench and soak).
+"""The daemon as a child process, for harnesses (the tests, bench and soak), and the way
+to stop one that runs in this process.
 
-It runs the real CLI, as an operator would, and follows its JSON log lines so a harness can
-wait for an event ("every worker waits", "a retry was scheduled") instead of guessing how
-long that takes. Its peak memory is the kernel's high-water mark, read while it runs.
+It runs the real CLI, as an operator would, and follows its JSON log lines into a `LogWatch`
+(tests/support/watch.py, the same one the in-process tests read) so a harness can wait for
+an event ("every worker waits", "a retry was scheduled") instead of guessing how long that
+takes. Its peak memory is the kernel's high-water mark, read while it runs.
 """
 
 from __future__ import annotations
@@ -12,57 +14,49 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import orjson
 
-Event = dict[str, Any]
+from tests.support.watch import LogWatch
 
 
-class DaemonProcess:
-    """`async with DaemonProcess(config, state) as daemon:`; killed on exit if still running."""
+class CliProcess:
+    """`async with CliProcess(args) as cli:` runs `cloudtrail-adapter ARGS`; killed on exit
+    if still running. `cli.lines` is all it wrote to stderr (and stdout too, in order, with
+    `stdout=True`, as a terminal shows both); `cli.logs` the JSON lines among them."""
 
     def __init__(
         self,
-        config: Path,
-        state: Path,
+        args: Sequence[str],
         *,
-        log_level: str = "debug",
-        shutdown_grace: float = 1.0,
-        keep: Callable[[str], bool] | None = None,
         env: Mapping[str, str] | None = None,
-        extra_args: Sequence[str] = (),
+        cwd: Path | None = None,
+        stdout: bool = False,
     ) -> None:
-        self._args = [
-            "run",
-            str(config),
-            "--state-dir",
-            str(state),
-            "--log-level",
-            log_level,
-            "--shutdown-grace",
-            str(shutdown_grace),
-            *extra_args,
-        ]
-        self._keep = keep  # which lines to keep (all by default)
+        self._args = list(args)
         self._env = None if env is None else {**os.environ, **env}
+        self._cwd = cwd
+        self._stdout = stdout
         self.lines: list[str] = []
-        self._changed = asyncio.Condition()
+        self.logs = LogWatch(describe=self.tail)
         self._proc: asyncio.subprocess.Process | None = None
         self._follower: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
+        pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "cloudtrail_adapter",
             *self._args,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+            stdout=pipe if self._stdout else devnull,
+            stderr=asyncio.subprocess.STDOUT if self._stdout else pipe,
             env=self._env,
+            cwd=self._cwd,
         )
         self._follower = asyncio.create_task(self._follow())
         return self
@@ -85,66 +79,41 @@ class DaemonProcess:
         return self.proc.returncode is None
 
     async def _follow(self) -> None:
-        assert self.proc.stderr is not None
-        while line := await self.proc.stderr.readline():
+        stream = self.proc.stdout if self._stdout else self.proc.stderr
+        assert stream is not None
+        while line := await stream.readline():
             text = line.decode(errors="replace")
-            if self._keep is None or self._keep(text):
-                self.lines.append(text)
-            async with self._changed:
-                self._changed.notify_all()
-        async with self._changed:
-            self._changed.notify_all()
+            self.lines.append(text)
+            if text.startswith("{"):
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    self.logs.add(orjson.loads(text))
+        self.logs.end()
 
-    def events(self, name: str) -> list[Event]:
-        markers = (f'"event": "{name}"', f'"event":"{name}"')
-        return [orjson.loads(t) for t in self.lines if any(m in t for m in markers)]
+    async def kill(self) -> int:
+        """SIGKILL: no chance to clean up."""
+        self.proc.send_signal(signal.SIGKILL)
+        return await self.proc.wait()
 
-    def mark(self) -> int:
-        """A point in the log, for `wait_event(since=...)`: only what happens after it."""
-        return len(self.lines)
+    def tail(self, lines: int = 30) -> str:
+        return "".join(self.lines[-lines:])
 
-    async def wait_event(
+
+class DaemonProcess(CliProcess):
+    """`async with DaemonProcess(config, state) as daemon:` runs `cloudtrail-adapter run`."""
+
+    def __init__(
         self,
-        name: str,
-        when: Callable[[Event], bool] = lambda _: True,
-        timeout: float = 60.0,
+        config: Path,
+        state: Path,
         *,
-        since: int = 0,
-    ) -> Event:
-        """The first `name` event (logged after `since`) for which `when` holds; TimeoutError
-        (with the log's tail) if none comes, or if the process ends first."""
-        markers = (f'"event": "{name}"', f'"event":"{name}"')
-        scanned = since
-        hit: list[Event] = []
-
-        def found() -> bool:
-            nonlocal scanned
-            for text in self.lines[scanned:]:
-                if any(m in text for m in markers) and when(event := orjson.loads(text)):
-                    hit.append(event)
-                    break
-            scanned = len(self.lines)
-            return bool(hit) or not self.running
-
-        try:
-            async with asyncio.timeout(timeout), self._changed:
-                await self._changed.wait_for(found)
-        except TimeoutError:
-            raise TimeoutError(f"no {name} event in {timeout}s:\n{self.tail()}") from None
-        if not hit:
-            raise TimeoutError(f"exited {self.proc.returncode} before {name}:\n{self.tail()}")
-        return hit[0]
-
-    async def wait_count(self, name: str, count: int, timeout: float = 60.0) -> None:
-        """Until `name` was logged `count` times in all."""
-        seen = 0
-
-        def nth(_: Event) -> bool:
-            nonlocal seen
-            seen += 1
-            return seen >= count
-
-        await self.wait_event(name, nth, timeout)
+        log_level: str = "debug",
+        shutdown_grace: float = 1.0,
+        env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        args = ["run", str(config), "--state-dir", str(state), "--log-level", log_level]
+        args += ["--shutdown-grace", str(shutdown_grace), *extra_args]
+        super().__init__(args, env=env)
 
     def peak_rss_mb(self) -> float:
         """The most resident memory the daemon and its workers had: the sum of each one's
@@ -156,17 +125,9 @@ class DaemonProcess:
         """SIGTERM, as systemd stops it, once it is up (before its handlers are installed a
         SIGTERM ends Python at once, with nothing yet to lose); the exit code."""
         if self.running:
-            await self.wait_event("daemon_started", timeout=timeout)
+            await self.logs.wait_for("daemon_started", timeout=timeout)
         self.proc.send_signal(signal.SIGTERM)
         return await asyncio.wait_for(self.proc.wait(), timeout)
-
-    async def kill(self) -> int:
-        """SIGKILL: no chance to clean up."""
-        self.proc.send_signal(signal.SIGKILL)
-        return await self.proc.wait()
-
-    def tail(self, lines: int = 30) -> str:
-        return "".join(self.lines[-lines:])
 
 
 RSS_STEP = 0.05  # seconds between VmHWM samples
@@ -276,6 +237,15 @@ async def all_workers_waiting(
 ) -> None:
     """LimaCharlie is the bottleneck and the pipeline holds all the memory its bounds allow:
     every worker waits downstream (the pipeline's `worker_waiting` debug line)."""
-    await daemon.wait_event(
-        "worker_waiting", lambda e: bool(e["waiting_workers"] == workers), timeout, since=since
+    await daemon.logs.wait_for(
+        "worker_waiting",
+        when=lambda e: bool(e["waiting_workers"] == workers),
+        since=since,
+        timeout=timeout,
     )
+
+
+def stop_daemon() -> None:
+    """Stops a daemon running in this process (`serve` in a task) as systemd stops one:
+    SIGTERM, to this process, whose handler the daemon installed."""
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 from moto.cloudtrail.responses import CloudTrailResponse
 from moto.core.exceptions import _RESTError
 from moto.core.responses import BaseResponse
@@ -44,9 +45,12 @@ __all__ = [
     "SECRET_KEY",
     "STAND_IN",
     "StandIn",
+    "depth",
     "listings",
     "moto_server",
     "put_objects",
+    "send",
+    "set_auth",
 ]
 
 POLL_STEP = 0.02
@@ -255,6 +259,33 @@ async def put_objects(aws_options: AwsOptions, bucket: str, objects: dict[str, b
     async with aws.client("s3", aws_options) as s3:
         for key, body in objects.items():
             await s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+async def send(aws_options: AwsOptions, queue_url: str, bodies: list[str]) -> None:
+    async with aws.client("sqs", aws_options) as sqs:
+        for body in bodies:
+            await sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+
+
+async def depth(aws_options: AwsOptions, queue_url: str) -> tuple[int, int]:
+    """(visible, in flight) as SQS counts them."""
+    async with aws.client("sqs", aws_options) as sqs:
+        answer = await sqs.get_queue_attributes(
+            QueueUrl=queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+    attrs = answer["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]), int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+async def set_auth(endpoint: str, after_actions: str) -> None:
+    """moto checks credentials and IAM policies after this many more actions ("0": from now
+    on; "inf": never again, moto's default), over its own HTTP API."""
+    async with aiohttp.ClientSession() as http:
+        answer = await http.post(f"{endpoint}/moto-api/reset-auth", data=after_actions)
+        answer.raise_for_status()
 
 
 def listings(requests: list[tuple[str, str]], bucket: str) -> list[dict[str, str]]:
