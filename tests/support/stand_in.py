@@ -29,6 +29,7 @@ from moto.core.responses import BaseResponse
 from moto.core.utils import utcnow
 from moto.s3.models import S3Backend
 from moto.s3.utils import _VersionedKeyStore
+from moto.sqs.exceptions import OverLimit
 from moto.sqs.models import SQSBackend
 from moto.sts.models import AssumedRole, STSBackend, sts_backends
 
@@ -57,7 +58,7 @@ def _atomic_receive(receive: Callable[..., list[Any]]) -> Callable[..., list[Any
     server answers each request on its own thread: two consumers polling at once can both
     take one message. Real SQS hands a message to one receiver per visibility period, and
     the scale-out tests depend on that, so the stand-in takes messages under one lock and
-    does its long-poll waiting outside it."""
+    does its long-poll waiting outside it. `STAND_IN.receive_faults` fails receives first."""
     lock = threading.Lock()
 
     @functools.wraps(receive)
@@ -69,6 +70,9 @@ def _atomic_receive(receive: Callable[..., list[Any]]) -> Callable[..., list[Any
         visibility_timeout: int,
         message_attribute_names: list[str] | None = None,
     ) -> list[Any]:
+        if STAND_IN.receive_faults > 0:
+            STAND_IN.receive_faults -= 1
+            raise OverLimit(STAND_IN.receive_faults + 8)
         deadline = time.monotonic() + wait_seconds_timeout
         while True:
             with lock:
@@ -96,6 +100,9 @@ class StandIn:
     public_keys: dict[str, list[tuple[bytes, float, float]]] = field(default_factory=dict)
     #: ListPublicKeys calls answered: (region, StartTime, EndTime).
     public_key_calls: list[tuple[str, float | None, float | None]] = field(default_factory=list)
+    #: The next this many ReceiveMessage calls fail with OverLimit (403), an error botocore
+    #: does not retry itself and the source does not take for a missing queue.
+    receive_faults: int = 0
 
 
 STAND_IN = StandIn()
