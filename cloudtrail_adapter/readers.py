@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol
+
+from cloudtrail_adapter.aws import owner_checked, owner_header
 
 
 class Reader(Protocol):
@@ -63,7 +66,8 @@ class FileReader:
 
 
 class S3Reader:
-    """`client` gives the S3 client to use (the bucket's region may need discovering first)."""
+    """`client` gives the S3 client to use (the bucket's region may need discovering first);
+    `owner`, when given, is the account every request expects to own the bucket."""
 
     def __init__(
         self,
@@ -73,12 +77,18 @@ class S3Reader:
         *,
         size: int | None = None,
         etag: str = "",
+        owner: str | None = None,
     ) -> None:
         self._client = client
         self._bucket = bucket
         self._key = key
         self._size = size
         self._etag = etag
+        self._owner = owner
+        self._object = {"Bucket": bucket, "Key": key} | owner_header(owner)
+
+    def _owner_checked(self, s3: Any) -> AbstractAsyncContextManager[None]:
+        return owner_checked(s3, self._bucket, self._key, self._owner)
 
     async def size(self) -> int:
         """The listing's or notification's size when known: enough to choose how to read."""
@@ -89,13 +99,15 @@ class S3Reader:
 
     async def _head(self) -> None:
         s3 = await self._client()
-        head = await s3.head_object(Bucket=self._bucket, Key=self._key)
+        async with self._owner_checked(s3):
+            head = await s3.head_object(**self._object)
         self._size = int(head["ContentLength"])
         self._etag = str(head.get("ETag", "")).strip('"')
 
     async def read(self) -> bytes:
         s3 = await self._client()
-        answer = await s3.get_object(Bucket=self._bucket, Key=self._key)
+        async with self._owner_checked(s3):
+            answer = await s3.get_object(**self._object)
         async with answer["Body"] as body:
             data: bytes = await body.read()
         return data
@@ -111,9 +123,10 @@ class S3Reader:
         pinned = {"IfMatch": f'"{self._etag}"'} if self._etag else {}
         for start in range(0, total, chunk_size):
             last = min(total, start + chunk_size) - 1
-            answer = await s3.get_object(
-                Bucket=self._bucket, Key=self._key, Range=f"bytes={start}-{last}", **pinned
-            )
+            async with self._owner_checked(s3):
+                answer = await s3.get_object(
+                    **self._object, Range=f"bytes={start}-{last}", **pinned
+                )
             async with answer["Body"] as body:
                 chunk: bytes = await body.read()
             yield chunk

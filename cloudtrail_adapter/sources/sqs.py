@@ -12,6 +12,10 @@ room for, so a slow LimaCharlie slows receiving instead of growing memory.
   with its message id, counted and *left on the queue*: it becomes visible again after its
   visibility timeout and, after the queue's maxReceiveCount, moves to its dead-letter queue.
   Nothing is deleted unread and nothing is retried in a tight loop.
+- Whoever can send to the queue can name any bucket, so a message is trusted no further
+  than its buckets: one naming a bucket outside `buckets` is poison, never fetched; every
+  read expects the bucket's owner (`expected_bucket_owner`, by default the queue's account),
+  and a bucket another account owns makes its message poison too.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudtrail_adapter.aio import Stopped, unless_stopped
-from cloudtrail_adapter.aws import BucketClients
+from cloudtrail_adapter.aws import BucketClients, WrongBucketOwner
 from cloudtrail_adapter.config import SqsFilesSourceOptions, SqsSourceOptions
 from cloudtrail_adapter.decoding.decode import is_digest_key
 from cloudtrail_adapter.errors import Backoff, QueueUnavailable, failure_reason
@@ -78,15 +82,34 @@ class _Message:
     failed (`failure`, its reason) or was never queued because intake stopped (`unqueued`:
     the message is then made visible at once rather than left to its timeout)."""
 
-    __slots__ = ("failure", "handle", "heartbeat", "message_id", "outstanding", "unqueued")
+    __slots__ = (
+        "failure",
+        "handle",
+        "heartbeat",
+        "message_id",
+        "outstanding",
+        "poisoned",
+        "receives",
+        "unqueued",
+    )
 
-    def __init__(self, message_id: str, handle: str, outstanding: int) -> None:
+    def __init__(self, message_id: str, handle: str, outstanding: int, receives: str = "") -> None:
         self.message_id = message_id
         self.handle = handle
         self.outstanding = outstanding
+        self.receives = receives  # ApproximateReceiveCount, for the logs
         self.failure: str | None = None
+        self.poisoned = False  # an item found the message poison (logged and counted then)
         self.unqueued = False
         self.heartbeat: asyncio.Task[None] | None = None
+
+
+def _foreign_buckets(note: Notification, options: SqsSourceOptions) -> str:
+    """The buckets a notification names outside `buckets`, comma-separated ("" if none)."""
+    if not isinstance(note, FetchObjects):
+        return ""
+    named = dict.fromkeys(ref.bucket for ref in note.objects)
+    return ", ".join(b for b in named if not options.bucket_trusted(b))
 
 
 def _file_paths(options: SqsSourceOptions) -> FilePaths | None:
@@ -110,6 +133,7 @@ class SqsSource:
         self._sqs = sqs
         self._buckets = buckets
         self._paths = _file_paths(options)
+        self._owner = options.bucket_owner
         self._queue_name = options.queue_name
         self._left = asyncio.Event()  # set whenever a message stops being in work
         self._reserved = 0  # room asked for by receives under way
@@ -163,6 +187,12 @@ class SqsSource:
     async def run(self, out: asyncio.Queue[WorkItem]) -> None:
         """Receives until stopped; in single-load mode, until the queue is empty. Then waits
         until every message in work was deleted or given up on."""
+        log.info(
+            "sqs_buckets_trusted",
+            source=self.name,
+            buckets=list(self._options.buckets),  # none: any bucket
+            expected_bucket_owner=self._owner,
+        )
         deleter = asyncio.create_task(self._deleter())
         self._receiving = asyncio.create_task(self._receivers(out))
         try:
@@ -296,8 +326,13 @@ class SqsSource:
             receive_count=receives,
             kind=type(note).__name__,
         )
+        foreign = _foreign_buckets(note, self._options)
+        if foreign:
+            error = f"names buckets outside buckets ({', '.join(self._options.buckets)})"
+            self._poison(message_id, receives, "bucket_not_trusted", error, bucket=foreign)
+            return
         items = self._items(note, message_id)
-        message = _Message(message_id, str(received["ReceiptHandle"]), len(items))
+        message = _Message(message_id, str(received["ReceiptHandle"]), len(items), receives)
         self._enter(message)
         if not items:
             self._nothing_to_do += 1
@@ -315,7 +350,9 @@ class SqsSource:
                     self._item_done(message)
                 raise
 
-    def _poison(self, message_id: str, receives: str, reason: str, error: str) -> None:
+    def _poison(
+        self, message_id: str, receives: str, reason: str, error: str, **fields: str
+    ) -> None:
         """Left as received: back after its visibility timeout, then to the dead-letter queue."""
         self._counts.poison += 1
         log.error(
@@ -324,6 +361,7 @@ class SqsSource:
             reason=reason,
             error=error,
             receive_count=receives,
+            **fields,
         )
 
     def _items(self, note: Notification, message_id: str) -> list[ItemFactory]:
@@ -340,9 +378,23 @@ class SqsSource:
         async def client() -> Any:
             return await self._buckets.for_bucket(ref.bucket, ref.region)
 
-        reader = S3Reader(client, ref.bucket, ref.key, size=ref.size)
+        def release(reason: str, error: str) -> None:
+            if reason == WrongBucketOwner.reason and not message.poisoned:
+                message.poisoned = True
+                self._poison(
+                    message.message_id,
+                    message.receives,
+                    reason,
+                    error,
+                    bucket=ref.bucket,
+                    expected_owner=self._owner or "",
+                )
+            self._item_failed(message, reason, error)
+
+        reader = S3Reader(client, ref.bucket, ref.key, size=ref.size, owner=self._owner)
         fields = {"message_id": message.message_id, "bucket": ref.bucket, "key": ref.key}
-        return self._work_item(message, f"s3://{ref.bucket}/{ref.key}", reader, fields)
+        ref_text = f"s3://{ref.bucket}/{ref.key}"
+        return self._work_item(message, ref_text, reader, fields, release)
 
     def _inline_item(self, message: _Message, body: bytes) -> WorkItem:
         ref = f"sqs://{self._queue_name}/{message.message_id}"
@@ -354,11 +406,12 @@ class SqsSource:
         ref: str,
         reader: Reader,
         fields: dict[str, str],
+        release: Callable[[str, str], None] | None = None,
     ) -> WorkItem:
         async def commit() -> None:
             self._item_done(message)
 
-        def release(reason: str, error: str) -> None:
+        def failed(reason: str, error: str) -> None:
             self._item_failed(message, reason, error)
 
         return WorkItem(
@@ -366,7 +419,7 @@ class SqsSource:
             ref=ref,
             reader=reader,
             commit=commit,
-            release=release,
+            release=release or failed,
             log_fields=fields,
         )
 
@@ -382,6 +435,8 @@ class SqsSource:
             message.heartbeat.cancel()
         if message.unqueued:
             self._unstarted.append(message)
+            self._leave(message)
+        elif message.poisoned:  # already logged and counted as poison
             self._leave(message)
         elif message.failure is not None:
             self._left_for_redelivery += 1
