@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 from botocore.utils import parse_timestamp
 
 from cloudtrail_adapter.config import AwsOptions
-from cloudtrail_adapter.errors import AdapterError, aws_error_code
+from cloudtrail_adapter.errors import aws_error_code
 
 log = structlog.get_logger("cloudtrail_adapter.aws")
 
@@ -236,51 +236,3 @@ class BucketClients:
             made = client("s3", self._aws, region=region, pool=self._pool, session=self._session)
             self._clients[region] = await self._stack.enter_async_context(made)
         return self._clients[region]
-
-
-class WrongBucketOwner(AdapterError):
-    """S3 refused to read an object because another account than `owner` owns its bucket:
-    not ours to ship (a notification naming someone else's bucket, or a bucket name taken
-    over), and asking again will not change who owns it."""
-
-    reason = "wrong_bucket_owner"
-    retriable = False
-
-    def __init__(self, bucket: str, owner: str) -> None:
-        super().__init__(
-            f"bucket {bucket} is not owned by account {owner}, the expected bucket owner "
-            "(expected_bucket_owner; an SQS source's default is the queue's account): "
-            "its objects are not read"
-        )
-        self.bucket = bucket
-        self.owner = owner
-
-
-def owner_header(owner: str | None) -> dict[str, str]:
-    """GetObject's and HeadObject's parameter for `x-amz-expected-bucket-owner`."""
-    return {"ExpectedBucketOwner": owner} if owner else {}
-
-
-@contextlib.asynccontextmanager
-async def owner_checked(s3: Any, bucket: str, key: str, owner: str | None) -> AsyncIterator[None]:
-    """Names a refusal caused by the bucket's owner: S3 answers a wrong expected owner with
-    the same bare 403 AccessDenied as a missing permission, so a 403 to a request that named
-    `owner` is asked once more without it, as a HeadObject (metadata, never the content).
-    If that one is allowed, the owner was the cause: WrongBucketOwner."""
-    try:
-        yield
-    except ClientError as exc:
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if owner is None or status != 403:
-            raise
-        if not await _readable(s3, bucket, key):
-            raise  # refused either way: a plain AccessDenied
-        raise WrongBucketOwner(bucket, owner) from exc
-
-
-async def _readable(s3: Any, bucket: str, key: str) -> bool:
-    try:
-        await s3.head_object(Bucket=bucket, Key=key)
-    except ClientError:
-        return False
-    return True

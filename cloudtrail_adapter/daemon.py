@@ -174,6 +174,7 @@ def open_integrity(
         keys=PublicKeys(cloudtrail_in),
         ledger=ledger,
         retention=src.lookback + 2 * 86400,
+        owner=src.bucket_owner,
     )
 
 

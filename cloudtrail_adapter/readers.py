@@ -5,17 +5,18 @@ ranges (packing.decoding decides which), so an object of any size is decoded wit
 memory. S3 ranges are separate
 short GETs pinned to the object's ETag: a stalled LimaCharlie never holds an idle S3
 connection open, and an object replaced mid-stream fails cleanly instead of being mixed.
+Every S3 read names the account expected to own the bucket, when there is one.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from cloudtrail_adapter.aws import owner_checked, owner_header
+from cloudtrail_adapter.errors import AdapterError
 
 
 class Reader(Protocol):
@@ -130,3 +131,61 @@ class S3Reader:
             async with answer["Body"] as body:
                 chunk: bytes = await body.read()
             yield chunk
+
+
+class WrongBucketOwner(AdapterError):
+    """S3 refused to read an object because another account than `owner` owns its bucket:
+    not ours to ship (a notification naming someone else's bucket, or a bucket name taken
+    over), and asking again will not change who owns it."""
+
+    reason = "wrong_bucket_owner"
+    retriable = False
+
+    def __init__(self, bucket: str, owner: str) -> None:
+        super().__init__(
+            f"bucket {bucket} is not owned by account {owner}, the expected bucket owner "
+            "(expected_bucket_owner; an SQS source's default is the queue's account): "
+            "its objects are not read"
+        )
+        self.bucket = bucket
+        self.owner = owner
+
+
+def owner_header(owner: str | None) -> dict[str, str]:
+    """GetObject's and HeadObject's parameter for `x-amz-expected-bucket-owner`."""
+    return {"ExpectedBucketOwner": owner} if owner else {}
+
+
+@asynccontextmanager
+async def owner_checked(s3: Any, bucket: str, key: str, owner: str | None) -> AsyncIterator[None]:
+    """Names a refusal caused by the bucket's owner: S3 answers a wrong expected owner with
+    the same bare 403 AccessDenied as a missing permission, so a 403 to a request that named
+    `owner` is asked once more without it, as a HeadObject (metadata, never the content).
+    If that one is allowed, the owner was the cause: WrongBucketOwner."""
+    try:
+        yield
+    except Exception as exc:
+        if owner is None or _http_status(exc) != 403:
+            raise
+        if not await _readable(s3, bucket, key):
+            raise  # refused either way: a plain AccessDenied
+        raise WrongBucketOwner(bucket, owner) from exc
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a botocore ClientError (read without importing botocore)."""
+    response: Any = getattr(exc, "response", None)
+    status = (
+        response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(response, dict)
+        else None
+    )
+    return status if isinstance(status, int) else None
+
+
+async def _readable(s3: Any, bucket: str, key: str) -> bool:
+    try:
+        await s3.head_object(Bucket=bucket, Key=key)
+    except Exception:  # refused, or no answer: the first error stands
+        return False
+    return True

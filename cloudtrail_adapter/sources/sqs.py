@@ -31,12 +31,12 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudtrail_adapter.aio import Stopped, unless_stopped
-from cloudtrail_adapter.aws import BucketClients, WrongBucketOwner
+from cloudtrail_adapter.aws import BucketClients
 from cloudtrail_adapter.config import SqsFilesSourceOptions, SqsSourceOptions
 from cloudtrail_adapter.decoding.decode import is_digest_key
 from cloudtrail_adapter.errors import Backoff, QueueUnavailable, failure_reason
 from cloudtrail_adapter.model import QueueStats, SourceStats, WorkItem
-from cloudtrail_adapter.readers import BytesReader, Reader, S3Reader
+from cloudtrail_adapter.readers import BytesReader, Reader, S3Reader, WrongBucketOwner
 from cloudtrail_adapter.sources.notifications import (
     FetchObjects,
     FilePaths,
