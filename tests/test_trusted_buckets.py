@@ -226,3 +226,11 @@ def test_an_expected_owner_is_an_account_id_or_none(value: str) -> None:
         sqs_options(f"expected_bucket_owner: {value}\n")
     [problem] = caught.value.errors
     assert problem.key == "sqs.expected_bucket_owner" and "12-digit" in problem.message
+
+
+def test_an_sqs_files_bucket_must_be_one_of_buckets() -> None:
+    text = SQS.replace("sqs:", "sqs-files:", 1) + "  bucket: other-logs\n  buckets: [org-trail-*]\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_documents(text, {}, "test.yaml")
+    [problem] = caught.value.errors
+    assert problem.key == "sqs-files.bucket" and "buckets" in problem.message
