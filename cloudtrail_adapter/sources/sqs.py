@@ -127,7 +127,6 @@ class SqsSource:
     ) -> None:
         self.name = name
         self._counts = QueueStats()  # what stats() shows, counted as it changes
-        self._nothing_to_do = 0  # messages deleted without anything to ship
         self._left_for_redelivery = 0  # messages whose objects failed
         self._options = options
         self._sqs = sqs
@@ -335,7 +334,6 @@ class SqsSource:
         message = _Message(message_id, str(received["ReceiptHandle"]), len(items), receives)
         self._enter(message)
         if not items:
-            self._nothing_to_do += 1
             why = note.reason if isinstance(note, NothingToDo) else "digest_files_only"
             log.info("sqs_message_nothing_to_do", message_id=message_id, why=why)
             self._deletes.put_nowait(message)
