@@ -55,16 +55,17 @@ class ListingStats:
     listing_done: bool  # the pass under way listed everything: `offered` is final
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QueueStats:
-    """A queue source's (SQS) counts since it started."""
+    """A queue source's (SQS) counts since it started. The source counts into its own and
+    hands out copies, so what a reader holds does not change under it."""
 
-    received: int
-    deleted: int  # after every record of the message was acknowledged
-    poison: int  # left for the dead-letter queue
-    visibility_extensions: int
-    delete_failures: int
-    in_work: int  # received and not yet deleted or left
+    received: int = 0
+    deleted: int = 0  # after every record of the message was acknowledged
+    poison: int = 0  # left for the dead-letter queue
+    visibility_extensions: int = 0
+    delete_failures: int = 0
+    in_work: int = 0  # received and not yet deleted or left
 
 
 @dataclass(frozen=True, slots=True)

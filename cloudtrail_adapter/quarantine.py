@@ -7,12 +7,19 @@ these are what remains: `show` them, `export` their bytes to repair and ship the
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
 
 from cloudtrail_adapter.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from cloudtrail_adapter.state import StateError, StateStore, UnreadableRecord
+from cloudtrail_adapter.state import (
+    PRIVATE_FILE,
+    StateError,
+    StateStore,
+    UnreadableRecord,
+    private_dir,
+)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -80,11 +87,21 @@ def _show(parts: list[UnreadableRecord]) -> None:
 
 
 def _export(parts: list[UnreadableRecord], to: Path) -> None:
-    """One file per part, its bytes exactly as they were in the decompressed object."""
-    to.mkdir(parents=True, exist_ok=True)
+    """One file per part, its bytes exactly as they were in the decompressed object. They
+    are audit data, so private whatever the umask: files 0600, and a directory made 0700."""
+    private_dir(to)
     for p in parts:
         name = f"{_UNSAFE.sub('_', p.ref).strip('_')[-150:]}.{p.index}.json"
         path = to / name
-        path.write_bytes(p.raw)
+        _write_private(path, p.raw)
         print(path)
     print(f"{len(parts)} written to {to}", file=sys.stderr)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Written 0600, even over a file that was there (whose mode O_CREAT would keep); never
+    through a symbolic link planted in its place."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, PRIVATE_FILE)
+    with os.fdopen(fd, "wb") as out:
+        os.fchmod(fd, PRIVATE_FILE)
+        out.write(data)

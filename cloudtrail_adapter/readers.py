@@ -5,14 +5,18 @@ ranges (packing.decoding decides which), so an object of any size is decoded wit
 memory. S3 ranges are separate
 short GETs pinned to the object's ETag: a stalled LimaCharlie never holds an idle S3
 connection open, and an object replaced mid-stream fails cleanly instead of being mixed.
+Every S3 read names the account expected to own the bucket, when there is one.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
+
+from cloudtrail_adapter.errors import AdapterError
 
 
 class Reader(Protocol):
@@ -63,7 +67,8 @@ class FileReader:
 
 
 class S3Reader:
-    """`client` gives the S3 client to use (the bucket's region may need discovering first)."""
+    """`client` gives the S3 client to use (the bucket's region may need discovering first);
+    `owner`, when given, is the account every request expects to own the bucket."""
 
     def __init__(
         self,
@@ -73,12 +78,18 @@ class S3Reader:
         *,
         size: int | None = None,
         etag: str = "",
+        owner: str | None = None,
     ) -> None:
         self._client = client
         self._bucket = bucket
         self._key = key
         self._size = size
         self._etag = etag
+        self._owner = owner
+        self._object = {"Bucket": bucket, "Key": key} | owner_header(owner)
+
+    def _owner_checked(self, s3: Any) -> AbstractAsyncContextManager[None]:
+        return owner_checked(s3, self._bucket, self._key, self._owner)
 
     async def size(self) -> int:
         """The listing's or notification's size when known: enough to choose how to read."""
@@ -89,13 +100,15 @@ class S3Reader:
 
     async def _head(self) -> None:
         s3 = await self._client()
-        head = await s3.head_object(Bucket=self._bucket, Key=self._key)
+        async with self._owner_checked(s3):
+            head = await s3.head_object(**self._object)
         self._size = int(head["ContentLength"])
         self._etag = str(head.get("ETag", "")).strip('"')
 
     async def read(self) -> bytes:
         s3 = await self._client()
-        answer = await s3.get_object(Bucket=self._bucket, Key=self._key)
+        async with self._owner_checked(s3):
+            answer = await s3.get_object(**self._object)
         async with answer["Body"] as body:
             data: bytes = await body.read()
         return data
@@ -111,9 +124,68 @@ class S3Reader:
         pinned = {"IfMatch": f'"{self._etag}"'} if self._etag else {}
         for start in range(0, total, chunk_size):
             last = min(total, start + chunk_size) - 1
-            answer = await s3.get_object(
-                Bucket=self._bucket, Key=self._key, Range=f"bytes={start}-{last}", **pinned
-            )
+            async with self._owner_checked(s3):
+                answer = await s3.get_object(
+                    **self._object, Range=f"bytes={start}-{last}", **pinned
+                )
             async with answer["Body"] as body:
                 chunk: bytes = await body.read()
             yield chunk
+
+
+class WrongBucketOwner(AdapterError):
+    """S3 refused to read an object because another account than `owner` owns its bucket:
+    not ours to ship (a notification naming someone else's bucket, or a bucket name taken
+    over), and asking again will not change who owns it."""
+
+    reason = "wrong_bucket_owner"
+    retriable = False
+
+    def __init__(self, bucket: str, owner: str) -> None:
+        super().__init__(
+            f"bucket {bucket} is not owned by account {owner}, the expected bucket owner "
+            "(expected_bucket_owner; an SQS source's default is the queue's account): "
+            "its objects are not read"
+        )
+        self.bucket = bucket
+        self.owner = owner
+
+
+def owner_header(owner: str | None) -> dict[str, str]:
+    """GetObject's and HeadObject's parameter for `x-amz-expected-bucket-owner`."""
+    return {"ExpectedBucketOwner": owner} if owner else {}
+
+
+@asynccontextmanager
+async def owner_checked(s3: Any, bucket: str, key: str, owner: str | None) -> AsyncIterator[None]:
+    """Names a refusal caused by the bucket's owner: S3 answers a wrong expected owner with
+    the same bare 403 AccessDenied as a missing permission, so a 403 to a request that named
+    `owner` is asked once more without it, as a HeadObject (metadata, never the content).
+    If that one is allowed, the owner was the cause: WrongBucketOwner."""
+    try:
+        yield
+    except Exception as exc:
+        if owner is None or _http_status(exc) != 403:
+            raise
+        if not await _readable(s3, bucket, key):
+            raise  # refused either way: a plain AccessDenied
+        raise WrongBucketOwner(bucket, owner) from exc
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a botocore ClientError (read without importing botocore)."""
+    response: Any = getattr(exc, "response", None)
+    status = (
+        response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(response, dict)
+        else None
+    )
+    return status if isinstance(status, int) else None
+
+
+async def _readable(s3: Any, bucket: str, key: str) -> bool:
+    try:
+        await s3.head_object(Bucket=bucket, Key=key)
+    except Exception:  # refused, or no answer: the first error stands
+        return False
+    return True

@@ -4,19 +4,30 @@ the eventIDs it acknowledged within the de-duplication window (dedup.py).
 SQLite in WAL mode, one transaction per commit. `synchronous=NORMAL` survives a process
 kill (the WAL is in the OS's hands once a commit returns); at worst a power loss forgets
 the last few checkpoints, which re-sends those objects: a duplicate, never a loss.
+
+The state is private whatever the umask: it holds the bytes of records set aside, which are
+audit data. The directory is made 0700 and the databases 0600 (SQLite gives their WAL and
+shm the database's mode); a directory that exists and lets others in is only warned about,
+since its mode may be someone's choice.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from cloudtrail_adapter.decoding.batches import Unreadable
 from cloudtrail_adapter.errors import Backoff
+
+log = structlog.get_logger("cloudtrail_adapter.state")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS s3_checkpoints (
@@ -68,6 +79,11 @@ CREATE TABLE IF NOT EXISTS unreadable_records (
 ) WITHOUT ROWID;
 """
 MAX_BACKOFF = 3600.0
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+#: Group or others may read or write: the state directory is then warned about.
+_OPEN_BITS = stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH
+_SIDE_FILES = ("-wal", "-shm", "-journal")
 #: A key in a day folder, below its stream: `YYYY/MM/DD/...`.
 DAY_FOLDER_GLOB = "[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]/*"
 
@@ -111,14 +127,53 @@ class UnreadableRecord:
 def open_database(path: Path, schema: str) -> sqlite3.Connection:
     """A SQLite file as the daemon keeps them: WAL, `synchronous=NORMAL` (a process kill
     loses nothing committed), a busy timeout, autocommit outside explicit transactions,
-    usable from the threads the event loop hands work to; `schema` applied."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    usable from the threads the event loop hands work to; `schema` applied. The directory
+    and the files are private (see above)."""
+    private_dir(path.parent)
+    _private_files(path)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA busy_timeout=5000")
     db.executescript(schema)
     return db
+
+
+def private_dir(path: Path) -> bool:
+    """Makes `path` (and missing parents) with mode 0700 whatever the umask; True if it was
+    made here, False if it existed (its mode is then left as it is)."""
+    try:
+        path.mkdir(mode=PRIVATE_DIR, parents=True)
+    except FileExistsError:
+        return False
+    path.chmod(PRIVATE_DIR)  # mkdir's mode went through the umask
+    return True
+
+
+def warn_if_open(path: Path) -> None:
+    """A state directory others may read or write gets a warning (once, at start)."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & _OPEN_BITS:
+        log.warning(
+            "state_dir_not_private",
+            path=str(path),
+            mode=f"{mode:04o}",
+            action=f"chmod 700 {path} (systemd: StateDirectoryMode=0700): it holds audit data",
+        )
+
+
+def _private_files(path: Path) -> None:
+    """The database 0600, created so before SQLite opens it; an older one, and its WAL and
+    shm, tightened to it (SQLite creates the WAL and shm with the database's own mode)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
+    for made in (path, *(path.with_name(path.name + side) for side in _SIDE_FILES)):
+        try:
+            if stat.S_IMODE(made.stat().st_mode) != PRIVATE_FILE:
+                made.chmod(PRIVATE_FILE)
+        except FileNotFoundError:
+            continue
+        except PermissionError:  # not ours to change: readable and writable is enough
+            log.warning("state_file_not_private", path=str(made), action=f"chmod 600 {made}")
 
 
 class StateError(Exception):
@@ -134,6 +189,8 @@ class StateStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
+            if not private_dir(path.parent):
+                warn_if_open(path.parent)
             self._db = open_database(path, SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"cannot open state database {path}: {exc}") from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import re
 import socket
 import urllib.parse
 from collections.abc import Iterator
@@ -448,6 +449,25 @@ def _bucket_problem(bucket: str) -> str | None:
 
 _LAYOUT_ONLY = ("accounts", "regions", "start_time", "end_time", "discovery_interval")
 
+#: `expected_bucket_owner: none`: send no expected owner (an SQS source's default is one).
+NO_OWNER = "none"
+_ACCOUNT = re.compile(r"\d{12}")
+
+
+def _owner_problem(text: str) -> str | None:
+    if text == NO_OWNER or _ACCOUNT.fullmatch(text):
+        return None
+    return f"expected a 12-digit account ID, or {NO_OWNER}"
+
+
+EXPECTED_BUCKET_OWNER: Setting[str] = Setting(
+    Text(_owner_problem, what=f"12-digit account ID, or `{NO_OWNER}`"),
+    "the account that must own every bucket read: sent with each GetObject and HeadObject "
+    "(`x-amz-expected-bucket-owner`), so S3 refuses to read a bucket another account owns; "
+    f"`{NO_OWNER}` sends none",
+    shown="s3: none; sqs, sqs-files: the queue's account, from `queue_url`",
+)
+
 
 @dataclass(frozen=True)
 class IntegrityOptions:
@@ -531,6 +551,13 @@ class S3SourceOptions:
     integrity: IntegrityOptions = Setting(
         Nested(IntegrityOptions), "checking CloudTrail's digest files"
     ).factory(IntegrityOptions)
+    expected_bucket_owner: str | None = EXPECTED_BUCKET_OWNER.field()
+
+    @property
+    def bucket_owner(self) -> str | None:
+        """The account to send as the bucket's expected owner, if any."""
+        given = self.expected_bucket_owner
+        return None if given in (None, NO_OWNER) else given
 
     @property
     def by_layout(self) -> bool:
@@ -587,11 +614,37 @@ class SqsSourceOptions:
         Integer(1, 10_000),
         "received messages not yet deleted or given up on; receiving waits at this bound",
     ).field(100)
+    buckets: tuple[str, ...] = Setting(
+        Globs(),
+        "the only buckets whose objects are fetched (`org-trail-*`); a message naming any "
+        "other is not read, and is left for the queue's dead-letter policy",
+        shown="any bucket",
+    ).field(())
+    expected_bucket_owner: str | None = EXPECTED_BUCKET_OWNER.field()
 
     @property
     def queue_name(self) -> str:
         """The queue's name, the last part of its URL."""
         return self.queue_url.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def queue_account(self) -> str | None:
+        """The account in the queue's URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`)."""
+        parts = urllib.parse.urlsplit(self.queue_url).path.strip("/").split("/")
+        return parts[0] if len(parts) == 2 and _ACCOUNT.fullmatch(parts[0]) else None
+
+    @property
+    def bucket_owner(self) -> str | None:
+        """The account to send as every bucket's expected owner: the queue's unless the
+        document names one, or none."""
+        given = self.expected_bucket_owner
+        if given is None:
+            return self.queue_account
+        return None if given == NO_OWNER else given
+
+    def bucket_trusted(self, bucket: str) -> bool:
+        """Whether objects of `bucket` may be fetched (`buckets`)."""
+        return not self.buckets or any(fnmatch.fnmatchcase(bucket, g) for g in self.buckets)
 
 
 @dataclass(frozen=True)
@@ -617,6 +670,10 @@ class SqsFilesSourceOptions(SqsSourceOptions):
     is_decode_object_key: bool = Setting(
         Boolean(), "URL-decode the keys found (S3 event notifications encode them)", lc=True
     ).field(False)
+
+    def problems(self, given: frozenset[str]) -> Iterator[Invalid]:
+        if self.bucket is not None and not self.bucket_trusted(self.bucket):
+            yield Invalid("bucket", f"{self.bucket!r} is not one of buckets")
 
 
 @dataclass(frozen=True)

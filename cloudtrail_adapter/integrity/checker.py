@@ -50,7 +50,7 @@ from cloudtrail_adapter.integrity.keys import PublicKeys
 from cloudtrail_adapter.integrity.ledger import Found, Ledger
 from cloudtrail_adapter.integrity.verdicts import IntegrityStats
 from cloudtrail_adapter.model import WorkItem
-from cloudtrail_adapter.readers import BytesReader
+from cloudtrail_adapter.readers import BytesReader, owner_header
 from cloudtrail_adapter.sources.trail_layout import is_digest_key
 
 if TYPE_CHECKING:
@@ -108,12 +108,15 @@ class IntegrityChecker:
         retention: float,
         max_files: int = MAX_FILES,
         clock: Callable[[], float] = time.time,
+        owner: str | None = None,
     ) -> None:
+        """`owner`: the account every read expects to own the bucket, as the source's do."""
         self.source = source
         self.stats = IntegrityStats()
         self._options = options
         self._bucket = bucket
         self._s3 = s3
+        self._owner = owner_header(owner)
         self._keys = keys
         self._ledger = ledger
         self._retention = retention
@@ -207,7 +210,7 @@ class IntegrityChecker:
                 key, name, "bad_signature", reason, (name.end - HOUR, name.end)
             )
         try:
-            answer = await self._s3.get_object(Bucket=self._bucket, Key=key)
+            answer = await self._s3.get_object(Bucket=self._bucket, Key=key, **self._owner)
             async with answer["Body"] as body:
                 data: bytes = await body.read()
             metadata = {str(k).lower(): str(v) for k, v in (answer.get("Metadata") or {}).items()}
@@ -331,7 +334,7 @@ class IntegrityChecker:
     async def _exists(self, key: str) -> bool | None:
         """HeadObject: True, False (not there), or None (could not tell)."""
         try:
-            await self._s3.head_object(Bucket=self._bucket, Key=key)
+            await self._s3.head_object(Bucket=self._bucket, Key=key, **self._owner)
         except Exception as exc:
             if aws_error_code(exc) in _NOT_FOUND:
                 return False

@@ -56,4 +56,5 @@ def open_checker(
         keys=PublicKeys(cloudtrail_in),
         ledger=ledger,
         retention=src.lookback + 2 * 86400,
+        owner=src.bucket_owner,
     )

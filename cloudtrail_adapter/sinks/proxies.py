@@ -4,7 +4,11 @@
 environment through botocore itself).
 
 A proxy's password never reaches a log line or a repr: `Route` keeps it as a `Secret`
-and makes the `Proxy-Authorization` header only at the point of use.
+and makes the `Proxy-Authorization` header only at the point of use. Where it goes depends
+on the destination: a `wss://`/`https://` one is tunnelled, and the header goes on the
+CONNECT (aiohttp's `proxy_headers`, which reach nothing else); a `ws://`/`http://` one is
+carried by the proxy itself, and the header goes on each request (the WebSocket upgrade, a
+POST). aiohttp's `proxy_auth` would do both, but it is deprecated.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ _VARIABLES = {
     "http": ("http_proxy", "HTTP_PROXY"),
     "ws": ("http_proxy", "HTTP_PROXY"),
 }
+_TLS = frozenset({"https", "wss"})
 
 
 @dataclass(frozen=True)
@@ -40,10 +45,20 @@ class Route:
     password: Secret | None = None
     source: str = "none"  # "config", "HTTPS_PROXY", ... : said in logs, never a credential
     options: ProxyOptions | None = None  # the configured proxy's timeouts, when configured
+    tunnelled: bool = True  # a TLS destination: the proxy sees only our CONNECT
 
     @property
     def headers(self) -> dict[str, str] | None:
-        """`Proxy-Authorization` for the proxy (basic auth), made at the point of use."""
+        """For the CONNECT to a TLS destination (`proxy_headers`): `Proxy-Authorization`."""
+        return self._credentials() if self.tunnelled else None
+
+    @property
+    def request_headers(self) -> dict[str, str]:
+        """For the request itself, which a plain destination's proxy reads: the only place
+        its credentials can go. Never for a tunnelled one: LimaCharlie would read them."""
+        return {} if self.tunnelled else self._credentials() or {}
+
+    def _credentials(self) -> dict[str, str] | None:
         if self.username is None or self.password is None:
             return None
         return {
@@ -66,30 +81,40 @@ class Routes:
         return f"Routes(configured={self.configured is not None})"
 
     def for_url(self, url: str) -> Route:
+        parts = yarl.URL(url)
+        tunnelled = parts.scheme in _TLS
         if self.configured is not None:
             given = self.configured
-            return Route(given.url, given.username, given.password, "config", given)
-        parts = yarl.URL(url)
+            return Route(given.url, given.username, given.password, "config", given, tunnelled)
         for variable in _VARIABLES.get(parts.scheme, ()):
             value = self.env.get(variable, "").strip()
             if value:
-                return self._from_env(value, variable, parts.host or "")
+                return self._from_env(value, variable, parts.host or "", tunnelled)
         return Route()
 
-    def _from_env(self, value: str, variable: str, host: str) -> Route:
+    def _from_env(self, value: str, variable: str, host: str, tunnelled: bool) -> Route:
         no_proxy = self.env.get("no_proxy") or self.env.get("NO_PROXY") or ""
         if no_proxy and _bypassed(host, {"no": no_proxy}):
             return Route(source="NO_PROXY")
         proxy = yarl.URL(value if "://" in value else f"http://{value}")
         password = Secret(proxy.password) if proxy.password is not None else None
         bare = str(proxy.with_user(None).with_password(None))
-        return Route(bare, proxy.user, password, variable.upper())
+        return Route(bare, proxy.user, password, variable.upper(), tunnelled=tunnelled)
 
 
 def refused_by_proxy(exc: BaseException, route: Route, keys: str) -> str | None:
-    """The message for a proxy that refused our credentials (HTTP 407), else None: retrying
-    cannot fix a wrong password, so the caller gives up with this."""
-    if not isinstance(exc, aiohttp.ClientHttpProxyError) or exc.status != 407:
+    """The message for a proxy that refused our credentials, else None: its answer to a
+    CONNECT (ClientHttpProxyError), or to a plain request or a WebSocket upgrade it carried
+    itself (any other ClientResponseError)."""
+    if not isinstance(exc, aiohttp.ClientResponseError):
+        return None
+    return proxy_refused(exc.status, route, keys)
+
+
+def proxy_refused(status: int, route: Route, keys: str) -> str | None:
+    """The message for HTTP 407 through a proxy, else None: retrying cannot fix a wrong
+    password, so the caller gives up with this."""
+    if status != 407 or route.proxy is None:
         return None
     via = "configured" if route.source == "config" else f"from ${route.source}"
     return (

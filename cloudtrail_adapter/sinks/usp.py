@@ -89,7 +89,11 @@ async def discover_usp_url(
     timeout = aiohttp.ClientTimeout(total=DISCOVERY_TIMEOUT)
     route = route or Route()
     async with session.get(
-        where, timeout=timeout, proxy=route.proxy, proxy_headers=route.headers
+        where,
+        timeout=timeout,
+        proxy=route.proxy,
+        proxy_headers=route.headers,
+        headers=route.request_headers,
     ) as resp:
         if resp.status in (400, 401, 403, 404):
             raise FatalSinkError(
@@ -311,6 +315,7 @@ class UspSink:
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
             proxy=route.proxy,
             proxy_headers=route.headers,
+            headers=route.request_headers,
         )
         async with await self._through_proxy(dialing, route) as ws:
             try:
@@ -341,12 +346,13 @@ class UspSink:
 
     async def _through_proxy(self, dialing: Awaitable[_T], route: Route) -> _T:
         """Awaits a dial, within a configured proxy's handshake timeout; a proxy that refuses
-        our credentials is fatal (a wrong password does not fix itself)."""
+        our credentials (to a CONNECT, or to the request it carried) is fatal: a wrong
+        password does not fix itself."""
         limit = route.options.handshake_timeout if route.options is not None else None
         try:
             async with asyncio.timeout(limit):
                 return await dialing
-        except aiohttp.ClientHttpProxyError as exc:
+        except aiohttp.ClientResponseError as exc:
             refused = refused_by_proxy(exc, route, "client_options.proxy.username and password")
             if refused:
                 log.error("usp_proxy_refused", proxy=route.describe(), source=route.source)

@@ -38,13 +38,14 @@ from tenacity import (
 from cloudtrail_adapter.config import WebhookOptions
 from cloudtrail_adapter.errors import Backoff, FatalSinkError
 from cloudtrail_adapter.model import AckCallback, Batch, SinkStats, WebhookStats
-from cloudtrail_adapter.sinks.proxies import Routes, refused_by_proxy
+from cloudtrail_adapter.sinks.proxies import Routes, proxy_refused, refused_by_proxy
 
 log = structlog.get_logger("cloudtrail_adapter.sinks.webhook")
 
 CONTENT_TYPE = "application/x-ndjson"
 USER_AGENT = "cloudtrail-adapter"
 _RETRYABLE_4XX = frozenset({408, 425, 429})
+PROXY_KEYS = "webhook.proxy.username and password"
 _ERROR_SNIPPET = 200
 
 _MEANINGS = {
@@ -282,7 +283,7 @@ class WebhookSink:
         except aiohttp.InvalidURL as exc:
             raise FatalSinkError(f"webhook URL {self._safe_url} is not a valid URL") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            refused = refused_by_proxy(exc, self._route, "webhook.proxy.username and password")
+            refused = refused_by_proxy(exc, self._route, PROXY_KEYS)
             if refused:
                 log.error("webhook_proxy_refused", proxy=self._route.describe())
                 raise FatalSinkError(refused) from None
@@ -290,6 +291,10 @@ class WebhookSink:
         if 200 <= status < 300:
             log.debug("webhook_accepted", url=self._safe_url, records=batch.records)
             return
+        refused = proxy_refused(status, self._route, PROXY_KEYS)  # an http:// hook's proxy
+        if refused:
+            log.error("webhook_proxy_refused", proxy=self._route.describe())
+            raise FatalSinkError(refused)
         self._refused(status, body, retry_after)
 
     async def _exchange(self, batch: Batch) -> tuple[int, str, str | None]:
@@ -301,6 +306,7 @@ class WebhookSink:
         }
         if self._options.secret:
             headers["lc-secret"] = self._options.secret.reveal()
+        headers |= self._route.request_headers
         async with self._http().post(
             self._url,
             data=batch.payload,

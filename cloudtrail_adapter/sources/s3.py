@@ -371,7 +371,12 @@ class S3Source(PollingSource):
 
     def reader(self, listed: Listed) -> Reader:
         return S3Reader(
-            self._client, self._options.bucket_name, listed.key, size=listed.size, etag=listed.etag
+            self._client,
+            self._options.bucket_name,
+            listed.key,
+            size=listed.size,
+            etag=listed.etag,
+            owner=self._options.bucket_owner,
         )
 
     async def _client(self) -> Any:

@@ -12,6 +12,10 @@ room for, so a slow LimaCharlie slows receiving instead of growing memory.
   with its message id, counted and *left on the queue*: it becomes visible again after its
   visibility timeout and, after the queue's maxReceiveCount, moves to its dead-letter queue.
   Nothing is deleted unread and nothing is retried in a tight loop.
+- Whoever can send to the queue can name any bucket, so a message is trusted no further
+  than its buckets: one naming a bucket outside `buckets` is poison, never fetched; every
+  read expects the bucket's owner (`expected_bucket_owner`, by default the queue's account),
+  and a bucket another account owns makes its message poison too.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -31,7 +35,7 @@ from cloudtrail_adapter.aws import BucketClients
 from cloudtrail_adapter.config import SqsFilesSourceOptions, SqsSourceOptions
 from cloudtrail_adapter.errors import Backoff, QueueUnavailable, failure_reason
 from cloudtrail_adapter.model import QueueStats, SourceStats, WorkItem
-from cloudtrail_adapter.readers import BytesReader, Reader, S3Reader
+from cloudtrail_adapter.readers import BytesReader, Reader, S3Reader, WrongBucketOwner
 from cloudtrail_adapter.sources.notifications import (
     FetchObjects,
     FilePaths,
@@ -49,8 +53,10 @@ log = structlog.get_logger("cloudtrail_adapter.sources.sqs")
 DELETE_BATCH = 10  # SQS's limit for DeleteMessageBatch
 DELETE_LINGER = 0.05
 DELETE_ATTEMPTS = 4
-RECEIVE_BACKOFF = Backoff(0.5, 60.0)
-DELETE_BACKOFF = Backoff(0.2, 60.0)
+#: Jittered: a scaled-out deployment runs many replicas on one queue, and a fault they all
+#: met at once must not bring them back in step.
+RECEIVE_BACKOFF = Backoff(0.5, 60.0, jitter=0.5)
+DELETE_BACKOFF = Backoff(0.2, 60.0, jitter=0.5)
 RECEIVE_MARGIN = 5.0  # beyond the long-poll wait, for the answer to arrive
 MAX_RECEIVERS = 4  # receive loops per source (fewer when little may be in work)
 GONE_HANDLE_CODES = frozenset(
@@ -68,35 +74,42 @@ FATAL_QUEUE_CODES = frozenset(
 )
 
 
-@dataclass
-class SqsStats:
-    """The source's own counters; `stats()` shows them."""
-
-    received: int = 0
-    deleted: int = 0
-    nothing_to_do: int = 0
-    poison: int = 0
-    left_for_redelivery: int = 0
-    visibility_extensions: int = 0
-    delete_failures: int = 0
-    in_work: int = 0
-
-
 ItemFactory = Callable[["_Message"], WorkItem]
 
 
 class _Message:
-    """One received message in work: how many of its items are still open."""
+    """One received message in work: how many of its items are still open, and whether one
+    failed (`failure`, its reason) or was never queued because intake stopped (`unqueued`:
+    the message is then made visible at once rather than left to its timeout)."""
 
-    __slots__ = ("failed", "failure", "handle", "heartbeat", "message_id", "outstanding")
+    __slots__ = (
+        "failure",
+        "handle",
+        "heartbeat",
+        "message_id",
+        "outstanding",
+        "poisoned",
+        "receives",
+        "unqueued",
+    )
 
-    def __init__(self, message_id: str, handle: str, outstanding: int) -> None:
+    def __init__(self, message_id: str, handle: str, outstanding: int, receives: str = "") -> None:
         self.message_id = message_id
         self.handle = handle
         self.outstanding = outstanding
-        self.failed = False
-        self.failure = ""
+        self.receives = receives  # ApproximateReceiveCount, for the logs
+        self.failure: str | None = None
+        self.poisoned = False  # an item found the message poison (logged and counted then)
+        self.unqueued = False
         self.heartbeat: asyncio.Task[None] | None = None
+
+
+def _foreign_buckets(note: Notification, options: SqsSourceOptions) -> str:
+    """The buckets a notification names outside `buckets`, comma-separated ("" if none)."""
+    if not isinstance(note, FetchObjects):
+        return ""
+    named = dict.fromkeys(ref.bucket for ref in note.objects)
+    return ", ".join(b for b in named if not options.bucket_trusted(b))
 
 
 def _file_paths(options: SqsSourceOptions) -> FilePaths | None:
@@ -113,11 +126,13 @@ class SqsSource:
         self, name: str, options: SqsSourceOptions, *, sqs: Any, buckets: BucketClients
     ) -> None:
         self.name = name
-        self._counts = SqsStats()
+        self._counts = QueueStats()  # what stats() shows, counted as it changes
+        self._left_for_redelivery = 0  # messages whose objects failed
         self._options = options
         self._sqs = sqs
         self._buckets = buckets
         self._paths = _file_paths(options)
+        self._owner = options.bucket_owner
         self._queue_name = options.queue_name
         self._left = asyncio.Event()  # set whenever a message stops being in work
         self._reserved = 0  # room asked for by receives under way
@@ -129,19 +144,10 @@ class SqsSource:
 
     def problems(self) -> int:
         """Messages given up on in this run (poison, or their objects failed)."""
-        return self._counts.poison + self._counts.left_for_redelivery
+        return self._counts.poison + self._left_for_redelivery
 
     def stats(self) -> SourceStats:
-        c = self._counts
-        queue = QueueStats(
-            received=c.received,
-            deleted=c.deleted,
-            poison=c.poison,
-            visibility_extensions=c.visibility_extensions,
-            delete_failures=c.delete_failures,
-            in_work=c.in_work,
-        )
-        return SourceStats(queue=queue)
+        return SourceStats(queue=replace(self._counts))
 
     def stop_intake(self) -> None:
         self._stop.set()
@@ -158,16 +164,16 @@ class SqsSource:
                     await asyncio.shield(self._receiving)
         await self._make_visible([*self._messages, *self._unstarted])
 
-    async def _make_visible(self, states: list[_Message]) -> None:
-        self._unstarted = [s for s in self._unstarted if s not in states]
-        for state in states:
-            if state.heartbeat is not None:
-                state.heartbeat.cancel()
-        for start in range(0, len(states), DELETE_BATCH):
-            chunk = states[start : start + DELETE_BATCH]
+    async def _make_visible(self, messages: list[_Message]) -> None:
+        self._unstarted = [m for m in self._unstarted if m not in messages]
+        for message in messages:
+            if message.heartbeat is not None:
+                message.heartbeat.cancel()
+        for start in range(0, len(messages), DELETE_BATCH):
+            chunk = messages[start : start + DELETE_BATCH]
             entries = [
-                {"Id": str(i), "ReceiptHandle": s.handle, "VisibilityTimeout": 0}
-                for i, s in enumerate(chunk)
+                {"Id": str(i), "ReceiptHandle": m.handle, "VisibilityTimeout": 0}
+                for i, m in enumerate(chunk)
             ]
             try:
                 await self._sqs.change_message_visibility_batch(
@@ -175,11 +181,17 @@ class SqsSource:
                 )
             except (ClientError, BotoCoreError) as exc:
                 log.warning("sqs_hand_back_failed", error=str(exc))
-        log.info("sqs_handed_back", messages=len(states))
+        log.info("sqs_handed_back", messages=len(messages))
 
     async def run(self, out: asyncio.Queue[WorkItem]) -> None:
         """Receives until stopped; in single-load mode, until the queue is empty. Then waits
         until every message in work was deleted or given up on."""
+        log.info(
+            "sqs_buckets_trusted",
+            source=self.name,
+            buckets=list(self._options.buckets),  # none: any bucket
+            expected_bucket_owner=self._owner,
+        )
         deleter = asyncio.create_task(self._deleter())
         self._receiving = asyncio.create_task(self._receivers(out))
         try:
@@ -253,11 +265,11 @@ class SqsSource:
 
     async def _give_back_unread(self, messages: list[dict[str, Any]]) -> None:
         """Received during a stop: not started, so visible again at once."""
-        states = [
+        unread = [
             _Message(str(m.get("MessageId", "")), str(m["ReceiptHandle"]), 0) for m in messages
         ]
-        if states:
-            await self._make_visible(states)
+        if unread:
+            await self._make_visible(unread)
 
     async def _wait_for_room(self) -> int:
         limit = self._options.max_messages_in_work
@@ -292,15 +304,15 @@ class SqsSource:
             raise QueueUnavailable(
                 f"cannot read SQS queue {self._options.queue_url}: {code}: {exc}"
             ) from exc
-        delay = RECEIVE_BACKOFF.delay(failures + 1)
+        delay = RECEIVE_BACKOFF.delay(failures)
         log.warning("sqs_receive_failed", error=f"{code}: {exc}", retry_in=delay)
         await asyncio.sleep(delay)
 
-    async def _accept(self, message: dict[str, Any], out: asyncio.Queue[WorkItem]) -> None:
-        message_id = str(message.get("MessageId", ""))
-        receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
+    async def _accept(self, received: dict[str, Any], out: asyncio.Queue[WorkItem]) -> None:
+        message_id = str(received.get("MessageId", ""))
+        receives = received.get("Attributes", {}).get("ApproximateReceiveCount", "?")
         try:
-            note = parse_body(message.get("Body", ""), self._paths)
+            note = parse_body(received.get("Body", ""), self._paths)
         except NotificationError as exc:
             self._poison(message_id, receives, exc.reason, str(exc))
             return
@@ -313,25 +325,32 @@ class SqsSource:
             receive_count=receives,
             kind=type(note).__name__,
         )
+        foreign = _foreign_buckets(note, self._options)
+        if foreign:
+            error = f"names buckets outside buckets ({', '.join(self._options.buckets)})"
+            self._poison(message_id, receives, "bucket_not_trusted", error, bucket=foreign)
+            return
         items = self._items(note, message_id)
-        state = _Message(message_id, str(message["ReceiptHandle"]), len(items))
-        self._enter(state)
+        message = _Message(message_id, str(received["ReceiptHandle"]), len(items), receives)
+        self._enter(message)
         if not items:
-            self._counts.nothing_to_do += 1
             why = note.reason if isinstance(note, NothingToDo) else "digest_files_only"
             log.info("sqs_message_nothing_to_do", message_id=message_id, why=why)
-            self._deletes.put_nowait(state)
+            self._deletes.put_nowait(message)
             return
-        state.heartbeat = asyncio.create_task(self._heartbeat(state))
+        message.heartbeat = asyncio.create_task(self._heartbeat(message))
         for queued, make in enumerate(items):
             try:
-                await unless_stopped(self._stop, out.put(make(state)))
+                await unless_stopped(self._stop, out.put(make(message)))
             except (Stopped, asyncio.CancelledError):  # what was not queued is handed back
+                message.unqueued = True
                 for _ in range(len(items) - queued):
-                    self._item_failed(state, "stopped", "intake stopped before it was queued")
+                    self._item_done(message)
                 raise
 
-    def _poison(self, message_id: str, receives: str, reason: str, error: str) -> None:
+    def _poison(
+        self, message_id: str, receives: str, reason: str, error: str, **fields: str
+    ) -> None:
         """Left as received: back after its visibility timeout, then to the dead-letter queue."""
         self._counts.poison += 1
         log.error(
@@ -340,10 +359,11 @@ class SqsSource:
             reason=reason,
             error=error,
             receive_count=receives,
+            **fields,
         )
 
     def _items(self, note: Notification, message_id: str) -> list[ItemFactory]:
-        """Factories of the message's WorkItems (made once its state exists)."""
+        """Factories of the message's WorkItems (made once its _Message exists)."""
         if isinstance(note, FetchObjects):
             refs = [ref for ref in note.objects if not is_digest_key(ref.key)]
             return [functools.partial(self._object_item, ref=ref) for ref in refs]
@@ -352,72 +372,88 @@ class SqsSource:
             return [functools.partial(self._inline_item, body=body)]
         return []
 
-    def _object_item(self, state: _Message, ref: ObjectRef) -> WorkItem:
+    def _object_item(self, message: _Message, ref: ObjectRef) -> WorkItem:
         async def client() -> Any:
             return await self._buckets.for_bucket(ref.bucket, ref.region)
 
-        reader = S3Reader(client, ref.bucket, ref.key, size=ref.size)
-        fields = {"message_id": state.message_id, "bucket": ref.bucket, "key": ref.key}
-        return self._work_item(state, f"s3://{ref.bucket}/{ref.key}", reader, fields)
+        def release(reason: str, error: str) -> None:
+            if reason == WrongBucketOwner.reason and not message.poisoned:
+                message.poisoned = True
+                self._poison(
+                    message.message_id,
+                    message.receives,
+                    reason,
+                    error,
+                    bucket=ref.bucket,
+                    expected_owner=self._owner or "",
+                )
+            self._item_failed(message, reason, error)
 
-    def _inline_item(self, state: _Message, body: bytes) -> WorkItem:
-        ref = f"sqs://{self._queue_name}/{state.message_id}"
-        return self._work_item(state, ref, BytesReader(body), {"message_id": state.message_id})
+        reader = S3Reader(client, ref.bucket, ref.key, size=ref.size, owner=self._owner)
+        fields = {"message_id": message.message_id, "bucket": ref.bucket, "key": ref.key}
+        ref_text = f"s3://{ref.bucket}/{ref.key}"
+        return self._work_item(message, ref_text, reader, fields, release)
+
+    def _inline_item(self, message: _Message, body: bytes) -> WorkItem:
+        ref = f"sqs://{self._queue_name}/{message.message_id}"
+        return self._work_item(message, ref, BytesReader(body), {"message_id": message.message_id})
 
     def _work_item(
         self,
-        state: _Message,
+        message: _Message,
         ref: str,
         reader: Reader,
         fields: dict[str, str],
+        release: Callable[[str, str], None] | None = None,
     ) -> WorkItem:
         async def commit() -> None:
-            self._item_done(state)
+            self._item_done(message)
 
-        def release(reason: str, error: str) -> None:
-            self._item_failed(state, reason, error)
+        def failed(reason: str, error: str) -> None:
+            self._item_failed(message, reason, error)
 
         return WorkItem(
             source=self.name,
             ref=ref,
             reader=reader,
             commit=commit,
-            release=release,
+            release=release or failed,
             log_fields=fields,
         )
 
-    def _item_failed(self, state: _Message, reason: str, error: str) -> None:
-        state.failed = True
-        state.failure = reason
-        self._item_done(state)
+    def _item_failed(self, message: _Message, reason: str, error: str) -> None:
+        message.failure = reason
+        self._item_done(message)
 
-    def _item_done(self, state: _Message) -> None:
-        state.outstanding -= 1
-        if state.outstanding > 0:
+    def _item_done(self, message: _Message) -> None:
+        message.outstanding -= 1
+        if message.outstanding > 0:
             return
-        if state.heartbeat is not None:
-            state.heartbeat.cancel()
-        if state.failure == "stopped":
-            self._unstarted.append(state)
-            self._leave(state)
-        elif state.failed:
-            self._counts.left_for_redelivery += 1
-            log.warning("sqs_message_left", message_id=state.message_id, reason=state.failure)
-            self._leave(state)
+        if message.heartbeat is not None:
+            message.heartbeat.cancel()
+        if message.unqueued:
+            self._unstarted.append(message)
+            self._leave(message)
+        elif message.poisoned:  # already logged and counted as poison
+            self._leave(message)
+        elif message.failure is not None:
+            self._left_for_redelivery += 1
+            log.warning("sqs_message_left", message_id=message.message_id, reason=message.failure)
+            self._leave(message)
         else:
-            self._deletes.put_nowait(state)
+            self._deletes.put_nowait(message)
 
-    def _enter(self, state: _Message) -> None:
-        self._messages.add(state)
+    def _enter(self, message: _Message) -> None:
+        self._messages.add(message)
         self._counts.in_work += 1
 
-    def _leave(self, state: _Message) -> None:
+    def _leave(self, message: _Message) -> None:
         """The message is no longer ours: deleted, or left for redelivery."""
-        self._messages.discard(state)
+        self._messages.discard(message)
         self._counts.in_work -= 1
         self._left.set()
 
-    async def _heartbeat(self, state: _Message) -> None:
+    async def _heartbeat(self, message: _Message) -> None:
         """Keeps the message invisible to other consumers while its records are in work."""
         timeout = self._options.visibility_timeout
         while True:
@@ -425,21 +461,21 @@ class SqsSource:
             try:
                 await self._sqs.change_message_visibility(
                     QueueUrl=self._options.queue_url,
-                    ReceiptHandle=state.handle,
+                    ReceiptHandle=message.handle,
                     VisibilityTimeout=timeout,
                 )
             except (ClientError, BotoCoreError) as exc:
                 code = failure_reason(exc)
                 log.warning(
                     "sqs_visibility_extend_failed",
-                    message_id=state.message_id,
+                    message_id=message.message_id,
                     error=f"{code}: {exc}",
                 )
                 if code in GONE_HANDLE_CODES or code == "InvalidParameterValue":
                     return  # deleted, expired or past SQS's 12-hour cap: nothing to keep
                 continue
             self._counts.visibility_extensions += 1
-            log.debug("sqs_visibility_extended", message_id=state.message_id)
+            log.debug("sqs_visibility_extended", message_id=message.message_id)
 
     async def _deleter(self) -> None:
         """Deletes acknowledged messages in batches of up to ten."""
@@ -452,7 +488,7 @@ class SqsSource:
             await self._delete(batch)
 
     async def _delete(self, batch: list[_Message]) -> None:
-        pending = {str(i): state for i, state in enumerate(batch)}
+        pending = {str(i): message for i, message in enumerate(batch)}
         for attempt in range(1, DELETE_ATTEMPTS + 1):
             failed = await self._delete_once(pending)
             retry = {i: pending[i] for i, code in failed.items() if code not in GONE_HANDLE_CODES}
@@ -466,9 +502,9 @@ class SqsSource:
             pending = retry
             if not pending:
                 return
-            await asyncio.sleep(DELETE_BACKOFF.delay(attempt + 1))
-        for state in pending.values():
-            self._gone(state, "delete_failed")
+            await asyncio.sleep(DELETE_BACKOFF.delay(attempt))
+        for message in pending.values():
+            self._gone(message, "delete_failed")
 
     async def _delete_once(self, pending: dict[str, _Message]) -> dict[str, str]:
         """Entry id -> error code for the entries SQS did not delete (all of them on an error)."""
@@ -483,8 +519,8 @@ class SqsSource:
             return dict.fromkeys(pending, code)
         return {str(f["Id"]): str(f.get("Code", "")) for f in answer.get("Failed", [])}
 
-    def _gone(self, state: _Message, code: str) -> None:
+    def _gone(self, message: _Message, code: str) -> None:
         """Could not delete: the message will come back and be shipped again (a duplicate)."""
         self._counts.delete_failures += 1
-        log.warning("sqs_message_not_deleted", message_id=state.message_id, code=code)
-        self._leave(state)
+        log.warning("sqs_message_not_deleted", message_id=message.message_id, code=code)
+        self._leave(message)

@@ -1,6 +1,9 @@
-"""A real HTTP proxy on 127.0.0.1 for tests: CONNECT tunnels and absolute-form requests,
-with basic authentication, in its own thread. It records every request it was asked to
-carry, so a test can show which traffic went through it (and never sees a password).
+"""A real HTTP proxy on 127.0.0.1 for tests: CONNECT tunnels and absolute-form requests
+(plain HTTP, and WebSocket upgrades over it), with basic authentication, in its own thread.
+It records every request it was asked to carry, so a test can show which traffic went
+through it (and never sees a password). A plain request goes on to the origin as proxies
+send it, in origin form and without the credentials meant for the proxy; what follows on
+that connection is passed through as it comes (a WebSocket, or keep-alive requests).
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ import base64
 import contextlib
 import threading
 from dataclasses import dataclass, field
+from urllib.parse import SplitResult, urlsplit
+
+_HOP_BY_HOP = frozenset({"proxy-authorization", "proxy-connection"})
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,10 @@ class ConnectProxy:
 
     def connects(self) -> list[ProxyRequest]:
         return [r for r in list(self.requests) if r.method == "CONNECT" and r.allowed]
+
+    def carried(self) -> list[ProxyRequest]:
+        """Plain requests (not CONNECT) it let through."""
+        return [r for r in list(self.requests) if r.method != "CONNECT" and r.allowed]
 
     def __enter__(self) -> ConnectProxy:
         ready = threading.Event()
@@ -114,11 +124,9 @@ class ConnectProxy:
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
         else:
-            from urllib.parse import urlsplit
-
             parts = urlsplit(target)
             upstream = await asyncio.open_connection(parts.hostname, parts.port or 80)
-            upstream[1].write(head)  # absolute-form: the origin accepts it as it is
+            upstream[1].write(_to_origin(request_line, header_lines, parts))
         await self._pipe(reader, writer, *upstream)
 
     @staticmethod
@@ -140,3 +148,12 @@ class ConnectProxy:
                     dst.close()
 
         await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+
+
+def _to_origin(request_line: str, header_lines: list[str], target: SplitResult) -> bytes:
+    """The request as the origin gets it: its path in origin form, the proxy's headers
+    dropped."""
+    method, _, version = request_line.split(" ", 2)
+    path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+    kept = [h for h in header_lines if h and h.partition(":")[0].strip().lower() not in _HOP_BY_HOP]
+    return "\r\n".join([f"{method} {path} {version}", *kept, "", ""]).encode("latin-1")

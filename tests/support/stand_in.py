@@ -28,8 +28,11 @@ from moto.cloudtrail.responses import CloudTrailResponse
 from moto.core.exceptions import _RESTError
 from moto.core.responses import BaseResponse
 from moto.core.utils import utcnow
+from moto.s3.exceptions import MissingBucket, S3ClientError
 from moto.s3.models import S3Backend
+from moto.s3.responses import S3Response
 from moto.s3.utils import _VersionedKeyStore
+from moto.sqs.exceptions import OverLimit
 from moto.sqs.models import SQSBackend
 from moto.sts.models import AssumedRole, STSBackend, sts_backends
 
@@ -61,7 +64,7 @@ def _atomic_receive(receive: Callable[..., list[Any]]) -> Callable[..., list[Any
     server answers each request on its own thread: two consumers polling at once can both
     take one message. Real SQS hands a message to one receiver per visibility period, and
     the scale-out tests depend on that, so the stand-in takes messages under one lock and
-    does its long-poll waiting outside it."""
+    does its long-poll waiting outside it. `STAND_IN.receive_faults` fails receives first."""
     lock = threading.Lock()
 
     @functools.wraps(receive)
@@ -73,6 +76,9 @@ def _atomic_receive(receive: Callable[..., list[Any]]) -> Callable[..., list[Any
         visibility_timeout: int,
         message_attribute_names: list[str] | None = None,
     ) -> list[Any]:
+        if STAND_IN.receive_faults > 0:
+            STAND_IN.receive_faults -= 1
+            raise OverLimit(STAND_IN.receive_faults + 8)
         deadline = time.monotonic() + wait_seconds_timeout
         while True:
             with lock:
@@ -100,6 +106,12 @@ class StandIn:
     public_keys: dict[str, list[tuple[bytes, float, float]]] = field(default_factory=dict)
     #: ListPublicKeys calls answered: (region, StartTime, EndTime).
     public_key_calls: list[tuple[str, float | None, float | None]] = field(default_factory=list)
+    #: The next this many ReceiveMessage calls fail with OverLimit (403), an error botocore
+    #: does not retry itself and the source does not take for a missing queue.
+    receive_faults: int = 0
+    #: Bucket -> the account that owns it, where a test says (moto makes every bucket its
+    #: creator's, which is the one account of the stand-in's keys).
+    bucket_owners: dict[str, str] = field(default_factory=dict)
 
 
 STAND_IN = StandIn()
@@ -230,6 +242,28 @@ def _refusing_expired(current_account: Callable[[BaseResponse], str]) -> Callabl
     return get_current_account
 
 
+def _checking_owner(respond: Callable[..., Any]) -> Callable[..., Any]:
+    """moto ignores `x-amz-expected-bucket-owner`; S3 refuses a request whose header names
+    another account than the bucket's owner, with the same bare 403 AccessDenied as for a
+    missing permission. The stand-in does too (owners: `STAND_IN.bucket_owners`, else the
+    account that created the bucket)."""
+
+    @functools.wraps(respond)
+    def checked(self: S3Response, request: Any, full_url: str) -> Any:
+        expected = request.headers.get("x-amz-expected-bucket-owner")
+        name = self.parse_bucket_name_from_url(request, full_url)
+        if expected is not None and name:
+            owner = STAND_IN.bucket_owners.get(name)
+            if owner is None:
+                with contextlib.suppress(MissingBucket):
+                    owner = self.backend.get_bucket(name).account_id
+            if owner is not None and owner != expected:
+                raise S3ClientError("AccessDenied", "Access Denied")
+        return respond(self, request, full_url)
+
+    return checked
+
+
 def _patch_moto() -> None:
     """Once per process: each patch marks what it wrapped with `__wrapped__`."""
     if not hasattr(SQSBackend.receive_message, "__wrapped__"):
@@ -242,6 +276,9 @@ def _patch_moto() -> None:
             setattr(_VersionedKeyStore, name, _forgetting_order(getattr(_VersionedKeyStore, name)))
     if not hasattr(BaseResponse.get_current_account, "__wrapped__"):
         BaseResponse.get_current_account = _refusing_expired(BaseResponse.get_current_account)  # type: ignore[method-assign]
+    for name in ("_key_response", "_bucket_response"):
+        if not hasattr(getattr(S3Response, name), "__wrapped__"):
+            setattr(S3Response, name, _checking_owner(getattr(S3Response, name)))
     if not hasattr(CloudTrailResponse, "list_public_keys"):
         CloudTrailResponse.list_public_keys = _list_public_keys  # type: ignore[attr-defined]
 
