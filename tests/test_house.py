@@ -5,6 +5,8 @@ worker side free of the event loop's libraries, and one home for what makes a ke
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,3 +146,17 @@ def test_one_runtime_module_names_the_digest_folder() -> None:
         if "CloudTrail-Digest" in path.read_text()
     ]
     assert holders == ["sources/trail_layout.py"]
+
+
+def test_a_file_source_run_loads_no_aws_stack() -> None:
+    """botocore costs a fifth of a second of CPU to import: the daemon, a file source and
+    the decoders must not load it (daemon.open_source imports the AWS stack for AWS only)."""
+    code = (
+        "import sys, cloudtrail_adapter.daemon, cloudtrail_adapter.sources.files, "
+        "cloudtrail_adapter.decoding.packing; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('botocore', 'aiobotocore')))"
+    )
+    loaded = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert loaded.strip() == "[]"
