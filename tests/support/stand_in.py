@@ -24,10 +24,12 @@ from datetime import timedelta
 from typing import Any
 
 from moto.cloudtrail.responses import CloudTrailResponse
+from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.exceptions import _RESTError
 from moto.core.responses import BaseResponse
 from moto.core.utils import utcnow
 from moto.s3.models import S3Backend
+from moto.s3.responses import ACTION_MAP as S3_ACTIONS
 from moto.s3.utils import _VersionedKeyStore
 from moto.sqs.models import SQSBackend
 from moto.sts.models import AssumedRole, STSBackend, sts_backends
@@ -226,6 +228,23 @@ def _refusing_expired(current_account: Callable[[BaseResponse], str]) -> Callabl
     return get_current_account
 
 
+def _json_refusals(authorize: Callable[..., None]) -> Callable[..., None]:
+    """moto answers a refused call in XML even when the request was JSON (as botocore sends
+    SQS and CloudTrail calls); AWS answers in JSON, and so does the stand-in, so that a
+    refusal reads as AccessDenied with its message."""
+
+    @functools.wraps(authorize)
+    def authorized(self: BaseResponse, resource: str = "*") -> None:
+        try:
+            authorize(self, resource)
+        except _RESTError as exc:
+            if "json" in str(self.headers.get("Content-Type", "")):
+                raise exc.to_json() from None
+            raise
+
+    return authorized
+
+
 def _patch_moto() -> None:
     """Once per process: each patch marks what it wrapped with `__wrapped__`."""
     if not hasattr(SQSBackend.receive_message, "__wrapped__"):
@@ -240,6 +259,14 @@ def _patch_moto() -> None:
         BaseResponse.get_current_account = _refusing_expired(BaseResponse.get_current_account)  # type: ignore[method-assign]
     if not hasattr(CloudTrailResponse, "list_public_keys"):
         CloudTrailResponse.list_public_keys = _list_public_keys  # type: ignore[attr-defined]
+    authorize = ActionAuthenticatorMixin._authenticate_and_authorize_normal_action
+    if not hasattr(authorize, "__wrapped__"):
+        ActionAuthenticatorMixin._authenticate_and_authorize_normal_action = _json_refusals(  # type: ignore[method-assign]
+            authorize
+        )
+    # moto authorises HeadBucket as `s3:HeadBucket`, an action IAM does not have; AWS
+    # authorises it as s3:ListBucket, so a policy that allows only that may ask it.
+    S3_ACTIONS["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"
 
 
 @contextlib.contextmanager
