@@ -134,6 +134,7 @@ async def test_a_policy_without_get_object_names_the_action_and_the_object_then_
         assert read.action == "s3:GetObject"
         assert read.resource == f"arn:aws:s3:::{trail}/{NEWEST}"
         assert read.fix == f"allow it for {user.arn}"
+        assert step(steps, "region").status == "passed"  # HeadBucket is s3:ListBucket's
         line = read.line()
         assert "s3:GetObject" in line and f"arn:aws:s3:::{trail}/{NEWEST}" in line
 
@@ -291,7 +292,38 @@ async def test_the_role_assumed_is_shown_with_its_expiry(
     assert code == 0
 
 
+async def test_a_role_the_credentials_may_not_assume_is_named_with_its_arn(
+    aws_options: AwsOptions, trail: str, lc: LimaCharlieEmulator, state_dir: Path
+) -> None:
+    role_arn = "arn:aws:iam::222233334444:role/cloudtrail-reader"
+    async with iam_user(aws_options, allowing("s3:*")) as user:
+        options = dataclasses.replace(user.options, role_arn=role_arn)
+        code, steps = await checked(s3_config(options, trail, lc), state_dir)
+
+    assert step(steps, "identity").status == "passed"
+    role = step(steps, "role")
+    assert (role.status, role.action, role.resource) == ("failed", "sts:AssumeRole", role_arn)
+    assert f"the role's trust policy must allow {user.arn}" in (role.fix or "")
+    assert {step(steps, n).status for n in ("region", "list", "get_object")} == {"skipped"}
+    assert code == 1
+
+
 # -- SQS -------------------------------------------------------------------------------------
+
+
+async def test_a_region_other_than_the_queue_url_s_is_named(
+    aws_options: AwsOptions, lc: LimaCharlieEmulator, state_dir: Path
+) -> None:
+    url = "https://sqs.eu-west-1.amazonaws.com/123456789012/trail"
+    code, steps = await checked(sqs_config(aws_options, url, lc), state_dir)
+
+    queue = step(steps, "queue")
+    assert queue.status == "failed"
+    assert queue.result == "region: us-east-1 is set, but the queue's URL is in eu-west-1"
+    assert queue.fix == "leave region out (it is taken from queue_url) or set it to eu-west-1"
+    assert step(steps, "receive").status == "skipped"
+    assert code == 1
+
 
 SQS_ACTIONS = (
     "sqs:GetQueueAttributes",
@@ -332,6 +364,9 @@ async def test_a_missing_sqs_permission_is_named_and_no_message_is_received(
 
     failed = [s for s in steps if s.failed]
     assert [(s.action, s.resource) for s in failed] == [(missing, arn)]
+    assert failed[0].result.startswith(
+        f"refused (AccessDenied: User: {user.arn} is not authorized to perform: {missing}"
+    )
     assert failed[0].fix == f"allow it for {user.arn}"
     assert code == 1
     assert await queue_numbers(aws_options, queue) == {
