@@ -1,5 +1,5 @@
-"""Command line: `run`, `validate`, LimaCharlie's `s3`/`sqs`/`sqs-files` forms, `quarantine`,
-`emulate` and `demo`.
+"""Command line: `run`, `validate`, `check`, LimaCharlie's `s3`/`sqs`/`sqs-files` forms,
+`quarantine`, `emulate` and `demo`.
 
 The daemon, emulator and demo modules are imported only by the commands that need them, so
 `validate` stays light and works without the network stack.
@@ -37,6 +37,7 @@ DEFAULT_STATE_DIR = Path("state")
 #: LimaCharlie's adapter commands: `KIND CONFIG` or `KIND key=value ...`.
 _FORMS: tuple[SourceKind, ...] = ("s3", "sqs", "sqs-files")
 DEFAULT_EMULATOR_PORT = 8787
+CHECK_FORMS = "CONFIG | {s3,sqs,sqs-files} CONFIG | {s3,sqs,sqs-files} KEY=VALUE ..."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         return _emulate(args, env)
     if command == "validate":
         return _validate(Path(args.config), env)
+    if command == "check":
+        return _check(args, env)
     if command == "quarantine":
         from cloudtrail_adapter.quarantine import run as quarantine
 
@@ -152,6 +155,28 @@ def _validate(config: Path, env: Mapping[str, str]) -> int:
     return EXIT_OK
 
 
+def _check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """`check CONFIG`, or LimaCharlie's forms after it: `check s3 CONFIG`, `check s3 k=v ...`."""
+    logs.configure_logging(args.log_level)
+    given: list[str] = args.arguments
+    kind = next((k for k in _FORMS if k == given[0]), None)
+    arguments = given[1:] if kind is not None else given
+    if not arguments or (kind is None and len(arguments) > 1):
+        print(f"usage: cloudtrail-adapter check {CHECK_FORMS}", file=sys.stderr)
+        return EXIT_USAGE
+    warnings: list[ConfigProblem] = []
+    try:
+        sources = read_sources(kind, arguments, env, warnings)
+    except ConfigError as exc:
+        _print_problems(warnings, exc, sys.stderr)
+        return EXIT_USAGE
+    _print_problems(warnings, None, sys.stderr)
+    from cloudtrail_adapter import check
+
+    state = state_dir(args.state_dir, env)
+    return asyncio.run(check.run(sources, state, env, sys.stdout, as_json=args.json))
+
+
 def _emulate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """LimaCharlie's side, on loopback: its own log lines are the point of it."""
     logs.configure_logging(args.log_level)
@@ -234,6 +259,24 @@ def _parser() -> argparse.ArgumentParser:
         "validate", help="check a config file: every error, then one line per source"
     )
     validate.add_argument("config", metavar="CONFIG")
+
+    check = commands.add_parser(
+        "check",
+        help="prove every permission and connection a config needs, one line a step; "
+        "changes nothing",
+        description="Runs each step for real (who we are to AWS, the bucket or queue, the "
+        "permissions, LimaCharlie's route, TLS and handshake) and prints one line per step: "
+        "passed or failed, what was tried and, on a failure, the IAM action, the resource "
+        "ARN and what to change. Ships nothing, commits nothing, deletes nothing, changes no "
+        "message and creates no state directory. Exit 0 when no step failed, 1 when one "
+        "did, 2 when the config is invalid.",
+    )
+    check.add_argument("arguments", nargs="+", metavar=CHECK_FORMS)
+    check.add_argument("--json", action="store_true", help="one JSON object per step, a line each")
+    check.add_argument("--state-dir", metavar="DIR", help="as for run (looked at, never created)")
+    check.add_argument(
+        "--log-level", default="error", type=str.lower, choices=logs.LEVELS, help="default: error"
+    )
 
     for kind in _FORMS:
         form = commands.add_parser(

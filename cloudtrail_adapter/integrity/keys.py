@@ -68,6 +68,11 @@ class PublicKeys:
             self._misses[wanted] = time.monotonic()
             return None
 
+    async def listed(self, region: str, start: float, end: float) -> list[PublicKey]:
+        """Every key of `region` valid in the time range, asked of CloudTrail now (`check`
+        proves the permission with it); ClientError is raised to the caller."""
+        return await self._list(region, start, end)
+
     async def _list(self, region: str, start: float, end: float) -> list[PublicKey]:
         client = await self._client_for(region)
         found: list[PublicKey] = []

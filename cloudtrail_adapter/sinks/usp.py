@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import ssl
 import time
 import uuid
 from collections import deque
@@ -116,6 +117,21 @@ async def discover_usp_url(
 
 
 @dataclass(slots=True)
+class HandshakeProbe:
+    """What `UspSink.handshake_only` found: whether the dial reached a WebSocket, the TLS it
+    negotiated (None on `ws://`), and LimaCharlie's refusal or why the link ended first."""
+
+    connected: bool = False
+    tls: str | None = None
+    refused: str | None = None
+    ended: str | None = None
+
+
+class _HandshakeDone(Exception):
+    """Ends a `handshake_only` connection at `rd`, before anything else is sent."""
+
+
+@dataclass(slots=True)
 class _Pending:
     seq: int
     batch: Batch
@@ -170,6 +186,7 @@ class UspSink:
         self._acked_here = 0  # batches acked on the current connection
         self._max_in_flight = 0
         self._backoffs = 0
+        self._probe: HandshakeProbe | None = None  # set by handshake_only
 
     # -- read-only stats ---------------------------------------------------------------
 
@@ -389,7 +406,34 @@ class UspSink:
             header["indexing"] = o.indexing
         return header
 
+    async def handshake_only(self) -> HandshakeProbe:
+        """`check`'s probe: one connection made as `run` makes it (URL, route, proxy, TLS),
+        the connection header, LimaCharlie's `rd` or `error`, then a close. No data message
+        is sent and nothing is retried: a failure before the WebSocket is raised as it came
+        (aiohttp's connection errors, FatalSinkError for a proxy's 407)."""
+        self._probe = probe = HandshakeProbe()
+        session = self._session or aiohttp.ClientSession(timeout=self._session_timeout())
+        try:
+            await self._connection(session)
+        except _HandshakeDone:
+            pass
+        except FatalSinkError as exc:
+            if not probe.connected:
+                raise
+            probe.refused = str(exc)
+        except _Disconnected as exc:
+            if not probe.connected:
+                raise
+            probe.ended = str(exc)
+        finally:
+            if self._session is None:
+                await session.close()
+        return probe
+
     async def _handshake(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        if self._probe is not None:
+            self._probe.connected = True
+            self._probe.tls = _tls_of(ws)
         await ws.send_str(orjson.dumps(self._header()).decode())
         async with asyncio.timeout(HANDSHAKE_TIMEOUT):
             while True:
@@ -399,6 +443,8 @@ class UspSink:
                 control = _parse_control(msg.data)
                 verb = control.get("v")
                 if verb == "rd":
+                    if self._probe is not None:
+                        raise _HandshakeDone
                     return
                 if verb == "error":
                     err = self._scrub(str(control.get("err", "")))
@@ -552,6 +598,15 @@ def _parse_control(data: str | bytes) -> dict[str, Any]:
     if not isinstance(control, dict):
         raise _Disconnected("control message is not a JSON object")
     return control
+
+
+def _tls_of(ws: aiohttp.ClientWebSocketResponse) -> str | None:
+    """The TLS version and cipher of a connection, None when it is plain."""
+    tls = ws.get_extra_info("ssl_object")
+    if not isinstance(tls, ssl.SSLObject | ssl.SSLSocket):
+        return None
+    cipher = tls.cipher()
+    return f"{tls.version()} {cipher[0]}" if cipher else str(tls.version())
 
 
 def _int(value: Any) -> int:

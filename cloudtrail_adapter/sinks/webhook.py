@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import gzip
 import math
 import time
 from collections import deque
@@ -69,6 +70,14 @@ class RetryPolicy:
     maximum: float = 30.0
     jitter: float = 0.5
     retry_after_cap: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeAnswer:
+    """The hook's answer to `WebhookSink.probe`: its status and the start of its body."""
+
+    status: int
+    said: str
 
 
 class _Retryable(Exception):
@@ -297,6 +306,14 @@ class WebhookSink:
             raise FatalSinkError(refused)
         self._refused(status, body, retry_after)
 
+    async def probe(self) -> ProbeAnswer:
+        """`check`'s probe: one POST made as a batch's is (URL, route, proxy, secret header)
+        of an empty gzip body, which holds no event: the hook answers it as a batch (404 no
+        such hook, 401 the secret) and records nothing. Errors are raised, not retried."""
+        empty = Batch(payload=gzip.compress(b""), records=0, raw_bytes=0)
+        status, body, _ = await self._exchange(empty)
+        return ProbeAnswer(status, self._redact(" ".join(body.split())))
+
     async def _exchange(self, batch: Batch) -> tuple[int, str, str | None]:
         """One POST: the status, the start of an error body, and any Retry-After."""
         headers = {
@@ -356,4 +373,4 @@ class WebhookSink:
         return text.replace(secret, "***") if secret else text
 
 
-__all__ = ["RetryPolicy", "WebhookSink", "parse_retry_after"]
+__all__ = ["ProbeAnswer", "RetryPolicy", "WebhookSink", "parse_retry_after"]

@@ -25,11 +25,13 @@ from typing import Any
 
 import aiohttp
 from moto.cloudtrail.responses import CloudTrailResponse
+from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.exceptions import _RESTError
 from moto.core.responses import BaseResponse
 from moto.core.utils import utcnow
 from moto.s3.exceptions import MissingBucket, S3ClientError
 from moto.s3.models import S3Backend
+from moto.s3.responses import ACTION_MAP as S3_ACTIONS
 from moto.s3.responses import S3Response
 from moto.s3.utils import _VersionedKeyStore
 from moto.sqs.exceptions import OverLimit
@@ -264,6 +266,23 @@ def _checking_owner(respond: Callable[..., Any]) -> Callable[..., Any]:
     return checked
 
 
+def _json_refusals(authorize: Callable[..., None]) -> Callable[..., None]:
+    """moto answers a refused call in XML even when the request was JSON (as botocore sends
+    SQS and CloudTrail calls); AWS answers in JSON, and so does the stand-in, so that a
+    refusal reads as AccessDenied with its message."""
+
+    @functools.wraps(authorize)
+    def authorized(self: BaseResponse, resource: str = "*") -> None:
+        try:
+            authorize(self, resource)
+        except _RESTError as exc:
+            if "json" in str(self.headers.get("Content-Type", "")):
+                raise exc.to_json() from None
+            raise
+
+    return authorized
+
+
 def _patch_moto() -> None:
     """Once per process: each patch marks what it wrapped with `__wrapped__`."""
     if not hasattr(SQSBackend.receive_message, "__wrapped__"):
@@ -281,6 +300,14 @@ def _patch_moto() -> None:
             setattr(S3Response, name, _checking_owner(getattr(S3Response, name)))
     if not hasattr(CloudTrailResponse, "list_public_keys"):
         CloudTrailResponse.list_public_keys = _list_public_keys  # type: ignore[attr-defined]
+    authorize = ActionAuthenticatorMixin._authenticate_and_authorize_normal_action
+    if not hasattr(authorize, "__wrapped__"):
+        ActionAuthenticatorMixin._authenticate_and_authorize_normal_action = _json_refusals(  # type: ignore[method-assign]
+            authorize
+        )
+    # moto authorises HeadBucket as `s3:HeadBucket`, an action IAM does not have; AWS
+    # authorises it as s3:ListBucket, so a policy that allows only that may ask it.
+    S3_ACTIONS["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"
 
 
 @contextlib.contextmanager
