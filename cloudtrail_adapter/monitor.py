@@ -295,40 +295,14 @@ class _Families:
     def source(self, rt: SourceRuntime) -> None:
         """Everything of one source; before its stages exist, what they will count, at 0."""
         name = rt.name
-        now = self._clock.now()
         self.gauge(
             "source_up", "1 while the source runs, 0 while it waits to restart", name, rt.running
         )
         self.counter("source_restarts", "restarts after a failure", name, rt.restarts)
-        self.gauge(
-            "source_failing_seconds",
-            "how long the source has kept failing (0 once a run lasted a minute)",
-            name,
-            rt.failing_for(now),
-        )
+        self._durations(rt)
         self._pipeline(name, rt.pipeline)
         self._tracker(name, rt.tracker)
-        self.gauge(
-            "last_record_age_seconds",
-            "seconds since LimaCharlie last acknowledged a record (since start, before one)",
-            name,
-            rt.last_record_age(now),
-        )
-        stats = rt.source.stats() if rt.source is not None else None
-        queue = stats.queue if stats is not None else None
-        if queue is not None or (stats is None and rt.kind in QUEUE_KINDS):
-            self._sqs(name, queue or _no_queue())
-        listing = stats.listing if stats is not None else None
-        if listing is not None or (stats is None and rt.kind in LISTING_KINDS):
-            self._listing(name, listing or _no_listing())
-        if stats is not None and stats.integrity is not None:
-            self._integrity(name, stats.integrity)
-        self.gauge(
-            "limacharlie_unreachable_seconds",
-            "how long LimaCharlie has been out of reach of the running source (0 when not)",
-            name,
-            rt.unreachable_for(now),
-        )
+        self._source_stats(rt)
         if rt.sink is not None:
             sink = rt.sink.stats()
             if sink.usp is not None:
@@ -339,6 +313,40 @@ class _Families:
             self.gauge(
                 "limacharlie_reachable", "1 when LimaCharlie is reachable", name, down is None
             )
+
+    def _durations(self, rt: SourceRuntime) -> None:
+        """What the alerts hold against, on the monitor's clock."""
+        now = self._clock.now()
+        self.gauge(
+            "source_failing_seconds",
+            "how long the source has kept failing (0 once a run lasted a minute)",
+            rt.name,
+            rt.failing_for(now),
+        )
+        self.gauge(
+            "limacharlie_unreachable_seconds",
+            "how long LimaCharlie has been out of reach of the running source (0 when not)",
+            rt.name,
+            rt.unreachable_for(now),
+        )
+        self.gauge(
+            "last_record_age_seconds",
+            "seconds since LimaCharlie last acknowledged a record (since start, before one)",
+            rt.name,
+            rt.last_record_age(now),
+        )
+
+    def _source_stats(self, rt: SourceRuntime) -> None:
+        """The source's own counts: before it first ran, its kind's, at 0."""
+        stats = rt.source.stats() if rt.source is not None else None
+        queue = stats.queue if stats is not None else None
+        if queue is not None or (stats is None and rt.kind in QUEUE_KINDS):
+            self._sqs(rt.name, queue or _no_queue())
+        listing = stats.listing if stats is not None else None
+        if listing is not None or (stats is None and rt.kind in LISTING_KINDS):
+            self._listing(rt.name, listing or _no_listing())
+        if stats is not None and stats.integrity is not None:
+            self._integrity(rt.name, stats.integrity)
 
     def _pipeline(self, name: str, p: Pipeline | None) -> None:
         st = p.stats if p is not None else PipelineStats()
