@@ -227,9 +227,16 @@ def queue_feed(aws: Clients, queue: str, records: Records) -> Feed:
 async def daemon(
     configs: list[SourceConfig], state_dir: Path, monitor: Monitor, logs: LogWatch
 ) -> AsyncIterator[str]:
-    """In-process, its HTTP endpoints on a free port (yielded); stopped with SIGTERM."""
+    """In-process, its HTTP endpoints on a free port (yielded); stopped with SIGTERM, with
+    a short grace: objects LimaCharlie never acknowledges are not waited for."""
     task = asyncio.create_task(
-        serve(configs, state_dir, monitor=monitor, http_address=("127.0.0.1", 0))
+        serve(
+            configs,
+            state_dir,
+            monitor=monitor,
+            http_address=("127.0.0.1", 0),
+            shutdown_grace=1.0,
+        )
     )
     try:
         await logs.wait_for("http_listening", timeout=30)
