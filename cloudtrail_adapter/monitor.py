@@ -4,6 +4,14 @@ Nothing here counts anything itself. Each source's stages already keep their num
 (PipelineStats, TrackerStats, and what the Source and Sink protocols' `stats()` give); a
 `SourceRuntime` points at the current ones and a collector reads them at scrape time, so the
 data path pays nothing for being watched and a restarted source simply points at new stages.
+
+Every counter is in every scrape from the source's start, at 0, with every label value known
+ahead (decode reasons, verdicts, quarantine and skip reasons): Prometheus' `increase()` sees
+an event only in a series that existed before it, so a counter that first appeared at 1
+would never raise its alert. The durations alerts hold against (how long a source has kept
+failing, LimaCharlie has been out of reach, an object has been in work, no record has been
+acknowledged) are measured here, on a `Clock`, rather than by a rule's `for:`, which a
+restart or a brief retry would reset.
 """
 
 from __future__ import annotations
@@ -12,14 +20,16 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Final, get_args
 
 import structlog
 from prometheus_client import Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from cloudtrail_adapter.acks import AckTracker
+from cloudtrail_adapter.acks import AckTracker, TrackerStats
 from cloudtrail_adapter.config import DEFAULT_UNREADY_AFTER
+from cloudtrail_adapter.decoding.decode import DecodeReason
 from cloudtrail_adapter.integrity.verdicts import DIGEST_VERDICTS, FILE_VERDICTS, IntegrityStats
 from cloudtrail_adapter.model import (
     ListingStats,
@@ -29,16 +39,46 @@ from cloudtrail_adapter.model import (
     UspStats,
     WebhookStats,
 )
-from cloudtrail_adapter.pipeline import Pipeline
+from cloudtrail_adapter.pipeline import Pipeline, PipelineStats
+from cloudtrail_adapter.sources.polling import TOO_LARGE
 
 log = structlog.get_logger("cloudtrail_adapter.monitor")
 PREFIX = "cloudtrail_adapter"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+#: Why an object failed, as far as known ahead: the decode reasons. A fetch error is AWS's
+#: own code (AccessDenied, NoSuchKey, ...), open-ended: its series appears with its first
+#: count, and the alerts on these counters hold for a series that appears (README, Alerts).
+FAILURE_REASONS: Final = tuple(get_args(DecodeReason))
+#: Why an object was quarantined, as far as known ahead: a failure reason, or too large.
+QUARANTINE_REASONS: Final = (*FAILURE_REASONS, TOO_LARGE)
+LISTING_KINDS: Final = frozenset({"s3", "file"})
+QUEUE_KINDS: Final = frozenset({"sqs", "sqs-files"})
+#: Real seconds a run must last before a source that failed counts as back: a source retried
+#: with backoff runs for a moment between its failures (real ones, whatever the Clock's rate).
+SETTLED_AFTER: Final = 60.0
+
+
+@dataclass(frozen=True)
+class Clock:
+    """What the durations in the metrics are measured in: real seconds at `rate` 1, as the
+    daemon always runs. A test runs it faster, to see in seconds an alert whose threshold
+    is an hour. `real` is the stages' own clock (they measure on `time.monotonic`)."""
+
+    rate: float = 1.0
+    real: Callable[[], float] = time.monotonic
+
+    def now(self) -> float:
+        return self.real() * self.rate
+
+    def seconds(self, real: float) -> float:
+        """Real seconds (measured by a stage) on this clock."""
+        return real * self.rate
 
 
 @dataclass
 class SourceRuntime:
-    """One configured source: its current (or last) stages, None before it first ran."""
+    """One configured source: its current (or last) stages, None before it first ran, and
+    the times (on `clock`) its alerts are measured from."""
 
     name: str
     kind: str
@@ -47,17 +87,67 @@ class SourceRuntime:
     tracker: AckTracker | None = None
     sink: Sink | None = None
     source: Source | None = None
-    observe_latency: Callable[[float], None] | None = None
+    latency: Callable[[float], None] | None = None  # the ack latency histogram's observe
     summary_interval: float = 60.0
     running: bool = False
+    clock: Clock = field(default_factory=Clock)
+    added_at: float = field(init=False)
+    attached_at: float | None = None
+    attached_real: float | None = None  # the same on the stages' clock
+    failing_since: float | None = None  # the first failure since the source last settled
+    last_record_at: float | None = None  # when LimaCharlie last acknowledged a record
+
+    def __post_init__(self) -> None:
+        self.added_at = self.clock.now()
 
     def attach(self, pipeline: Pipeline, tracker: AckTracker, sink: Sink) -> None:
         self.pipeline, self.tracker, self.sink = pipeline, tracker, sink
         self.running = True
+        self.attached_at = self.clock.now()
+        self.attached_real = self.clock.real()
 
     def detach(self) -> None:
-        """Stopped: the last stages stay, so their final numbers can still be read."""
+        """Stopped: the last stages stay, so their final numbers can still be read. A run
+        that ended before it settled continues the failures before it."""
+        now = self.clock.now()
+        if self.failing_since is None or self._settled():
+            self.failing_since = now
         self.running = False
+
+    def observe_latency(self, seconds: float) -> None:
+        """The tracker's callback for each acknowledged batch."""
+        self.last_record_at = self.clock.now()
+        if self.latency is not None:
+            self.latency(seconds)
+
+    def failing_for(self, now: float) -> float:
+        """How long the source has kept failing (0 once a run has settled): retries with
+        backoff run for a moment between failures, and those moments do not end it."""
+        if self.failing_since is None or (self.running and self._settled()):
+            return 0.0
+        return now - self.failing_since
+
+    def unreachable_for(self, now: float) -> float:
+        """How long the running source's LimaCharlie has been out of reach (0 when it is,
+        or while the source does not run: then `failing_for` tells). Before a USP sink's
+        first connection: since the source started this run."""
+        if not self.running or self.sink is None:
+            return 0.0
+        down = self.sink.unreachable_for(self.clock.real())
+        if down is None:
+            return 0.0
+        if down == float("inf"):
+            return now - (self.attached_at if self.attached_at is not None else now)
+        return self.clock.seconds(down)
+
+    def last_record_age(self, now: float) -> float:
+        """Since LimaCharlie last acknowledged a record of the source (since the daemon
+        started, before the first): the number that says a source ships nothing."""
+        return now - (self.last_record_at if self.last_record_at is not None else self.added_at)
+
+    def _settled(self) -> bool:
+        began = self.attached_real
+        return began is not None and self.clock.real() - began >= SETTLED_AFTER
 
 
 @dataclass
@@ -66,6 +156,7 @@ class Monitor:
 
     unready_after: float = DEFAULT_UNREADY_AFTER
     summary_interval: float = 60.0
+    clock: Clock = field(default_factory=Clock)
     sources: dict[str, SourceRuntime] = field(default_factory=dict)
     registry: CollectorRegistry = field(init=False)
 
@@ -83,8 +174,8 @@ class Monitor:
         ProcessCollector(registry=self.registry)  # the main process's memory, CPU and files
 
     def add(self, name: str, kind: str) -> SourceRuntime:
-        runtime = SourceRuntime(name, kind)
-        runtime.observe_latency = self.ack_latency.labels(name).observe
+        runtime = SourceRuntime(name, kind, clock=self.clock)
+        runtime.latency = self.ack_latency.labels(name).observe
         runtime.summary_interval = self.summary_interval
         self.sources[name] = runtime
         return runtime
@@ -144,17 +235,26 @@ class _Collector(Collector):
         self._monitor = monitor
 
     def collect(self) -> Iterator[Metric]:
-        families = _Families()
+        families = _Families(self._monitor.clock)
         for rt in self._monitor.sources.values():
             families.source(rt)
         yield from families.all()
         yield from self._monitor.ack_latency.collect()
 
 
+def _no_listing() -> ListingStats:
+    return ListingStats(0, 0, 0, 0, {}, 0, listing_done=False)
+
+
+def _no_queue() -> QueueStats:
+    return QueueStats(0, 0, 0, 0, 0, 0)
+
+
 class _Families:
     """One family per metric name, filled source by source."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
         self._counters: dict[str, CounterMetricFamily] = {}
         self._gauges: dict[str, GaugeMetricFamily] = {}
 
@@ -166,14 +266,20 @@ class _Families:
         family.add_metric([source, *labels.values()], value)
 
     def by_label(
-        self, name: str, doc: str, source: str, counts: Mapping[str, int], label: str
+        self,
+        name: str,
+        doc: str,
+        source: str,
+        counts: Mapping[str, int],
+        label: str,
+        known: tuple[str, ...] = (),
     ) -> None:
-        """A counter per value of `label`; its family is declared even before the first
-        count, so that a dashboard or an alert on it finds it in every scrape."""
+        """A counter per value of `label`: every `known` one from the start, at 0, and any
+        other from its first count. The family is declared even with no series at all."""
         self._counters.setdefault(
             name, CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["source", label])
         )
-        for value, count in sorted(counts.items()):
+        for value, count in sorted((dict.fromkeys(known, 0) | dict(counts)).items()):
             self.counter(name, doc, source, count, **{label: value})
 
     def gauge(self, name: str, doc: str, source: str, value: float) -> None:
@@ -187,36 +293,63 @@ class _Families:
         yield from self._gauges.values()
 
     def source(self, rt: SourceRuntime) -> None:
+        """Everything of one source; before its stages exist, what they will count, at 0."""
         name = rt.name
         self.gauge(
             "source_up", "1 while the source runs, 0 while it waits to restart", name, rt.running
         )
         self.counter("source_restarts", "restarts after a failure", name, rt.restarts)
-        if rt.pipeline is not None:
-            self._pipeline(name, rt.pipeline)
-        if rt.tracker is not None:
-            self._tracker(name, rt.tracker)
-        if rt.source is not None:
-            source = rt.source.stats()
-            if source.queue is not None:
-                self._sqs(name, source.queue)
-            if source.listing is not None:
-                self._listing(name, source.listing)
-            if source.integrity is not None:
-                self._integrity(name, source.integrity)
+        self._durations(rt)
+        self._pipeline(name, rt.pipeline)
+        self._tracker(name, rt.tracker)
+        self._source_stats(rt)
         if rt.sink is not None:
             sink = rt.sink.stats()
             if sink.usp is not None:
                 self._usp(name, sink.usp)
             if sink.webhook is not None:
                 self._webhook(name, sink.webhook)
-            down = rt.sink.unreachable_for(time.monotonic())
+            down = rt.sink.unreachable_for(self._clock.real())
             self.gauge(
                 "limacharlie_reachable", "1 when LimaCharlie is reachable", name, down is None
             )
 
-    def _pipeline(self, name: str, p: Pipeline) -> None:
-        st = p.stats
+    def _durations(self, rt: SourceRuntime) -> None:
+        """What the alerts hold against, on the monitor's clock."""
+        now = self._clock.now()
+        self.gauge(
+            "source_failing_seconds",
+            "how long the source has kept failing (0 once a run lasted a minute)",
+            rt.name,
+            rt.failing_for(now),
+        )
+        self.gauge(
+            "limacharlie_unreachable_seconds",
+            "how long LimaCharlie has been out of reach of the running source (0 when not)",
+            rt.name,
+            rt.unreachable_for(now),
+        )
+        self.gauge(
+            "last_record_age_seconds",
+            "seconds since LimaCharlie last acknowledged a record (since start, before one)",
+            rt.name,
+            rt.last_record_age(now),
+        )
+
+    def _source_stats(self, rt: SourceRuntime) -> None:
+        """The source's own counts: before it first ran, its kind's, at 0."""
+        stats = rt.source.stats() if rt.source is not None else None
+        queue = stats.queue if stats is not None else None
+        if queue is not None or (stats is None and rt.kind in QUEUE_KINDS):
+            self._sqs(rt.name, queue or _no_queue())
+        listing = stats.listing if stats is not None else None
+        if listing is not None or (stats is None and rt.kind in LISTING_KINDS):
+            self._listing(rt.name, listing or _no_listing())
+        if stats is not None and stats.integrity is not None:
+            self._integrity(rt.name, stats.integrity)
+
+    def _pipeline(self, name: str, p: Pipeline | None) -> None:
+        st = p.stats if p is not None else PipelineStats()
         self.counter("objects_decoded", "objects read and decoded", name, st.objects_decoded)
         self.counter("records_decoded", "records split from objects", name, st.records_decoded)
         self.counter("bytes_read", "compressed bytes of objects read", name, st.bytes_loaded)
@@ -239,7 +372,7 @@ class _Families:
             st.records_unreadable,
             "reason",
         )
-        if p.dedup is not None:
+        if p is not None and p.dedup is not None:
             d = p.dedup.stats
             self.counter("records_duplicate", "records dropped as duplicates", name, d.duplicates)
             self.gauge("dedup_keys", "delivered eventIDs remembered", name, d.keys_held)
@@ -255,14 +388,20 @@ class _Families:
             name,
             st.failures_by_reason,
             "reason",
+            FAILURE_REASONS,
         )
-        self.gauge("work_queue_depth", "items waiting for a fetcher", name, p.work.qsize())
         self.gauge(
-            "buffered_bytes", "objects and compressed records in work", name, p.buffered_bytes
+            "work_queue_depth", "items waiting for a fetcher", name, p.work.qsize() if p else 0
+        )
+        self.gauge(
+            "buffered_bytes",
+            "objects and compressed records in work",
+            name,
+            p.buffered_bytes if p else 0,
         )
 
-    def _tracker(self, name: str, t: AckTracker) -> None:
-        st = t.stats
+    def _tracker(self, name: str, t: AckTracker | None) -> None:
+        st = t.stats if t is not None else TrackerStats()
         self.counter(
             "records_acknowledged", "records LimaCharlie acknowledged", name, st.records_acked
         )
@@ -272,12 +411,15 @@ class _Families:
             name,
             st.committed,
         )
-        self.gauge("items_in_flight", "items read but not yet committed", name, t.open_items)
+        self.gauge(
+            "items_in_flight", "items read but not yet committed", name, t.open_items if t else 0
+        )
+        oldest = t.oldest_open_age(self._clock.real()) if t is not None else 0.0
         self.gauge(
             "oldest_unacknowledged_seconds",
             "age of the oldest item not yet committed: how far behind the daemon is",
             name,
-            t.oldest_open_age(time.monotonic()),
+            self._clock.seconds(oldest),
         )
 
     def _usp(self, name: str, st: UspStats) -> None:
@@ -313,7 +455,12 @@ class _Families:
             "reason",
         )
         self.by_label(
-            "objects_quarantined", "objects quarantined, by reason", name, st.quarantined, "reason"
+            "objects_quarantined",
+            "objects quarantined, by reason",
+            name,
+            st.quarantined,
+            "reason",
+            QUARANTINE_REASONS,
         )
 
     def _integrity(self, name: str, st: IntegrityStats) -> None:

@@ -1,37 +1,39 @@
 """deploy/grafana/cloudtrail-adapter.json against a real Prometheus (Debian's package) that
-scrapes a running daemon: every metric a panel queries must be one Prometheus scraped, so a
-panel on a renamed metric fails here."""
+scrapes a running daemon: every metric a panel queries must be one Prometheus holds samples
+of, so a panel on a renamed metric, or on one the daemon never exports, fails here."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
+import gzip
 import json
 import os
+import random
 import re
-import shutil
 import signal
-import socket
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
-import yaml
 
-from cloudtrail_adapter.config import AwsOptions
+from cloudtrail_adapter import aws
+from cloudtrail_adapter.config import AwsOptions, IntegrityOptions
 from cloudtrail_adapter.daemon import serve
-from cloudtrail_adapter.emulator.corpus import log_file
+from cloudtrail_adapter.decoding.filters import RecordFilter
+from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.monitor import Monitor
 from tests.support.configs import s3_config, sqs_config
-from tests.support.stand_in import put_objects
-from tests.support.watch import watch_logs
-from tests.test_e2e_s3 import records
-from tests.test_e2e_sqs import send
+from tests.support.prometheus import Api, prometheus
+from tests.support.stand_in import STAND_IN, put_objects
+from tests.support.trail import build_trail
+from tests.support.watch import LogWatch, watch_logs
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "cloudtrail-adapter.json"
@@ -47,81 +49,53 @@ def queried(dashboard: dict[str, Any]) -> dict[str, set[str]]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def exported(metric: str, names: set[str]) -> bool:
+    if metric in names:
+        return True
+    return any(metric.endswith(p) and metric.removesuffix(p) in names for p in HISTOGRAM_PARTS)
 
 
-@contextlib.contextmanager
-def prometheus(workdir: Path, target: str) -> Iterator[str]:
-    """A real Prometheus on 127.0.0.1 scraping `target` every second; its base URL."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("prometheus is missing: `make test` installs Debian's prometheus package")
-    config = workdir / "prometheus.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [
-                    {"job_name": "cloudtrail-adapter", "static_configs": [{"targets": [target]}]}
-                ],
-            }
-        )
-    )
-    port = free_port()
-    with (workdir / "prometheus.log").open("wb") as out:
-        proc = subprocess.Popen(  # noqa: S603 (the real server, our own config)
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+def records(n: int, seed: int, region: str = "us-east-1") -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    when = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    return [
+        cloudtrail_record(rng, account="111122223333", region=region, when=when) for _ in range(n)
+    ]
+
+
+def damaged(good: list[dict[str, Any]]) -> bytes:
+    """A log file whose last record is not valid UTF-8: salvaged, that record set aside."""
+    parts = [orjson.dumps(r) for r in good]
+    parts.append(b'{"eventVersion":"1.08","eventName":"\xffBad"}')
+    return gzip.compress(b'{"Records":[' + b",".join(parts) + b"]}")
+
+
+@pytest.fixture
+def keys_served() -> Iterator[None]:
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        STAND_IN.public_keys = {}
+        STAND_IN.public_key_calls.clear()
 
 
-async def api(http: aiohttp.ClientSession, url: str) -> Any:
-    async with http.get(url) as answer:
-        return (await answer.json())["data"]
+async def new_bucket(aws_options: AwsOptions, name: str) -> str:
+    async with aws.client("s3", aws_options) as s3:
+        await s3.create_bucket(Bucket=name)
+    return name
 
 
-async def scraped(base: str, timeout: float = 60.0) -> set[str]:
-    """Every metric name Prometheus holds samples or metadata of, once it scraped the
-    target successfully twice (so counters that appear later in a run are in)."""
-    async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
-        while True:
-            with contextlib.suppress(aiohttp.ClientError, KeyError, TypeError):
-                targets = (await api(http, f"{base}/api/v1/targets"))["activeTargets"]
-                if targets and targets[0]["health"] == "up":
-                    break
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(2.5)  # two more scrapes, after everything below happened
-        names = set(await api(http, f"{base}/api/v1/label/__name__/values"))
-        metadata = await api(http, f"{base}/api/v1/metadata")
-    return names | set(metadata)
+async def send(aws_options: AwsOptions, queue_url: str, body: str) -> None:
+    async with aws.client("sqs", aws_options) as sqs:
+        await sqs.send_message(QueueUrl=queue_url, MessageBody=body)
 
 
-@contextlib.asynccontextmanager
-async def daemon_serving(configs: list[Any], state_dir: Path) -> AsyncIterator[str]:
-    with watch_logs() as logs:
-        task = asyncio.create_task(
-            serve(configs, state_dir, monitor=Monitor(), http_address=("127.0.0.1", 0))
-        )
-        await logs.wait_for("http_listening")
-        try:
-            yield str(logs.named("http_listening")[0]["address"])
-        finally:
-            os.kill(os.getpid(), signal.SIGTERM)
-            await asyncio.wait_for(task, 30)
+async def everything_happened(logs: LogWatch) -> None:
+    """Until the daemon did what each panel shows: a damaged object failed and quarantined,
+    a record set aside, a poison message, and the verified trail's files judged."""
+    for event in ("object_quarantined", "records_unreadable", "sqs_message_poison"):
+        await logs.wait_for(event, timeout=30)
+    await logs.wait_for("integrity_settled", timeout=30)
 
 
 async def test_every_metric_the_dashboard_queries_is_scraped_by_a_real_prometheus(
@@ -131,18 +105,27 @@ async def test_every_metric_the_dashboard_queries_is_scraped_by_a_real_prometheu
     lc: LimaCharlieEmulator,
     state_dir: Path,
     tmp_path: Path,
+    keys_served: None,
 ) -> None:
-    # an S3 and an SQS source that see what the panels show: records, a damaged object
-    # (failed and quarantined), a poison message
+    # An S3 source that sees what the panels show: records, a damaged object (failed and
+    # quarantined), a damaged record (set aside), duplicates, a record filtered out; an SQS
+    # source with a poison message; a verified trail.
+    good = records(20, 1)
     await put_objects(
         aws_options,
         bucket,
         {
-            "AWSLogs/good.json.gz": log_file(records(20, 1)),
+            "AWSLogs/good.json.gz": log_file(good),
+            "AWSLogs/again.json.gz": log_file(good[:5]),  # duplicates
+            "AWSLogs/elsewhere.json.gz": log_file(records(3, 2, region="eu-west-1")),
+            "AWSLogs/salvaged.json.gz": damaged(records(3, 3)),
             "AWSLogs/bad.json.gz": b"not json",
         },
     )
-    await send(aws_options, queue, ["this is not a notification"])
+    await send(aws_options, queue, "this is not a notification")
+    trail = build_trail(await new_bucket(aws_options, f"{bucket}-trail"), hours=2)
+    STAND_IN.public_keys = trail.public_keys()
+    await trail.upload(aws_options)
     s3 = s3_config(
         aws_options,
         bucket,
@@ -152,16 +135,40 @@ async def test_every_metric_the_dashboard_queries_is_scraped_by_a_real_prometheu
         quarantine_after=1,
         layout="flat",
     )
-    sqs = sqs_config(aws_options, queue, lc, single_load=False)
-    sqs = dataclasses.replace(sqs, index=2)
-    async with daemon_serving([s3, sqs], state_dir) as address:
-        await lc.store.wait_for(20)
-        with prometheus(tmp_path, address) as base:
-            try:
-                names = await scraped(base)
-            except TimeoutError:
-                log = (tmp_path / "prometheus.log").read_text()[-3000:]
-                raise AssertionError(f"Prometheus never scraped {address}:\n{log}") from None
+    s3 = dataclasses.replace(s3, record_filter=RecordFilter(include_regions=("us-east-1",)))
+    sqs = dataclasses.replace(sqs_config(aws_options, queue, lc, single_load=False), index=2)
+    verified = s3_config(
+        aws_options,
+        trail.bucket,
+        lc,
+        single_load=False,
+        poll_interval=0.2,
+        integrity=IntegrityOptions(verify=True),
+    )
+    verified = dataclasses.replace(verified, index=3)
+    configs = [s3, sqs, verified]
+
+    with watch_logs() as logs:
+        task = asyncio.create_task(
+            serve(configs, state_dir, monitor=Monitor(), http_address=("127.0.0.1", 0))
+        )
+        try:
+            await logs.wait_for("http_listening")
+            address = str(logs.named("http_listening")[0]["address"])
+            await lc.store.wait_for(20 + 3 + len(trail.event_ids()), timeout=30)
+            await everything_happened(logs)
+            done = time.time()
+            with prometheus(tmp_path, [address]) as server:
+                async with aiohttp.ClientSession() as http, asyncio.timeout(60):
+                    api = Api(http, server)
+                    try:
+                        await api.scraped_after(address, done)
+                    except TimeoutError:
+                        raise AssertionError(f"never scraped {address}:\n{server.tail()}") from None
+                    names = await api.names()
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.wait_for(task, 30)
 
     dashboard = json.loads(DASHBOARD.read_text())
     missing = {
@@ -172,12 +179,6 @@ async def test_every_metric_the_dashboard_queries_is_scraped_by_a_real_prometheu
     assert all(queried(dashboard).values())  # every panel queries something
     # the check can fail: a name the daemon does not export is missing
     assert not exported("cloudtrail_adapter_records_shipped_total", names)
-
-
-def exported(metric: str, names: set[str]) -> bool:
-    if metric in names:
-        return True
-    return any(metric.endswith(p) and metric.removesuffix(p) in names for p in HISTOGRAM_PARTS)
 
 
 def test_the_dashboard_has_the_job_and_source_variables() -> None:

@@ -1,5 +1,7 @@
-"""/metrics adds up to what LimaCharlie received; /readyz follows LimaCharlie's reachability;
-/healthz answers; `healthcheck: PORT` is LimaCharlie's way to ask for them."""
+"""/metrics adds up to what LimaCharlie received, with every counter there at 0 before its
+first event and the durations alerts hold against measured by the daemon; /readyz follows
+LimaCharlie's reachability; /healthz answers; `healthcheck: PORT` is LimaCharlie's way to
+ask for them."""
 
 from __future__ import annotations
 
@@ -8,21 +10,32 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, get_args
 
 import aiohttp
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cloudtrail_adapter.config import AwsOptions, ConfigError, SourceConfig, parse_documents
+from cloudtrail_adapter.config import (
+    AwsOptions,
+    ConfigError,
+    IntegrityOptions,
+    SourceConfig,
+    parse_documents,
+)
 from cloudtrail_adapter.daemon import serve
+from cloudtrail_adapter.decoding.decode import DecodeReason
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from cloudtrail_adapter.monitor import Monitor
+from cloudtrail_adapter.integrity.verdicts import DIGEST_VERDICTS, FILE_VERDICTS
+from cloudtrail_adapter.monitor import SETTLED_AFTER, Clock, Monitor, SourceRuntime
 from tests.support import messages
 from tests.support.configs import s3_config, sqs_config
 from tests.support.stand_in import put_objects
-from tests.support.watch import LogWatch, watch_logs
+from tests.support.watch import LogWatch, passes_done, watch_logs
 from tests.test_config import S3_SEED
 from tests.test_e2e_s3 import PREFIX, records
 from tests.test_e2e_sqs import send
@@ -186,3 +199,112 @@ async def test_a_progress_line_per_interval_for_those_who_read_logs(
     assert sum(line["objects_committed"] for line in lines) == len(OBJECTS)
     assert lines[-1]["records_per_second"] == 0 and lines[-1]["in_flight"] == 0
     assert {"lag_seconds", "failed", "source"} <= set(lines[-1])
+
+
+# -- what an alert needs: every counter there from the start, durations the daemon measures
+
+
+def scrape(monitor: Monitor) -> dict[str, float]:
+    return samples(generate_latest(monitor.registry).decode())
+
+
+def test_every_counter_is_there_at_zero_before_its_source_first_ran() -> None:
+    """A labelled counter that first appeared at 1 would never raise its alert (increase()
+    of a new series is 0): every value known ahead is exported at 0 from the start."""
+    monitor = Monitor()
+    monitor.add("s3[1]:trail", "s3")
+    monitor.add("sqs[2]:queue", "sqs")
+    scraped = scrape(monitor)
+
+    def value(name: str, source: str, **labels: str) -> float:
+        inner = ",".join(f"{k}={v}" for k, v in sorted((labels | {"source": source}).items()))
+        return scraped[f"cloudtrail_adapter_{name}{{{inner}}}"]
+
+    for source in ("s3[1]:trail", "sqs[2]:queue"):
+        for reason in get_args(DecodeReason):
+            assert value("objects_failed_total", source, reason=reason) == 0
+        for name in ("records_acknowledged_total", "objects_decoded_total"):
+            assert value(name, source) == 0
+        for name in ("source_failing_seconds", "limacharlie_unreachable_seconds"):
+            assert value(name, source) == 0
+    for reason in (*get_args(DecodeReason), "too_large"):
+        assert value("objects_quarantined_total", "s3[1]:trail", reason=reason) == 0
+    for reason in ("digest", "outside_window"):
+        assert value("objects_passed_over_total", "s3[1]:trail", reason=reason) == 0
+    assert value("list_calls_total", "s3[1]:trail") == 0
+    for name in ("sqs_messages_poison_total", "sqs_messages_deleted_total"):
+        assert value(name, "sqs[2]:queue") == 0
+    assert not any(k.startswith("cloudtrail_adapter_sqs_") and "s3[1]" in k for k in scraped)
+
+
+async def test_a_verified_source_has_every_verdict_at_zero_before_the_first_one(
+    aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, state_dir: Path
+) -> None:
+    cfg = s3_config(
+        aws_options,
+        bucket,
+        lc,
+        single_load=False,
+        poll_interval=0.2,
+        integrity=IntegrityOptions(verify=True),
+    )
+    with watch_logs() as logs:
+        async with running(cfg, state_dir, Monitor(), logs) as base:
+            await passes_done(logs, [cfg], more=1)
+            scraped = samples((await get(f"{base}/metrics"))[1])
+    for kind, verdicts in (("files", FILE_VERDICTS), ("digests", DIGEST_VERDICTS)):
+        for verdict in verdicts:
+            key = (
+                f"cloudtrail_adapter_integrity_{kind}_total{{source={cfg.name},verdict={verdict}}}"
+            )
+            assert scraped[key] == 0
+
+
+@dataclass
+class FakeTime:
+    """The stages' clock, turned by hand."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def runtime(rate: float = 1.0) -> tuple[SourceRuntime, FakeTime, Clock]:
+    real = FakeTime()
+    clock = Clock(rate, real)
+    return SourceRuntime("s3[1]:trail", "s3", clock=clock), real, clock
+
+
+def test_a_source_retried_with_backoff_keeps_failing_between_its_short_runs() -> None:
+    rt, real, clock = runtime()
+    stages: Any = None
+    rt.attach(stages, stages, stages)
+    real.now += 1
+    rt.detach()  # failed after a second
+    real.now += 5
+    assert rt.failing_for(clock.now()) == 5
+    rt.attach(stages, stages, stages)  # the retry runs a moment, and fails again
+    real.now += 0.5
+    assert rt.failing_for(clock.now()) == 5.5
+    rt.detach()
+    real.now += 10
+    assert rt.failing_for(clock.now()) == 15.5
+    rt.attach(stages, stages, stages)  # this one settles: the source is back
+    real.now += SETTLED_AFTER
+    assert rt.failing_for(clock.now()) == 0
+    rt.detach()  # and a failure after it starts a new count
+    real.now += 3
+    assert rt.failing_for(clock.now()) == 3
+
+
+def test_durations_run_at_the_clocks_rate() -> None:
+    """A test runs the daemon's clock fast; the threshold of a retry settling does not."""
+    rt, real, clock = runtime(rate=120)
+    assert rt.last_record_age(clock.now()) == 0
+    real.now += 2
+    assert rt.last_record_age(clock.now()) == 240
+    rt.observe_latency(0.1)
+    real.now += 1
+    assert rt.last_record_age(clock.now()) == 120
+    assert clock.seconds(30) == 3600

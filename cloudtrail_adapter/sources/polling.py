@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Final
 
 import structlog
 
@@ -21,6 +22,10 @@ from cloudtrail_adapter.sources.trail_layout import is_digest_key
 from cloudtrail_adapter.state import Checkpoints
 
 log = structlog.get_logger("cloudtrail_adapter.sources")
+
+#: The reason an object over `max_object_size` is quarantined with, before any fetch (the
+#: others are the pipeline's: a decode reason or AWS's error code).
+TOO_LARGE: Final = "too_large"
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +201,7 @@ class PollingSource(ABC):
         """Fetching it would not fit the memory bound; retrying cannot help: quarantine now."""
         self._too_large += 1
         error = f"{listed.size} bytes is over max_object_size ({self._max_object_size})"
-        self._failed(listed, "too_large", error, quarantine_after=1)
+        self._failed(listed, TOO_LARGE, error, quarantine_after=1)
 
     def _failed(
         self, listed: Listed, reason: str, error: str, *, quarantine_after: int | None = None
