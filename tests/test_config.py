@@ -30,11 +30,17 @@ from cloudtrail_adapter.config import (
 )
 from cloudtrail_adapter.config.schema import document_keys
 from cloudtrail_adapter.secret import Secret
-from tests.support.configs import AWS_SECRET, INSTALLATION_KEY, OID, SEED_ACCESS_KEY, SQS_SEED
 
 # Also imported from here by test_monitoring.py (not this change's to edit) until it imports
 # tests.support; the lint ban on test modules exempts it till then.
-from tests.support.configs import S3_SEED as S3_SEED
+from tests.support.configs import (
+    AWS_SECRET,
+    INSTALLATION_KEY,
+    OID,
+    S3_SEED,
+    SEED_ACCESS_KEY,
+    SQS_SEED,
+)
 
 # Recognisable values that must never appear in a message or a repr.
 FULL_INSTALLATION_KEY = "full-installation-key-SHOULD-NOT-LEAK-3b8e"

@@ -23,9 +23,8 @@ import orjson
 import pytest
 
 from cloudtrail_adapter import aws
-from cloudtrail_adapter.config import AwsOptions, IntegrityOptions
+from cloudtrail_adapter.config import AwsOptions, IntegrityOptions, RecordFilter
 from cloudtrail_adapter.daemon import serve
-from cloudtrail_adapter.decoding.filters import RecordFilter
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.monitor import Monitor

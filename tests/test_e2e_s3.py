@@ -19,8 +19,7 @@ from tests.support.configs import INSTALLATION_KEY, WEBHOOK_SECRET, s3_config
 
 # Also imported from here by test_dashboard.py and test_monitoring.py (not this change's to
 # edit) until they import tests.support; the lint ban on test modules exempts them till then.
-from tests.support.corpus import PREFIX as PREFIX
-from tests.support.corpus import records as records
+from tests.support.corpus import PREFIX, records
 from tests.support.stand_in import put_objects
 from tests.support.watch import watch_logs
 

@@ -23,11 +23,10 @@ from tests.support import messages
 from tests.support.configs import sqs_config
 from tests.support.corpus import PREFIX, ids, records
 from tests.support.process import stop_daemon
-from tests.support.stand_in import depth, put_objects
 
 # Also imported from here by test_dashboard.py and test_monitoring.py (not this change's to
 # edit) until they import tests.support; the lint ban on test modules exempts them till then.
-from tests.support.stand_in import send as send
+from tests.support.stand_in import depth, put_objects, send
 from tests.support.watch import eventually, watch_logs
 
 KEY_A = f"{PREFIX}111122223333_CloudTrail_us-east-1_20261124T1200Z_a b:c.json.gz"

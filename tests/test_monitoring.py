@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
-import aiohttp
 import pytest
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from cloudtrail_adapter.config import (
     AwsOptions,
@@ -33,12 +31,11 @@ from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.integrity.verdicts import DIGEST_VERDICTS, FILE_VERDICTS
 from cloudtrail_adapter.monitor import SETTLED_AFTER, Clock, Monitor, SourceRuntime
 from tests.support import messages
-from tests.support.configs import s3_config, sqs_config
-from tests.support.stand_in import put_objects
+from tests.support.configs import S3_SEED, s3_config, sqs_config
+from tests.support.corpus import PREFIX, records
+from tests.support.scrape import get, samples, until_status
+from tests.support.stand_in import put_objects, send
 from tests.support.watch import LogWatch, passes_done, watch_logs
-from tests.test_config import S3_SEED
-from tests.test_e2e_s3 import PREFIX, records
-from tests.test_e2e_sqs import send
 
 OBJECTS = {f"{PREFIX}m-{i}.json.gz": records(50, 950 + i) for i in range(5)}
 
@@ -65,31 +62,6 @@ async def seeded(aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator) 
     """OBJECTS in the bucket, and a long-running S3 source over them."""
     await put_objects(aws_options, bucket, {k: log_file(v) for k, v in OBJECTS.items()})
     return s3_config(aws_options, bucket, lc, single_load=False, poll_interval=0.2)
-
-
-async def get(url: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as http, http.get(url) as answer:
-        return answer.status, await answer.text()
-
-
-async def until_status(url: str, status: int, timeout: float = 20.0) -> str:
-    """Polls an endpoint (nothing pushes its state) until it answers `status`."""
-    async with asyncio.timeout(timeout):
-        while True:
-            got, text = await get(url)
-            if got == status:
-                return text
-            await asyncio.sleep(0.05)
-
-
-def samples(text: str) -> dict[str, float]:
-    """`name{labels}` -> value, for every sample in a scrape."""
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            found[f"{sample.name}{{{labels}}}"] = sample.value
-    return found
 
 
 async def test_metrics_add_up_to_what_limacharlie_received(

@@ -425,7 +425,7 @@ async def _public_keys(access: AwsAccess, found: _Found, region: str | None) -> 
             )
     said = f"{sum(counts)} keys valid in the last day"
     if not found.digest_regions:
-        fix = "turn on the trail's log file validation, or let prefix reach CloudTrail-Digest/"
+        fix = f"turn on the trail's log file validation, or let prefix reach {DIGEST_FOLDER}/"
         return Step(
             access.source,
             "public_keys",
