@@ -313,16 +313,21 @@ async def serve(
         log.error("state_unavailable", error=str(exc))
         return EXIT_FAILED
     signals = _Signals(Shutdown(asyncio.Event(), shutdown_grace), asyncio.Event(), notifier)
-    log.info("daemon_started", sources=[s.name for s in sources], state_dir=str(state_dir))
-    tune_allocator()
-    executor = WorkerPool(_pool_size(sources))
-    executor.warm_up()
-    run = _Run(sources, state, executor, signals, monitor)
     try:
+        # Handled before anything slow starts: a SIGTERM while the workers spawn is a
+        # graceful stop too, never the default action's death.
         with signals.handled():
-            results = await run.all(http_address, progress)
+            log.info("daemon_started", sources=[s.name for s in sources], state_dir=str(state_dir))
+            tune_allocator()
+            executor = WorkerPool(_pool_size(sources))
+            executor.warm_up()
+            try:
+                results = await _Run(sources, state, executor, signals, monitor).all(
+                    http_address, progress
+                )
+            finally:
+                executor.shutdown(wait=False, cancel_futures=True)
     finally:
-        executor.shutdown(wait=False, cancel_futures=True)
         state.close()
     return _exit_code(results, signals)
 

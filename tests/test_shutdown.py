@@ -7,14 +7,16 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
+import yaml
+
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from tests.support import messages
-from tests.support.configs import s3_config, sqs_config
+from tests.support.configs import s3_config, s3_document, sqs_config
 from tests.support.corpus import PREFIX, records
-from tests.support.process import stop_daemon
+from tests.support.process import DaemonProcess, stop_daemon
 from tests.support.stand_in import depth, put_objects, send
 from tests.support.watch import watch_logs
 
@@ -100,3 +102,17 @@ async def test_a_second_signal_stops_at_once_and_loses_nothing(
     lc.usp_faults.release_acks()
     assert await serve([s3_config(aws_options, bucket, lc)], state_dir) == 0
     assert lc.store.event_ids() == expected()
+
+
+async def test_sigterm_as_soon_as_the_daemon_says_it_started_is_a_graceful_stop(
+    aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, tmp_path: Path
+) -> None:
+    """systemd may stop a unit the moment it starts: the handlers are in place before
+    `daemon_started` (and the worker pool's start-up), so the stop is graceful, exit 0."""
+    await seed(aws_options, bucket)
+    assert aws_options.endpoint_url
+    path = tmp_path / "early.yaml"
+    path.write_text(yaml.safe_dump(s3_document(aws_options.endpoint_url, bucket, lc, "early")))
+    async with DaemonProcess(path, tmp_path / "state") as daemon:
+        assert await daemon.stop() == 0, daemon.tail()
+        assert daemon.logs.named("daemon_stopped"), daemon.tail()
