@@ -78,7 +78,7 @@ async def test_small_objects_skip_the_pool_and_ship_the_same_records() -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         pool.shutdown()
-    assert pool.calls == ["pack_whole"]  # the large object only
+    assert pool.calls == ["pack_held"]  # the large object only
     shipped = [orjson.loads(line) for b in sent for line in gzip.decompress(b.payload).split(b"\n")]
     expected = small_records + large_records
     assert sorted(shipped, key=lambda r: r["eventID"]) == sorted(
