@@ -36,6 +36,7 @@ import multiprocessing.connection
 import os
 import signal
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -109,7 +110,10 @@ class WorkerPool(Executor):
                 generation = self._generation = self._new()
                 inner = generation.pool.submit(_traced, call, fn, *args, **kwargs)
         outer: Future[T] = Future()
-        outer.add_done_callback(lambda done: inner.cancel() if done.cancelled() else None)
+        # A weak reference back: the two futures must not hold each other in a cycle, which
+        # would keep every result (an object's fragments) until the garbage collector ran.
+        pending = weakref.ref(inner)
+        outer.add_done_callback(functools.partial(_cancel, pending))
         inner.add_done_callback(functools.partial(_settle, generation, call, outer))
         return outer
 
@@ -121,6 +125,13 @@ class WorkerPool(Executor):
         of when the first object waits for them (a spawn takes a few hundred ms)."""
         for _ in range(self.size):
             self.submit(int)
+
+
+def _cancel(pending: weakref.ref[Future[Any]], outer: Future[Any]) -> None:
+    """A call cancelled by its caller is taken out of the pool's queue, if still there."""
+    inner = pending()
+    if outer.cancelled() and inner is not None:
+        inner.cancel()
 
 
 def _settle(generation: _Generation, call: int, outer: Future[T], inner: Future[T]) -> None:

@@ -35,6 +35,7 @@ class DaemonProcess:
         keep: Callable[[str], bool] | None = None,
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
+        wrapper: Sequence[str] = (),
     ) -> None:
         self._args = [
             "run",
@@ -49,6 +50,7 @@ class DaemonProcess:
         ]
         self._keep = keep  # which lines to keep (all by default)
         self._env = None if env is None else {**os.environ, **env}
+        self._wrapper = list(wrapper)  # runs the daemon's command (cgroup.MemoryLimit.wrapper)
         self.lines: list[str] = []
         self._changed = asyncio.Condition()
         self._proc: asyncio.subprocess.Process | None = None
@@ -56,6 +58,7 @@ class DaemonProcess:
 
     async def __aenter__(self) -> Self:
         self._proc = await asyncio.create_subprocess_exec(
+            *self._wrapper,
             sys.executable,
             "-m",
             "cloudtrail_adapter",
