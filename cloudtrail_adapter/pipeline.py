@@ -14,7 +14,14 @@ compresses.
 
 Every queue is bounded and `sink.send` waits while LimaCharlie's window is full, so a slow
 LimaCharlie slows decoding, which slows the source: memory is bounded by queue sizes times
-the largest object, never by the size of the input.
+what one object may hold (its compressed bytes when held, and one step of its text: never
+more than packing's whole-object bound of it, whatever its compression ratio), never by the
+size of the input.
+
+A worker that dies costs only the object it was decoding (WorkerDied); the others in the
+pool with it are decoded again at once (WorkerLost). Each decoding call off the loop is
+recorded by the item's source before and after it (WorkItem.attempts), so that an object
+whose decoding keeps killing its worker, or the daemon, is quarantined after DECODE_DEATHS.
 """
 
 from __future__ import annotations
