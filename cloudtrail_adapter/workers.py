@@ -166,6 +166,8 @@ def _dead_calls(generation: _Generation) -> dict[int, str]:
     """The calls whose workers have ended, and how each ended; the survivors are killed.
     A worker has ended when its sentinel is ready (ProcessPoolExecutor saw that much):
     its exit status is then waited for without reaping it, which is the executor's to do."""
+    # The executor's own processes (a private attribute, in every CPython since 3.2): no
+    # public way says which of them ended.
     processes = dict(generation.pool._processes)
     ended = set(multiprocessing.connection.wait([p.sentinel for p in processes.values()], 0))
     marks = generation.marks
