@@ -29,7 +29,8 @@ class WorkItem:
     record why and offer it again (or give up on it). `hashed`, when set, is given the
     hex SHA-256 of the object's uncompressed content, taken while it was decoded (the
     integrity check); `own` marks records the daemon made itself (integrity events), which
-    no record filter drops.
+    no record filter drops. `attempts`, when set, keeps its decoding calls across restarts
+    (DecodeAttempts).
     """
 
     source: str
@@ -40,6 +41,22 @@ class WorkItem:
     log_fields: dict[str, str] = field(default_factory=dict)
     hashed: Callable[[str], None] | None = None
     own: bool = False
+    attempts: DecodeAttempts | None = None
+
+
+class DecodeAttempts(Protocol):
+    """What a source keeps of an object's decoding calls (a call in a worker, or a step in
+    a thread), so that an object whose decoding kills the process doing it is not decoded
+    forever, across restarts too: `begin` is recorded before each call, `end` after it."""
+
+    def begin(self) -> int:
+        """How many earlier calls died; one that began and never ended counts (the process
+        died in it)."""
+        ...
+
+    def end(self, *, died: bool) -> int:
+        """How many calls died, this one included when `died` (its worker did)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

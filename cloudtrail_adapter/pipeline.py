@@ -14,7 +14,14 @@ compresses.
 
 Every queue is bounded and `sink.send` waits while LimaCharlie's window is full, so a slow
 LimaCharlie slows decoding, which slows the source: memory is bounded by queue sizes times
-the largest object, never by the size of the input.
+what one object may hold (its compressed bytes when held, and one step of its text: never
+more than packing's whole-object bound of it, whatever its compression ratio), never by the
+size of the input.
+
+A worker that dies costs only the object it was decoding (WorkerDied); the others in the
+pool with it are decoded again at once (WorkerLost). Each decoding call off the loop is
+recorded by the item's source before and after it (WorkItem.attempts), so that an object
+whose decoding keeps killing its worker, or the daemon, is quarantined after DECODE_DEATHS.
 """
 
 from __future__ import annotations
@@ -22,9 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import structlog
@@ -34,30 +43,38 @@ from cloudtrail_adapter.aio import ByteBudget
 from cloudtrail_adapter.config import DeliveryOptions, RecordFilter
 from cloudtrail_adapter.decoding.batches import (
     Fragment,
+    PackedObject,
     PackLimits,
     Unreadable,
     drop_lines,
     gzip_batch,
 )
-from cloudtrail_adapter.decoding.decode import DecodeError
+from cloudtrail_adapter.decoding.decode import DecodeError, LimitReason, TooLargeForWhole
 from cloudtrail_adapter.decoding.filters import Matcher, merge_counts
 from cloudtrail_adapter.decoding.packing import (
+    CHUNK,
     SALVAGEABLE,
+    Salvaging,
+    chunks_of,
     decoding,
-    pack_spooled,
+    file_chunks,
+    pack_held,
     pack_step,
-    pack_steps,
-    pack_whole,
 )
 from cloudtrail_adapter.decoding.stream_decode import STEP_OUTPUT, StreamDecoder
 from cloudtrail_adapter.dedup import BatchFlights, Deduplicator, Flight
 from cloudtrail_adapter.errors import failure_reason
 from cloudtrail_adapter.model import AckToken, Batch, WorkItem
+from cloudtrail_adapter.workers import WorkerDied, WorkerLost
 
 log = structlog.get_logger("cloudtrail_adapter.pipeline")
 
 SendBatch = Callable[[Batch], Awaitable[None]]
-STREAM_RANGE = 4 << 20  # compressed bytes per ranged read of a large object
+STREAM_RANGE = CHUNK  # compressed bytes per ranged read of a large object
+#: Decoding calls on one object that may die (its worker, or the daemon, killed during one)
+#: before the object is quarantined (`decode_killed`) instead of decoded again. Two, not
+#: one: a worker may be killed for another's sake (the OOM killer picks by size).
+DECODE_DEATHS = 2
 #: Bytes to reserve per compressed byte before packing an object: the input and its batches
 #: (gzip level 1 of CloudTrail is ~1.3x its level-6 input) are held here at once.
 WHOLE_RATIO = 3
@@ -121,6 +138,7 @@ class Pipeline:
         self._limits = PackLimits(
             delivery.batch_max_records,
             delivery.batch_max_bytes,
+            max_inflated=delivery.max_inflated_size,
             keep=Matcher.of(keep),
             dedup=dedup is not None,
             hash_content=hash_content,
@@ -191,22 +209,23 @@ class Pipeline:
     async def _held(self, item: WorkItem, progress: ItemProgress, size: int) -> tuple[str, int]:
         """Read into memory, then decoded whole here or in the executor, or in steps in a
         thread, as packing.decoding says for the length read (which has the last word over
-        a size a notification announced)."""
-        loop = asyncio.get_running_loop()
+        a size a notification announced); in steps too when its text turns out too large to
+        decode whole."""
         limits = self._own_limits if item.own else self._limits
         reserved = await self._reserve(min(size * WHOLE_RATIO, self._budget.limit))
         try:
             data = await item.reader.read()
-            mode = decoding(len(data), self._delivery.stream_threshold, limits)
-            if mode == "inline":
-                packed = pack_whole(data, limits)
-            elif mode == "whole":
-                packed = await loop.run_in_executor(self._executor, pack_whole, data, limits)
-            else:
-                packed = await asyncio.to_thread(pack_steps, data, limits)
+            packed = await self._whole(item, data, limits)
         except BaseException:
             self._budget.release(reserved)
             raise
+        if packed is None:
+            try:  # the reservation covers the data and its steps' fragments
+                return await self._stream(
+                    item, progress, _chunks(data), _again(data), limits, reserve=False
+                )
+            finally:
+                self._budget.release(reserved)
         del data
         try:
             self._keep_unreadable(item, packed.unreadable)
@@ -221,64 +240,143 @@ class Pipeline:
         await self._hand_on(progress, packed.fragments, reserved)
         return packed.kind, packed.records
 
+    async def _whole(self, item: WorkItem, data: bytes, limits: PackLimits) -> PackedObject | None:
+        """The object decoded whole (inline on the loop, or in a worker); None when it is to
+        be decoded in steps, as packing.decoding says or as its text's size turned out."""
+        mode = decoding(len(data), self._delivery.stream_threshold, limits)
+        try:
+            if mode == "inline":
+                return pack_held(data, limits)
+            if mode == "whole":
+                return await self._in_pool(item, pack_held, data, limits)
+        except TooLargeForWhole:
+            pass
+        return None
+
+    async def _in_pool(
+        self, item: WorkItem, work: Callable[..., PackedObject], *args: object
+    ) -> PackedObject:
+        """A call in the worker pool, with its attempt recorded around it. When a worker
+        dies, the calls that were in the pool with it are not at fault (WorkerLost): they
+        go again at once, and count nothing."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                with self._attempt(item):
+                    log.debug("object_decoding", ref=item.ref, **item.log_fields)
+                    return await loop.run_in_executor(self._executor, work, *args)
+            except WorkerLost as exc:
+                log.warning("object_requeued", ref=item.ref, error=str(exc), **item.log_fields)
+
+    @contextlib.contextmanager
+    def _attempt(self, item: WorkItem) -> Iterator[None]:
+        """One decoding call off the loop (in a worker, or a step in a thread), recorded by
+        the item's source before it starts and after it ends (WorkItem.attempts). One that
+        never ended (the daemon died in it), or whose worker died, counts as a death; at
+        DECODE_DEATHS the object is quarantined (`decode_killed`) instead of decoded again,
+        so that an object that kills whoever decodes it cannot do so forever."""
+        attempts = item.attempts
+        deaths = attempts.begin() if attempts is not None else 0
+        died = False
+        try:
+            if deaths >= DECODE_DEATHS:
+                raise _killed("decode_killed", deaths, "an earlier run died decoding it")
+            yield
+        except WorkerDied as exc:
+            died = True
+            deaths = attempts.end(died=True) if attempts is not None else deaths + 1
+            reason: LimitReason = "decode_killed" if deaths >= DECODE_DEATHS else "worker_died"
+            raise _killed(reason, deaths, str(exc)) from None
+        finally:
+            if attempts is not None and not died:
+                attempts.end(died=False)
+
     async def _from_ranges(
         self, item: WorkItem, progress: ItemProgress, _size: int
     ) -> tuple[str, int]:
         """Records go on as they are decoded; the total is known, and the item can commit,
-        only once the whole object was read. The decoder keeps state between steps, so it
-        runs in a thread (its inflate and compress release the GIL), not in the pool."""
+        only once the whole object was read."""
         limits = self._own_limits if item.own else self._limits
-        decoder = StreamDecoder(hash_content=limits.hash_content)
+        chunks = item.reader.chunks(STREAM_RANGE)
+        again = functools.partial(self._spooled, item)
+        return await self._stream(item, progress, chunks, again, limits, reserve=True)
+
+    async def _stream(
+        self,
+        item: WorkItem,
+        progress: ItemProgress,
+        chunks: AsyncIterator[bytes],
+        again: Callable[[], AbstractAsyncContextManager[Iterator[bytes]]],
+        limits: PackLimits,
+        *,
+        reserve: bool,
+    ) -> tuple[str, int]:
+        """An object decoded a step at a time as `chunks` of it come, each step's fragments
+        handed on; refused for damage, salvaged from the start (`again` gives the object
+        once more). The decoder keeps state between steps, so its steps run in a thread
+        (its inflate and compress release the GIL), not in the pool. `reserve`: each step
+        reserves its room in the budget (else the caller's reservation covers it)."""
+        decoder = StreamDecoder(hash_content=limits.hash_content, max_inflated=limits.max_inflated)
         total = 0
         dropped: dict[str, int] = {}  # filled by the decoding thread, read after it
+        step = functools.partial(pack_step, decoder, limits, dropped)
         try:
-            async for chunk in item.reader.chunks(STREAM_RANGE):
+            async for chunk in chunks:
                 decoder.feed(chunk)
                 while not decoder.hungry:
-                    total += await self._step(decoder, progress, dropped, limits)
+                    total += await self._step(item, progress, step, reserve=reserve)
             summary = decoder.finish()
         except DecodeError as exc:
             if exc.reason not in SALVAGEABLE:
                 raise
-            total += await self._salvage_ranges(item, progress, exc, limits)
-            self._tracker.set_total(progress, total)
-            return "log", total
+            async with again() as source:
+                salvaging = Salvaging(source, limits, exc)
+                return await self._salvage(item, progress, salvaging, reserve=reserve)
         self._hand_hash(item, summary.content_sha256)
         self._tracker.set_total(progress, total)
         self._report_oversized(item, summary.oversized)
         merge_counts(self.stats.records_filtered, dropped.items())
         return summary.kind, total
 
-    async def _salvage_ranges(
-        self, item: WorkItem, progress: ItemProgress, cause: DecodeError, limits: PackLimits
-    ) -> int:
-        """A large object the stream decoder refused: read again into a file and salvaged
-        from its text there (packing.pack_spooled). Records handed on before the refusal
-        go again, as on any retry; de-duplication drops them when it is on. The content's
-        SHA-256 is taken of the text spooled there, the whole of it (the stream decoder's,
-        cut short by the refusal, is not used)."""
+    async def _salvage(
+        self, item: WorkItem, progress: ItemProgress, salvaging: Salvaging, *, reserve: bool
+    ) -> tuple[str, int]:
+        """An object the stream decoder refused, salvaged a step at a time from its start
+        (packing.Salvaging). Records handed on before the refusal go again, as on any
+        retry; de-duplication drops them when it is on. The content's SHA-256 is taken of
+        the text salvaged, the whole of it (the stream decoder's, cut short by the refusal,
+        is not used)."""
+        total = 0
+        while not salvaging.done:
+            total += await self._step(item, progress, salvaging.step, reserve=reserve)
+        self._keep_unreadable(item, salvaging.unreadable)
+        self._hand_hash(item, salvaging.content_sha256)
+        self._tracker.set_total(progress, total)
+        self._report_oversized(item, tuple(salvaging.oversized))
+        merge_counts(self.stats.records_filtered, salvaging.dropped.items())
+        return "log", total
+
+    @contextlib.asynccontextmanager
+    async def _spooled(self, item: WorkItem) -> AsyncIterator[Iterator[bytes]]:
+        """The object read again from its start into a file, compressed as it is read (its
+        size, not its text's), for the salvage to read at its own pace."""
         with tempfile.TemporaryFile() as raw:
             async for chunk in item.reader.chunks(STREAM_RANGE):
                 await asyncio.to_thread(raw.write, chunk)
-            packed = await asyncio.to_thread(pack_spooled, raw, limits, cause)
-        self._keep_unreadable(item, packed.unreadable)
-        self._hand_hash(item, packed.content_sha256)
-        reserved = await self._reserve(_size(packed.fragments))  # fits once nothing else is held
-        self._report_oversized(item, packed.oversized)
-        merge_counts(self.stats.records_filtered, packed.dropped)
-        await self._hand_on(progress, packed.fragments, reserved)
-        return packed.records
+            yield file_chunks(raw)
 
     async def _step(
         self,
-        decoder: StreamDecoder,
+        item: WorkItem,
         progress: ItemProgress,
-        dropped: dict[str, int],
-        limits: PackLimits,
+        step: Callable[[], list[Fragment]],
+        *,
+        reserve: bool,
     ) -> int:
-        reserved = await self._reserve(STEP_OUTPUT)
+        reserved = await self._reserve(STEP_OUTPUT) if reserve else 0
         try:
-            fragments = await asyncio.to_thread(pack_step, decoder, limits, dropped)
+            with self._attempt(item):
+                fragments = await asyncio.to_thread(step)
         except BaseException:
             self._budget.release(reserved)
             raise
@@ -294,8 +392,8 @@ class Pipeline:
             item.hashed(sha256)
 
     def _keep_unreadable(self, item: WorkItem, parts: Sequence[Unreadable]) -> None:
-        """A damaged object's unreadable parts go to the state database before any of its
-        records can be acknowledged, so the object's commit never forgets them."""
+        """A damaged object's unreadable parts go to the state database before the object
+        can commit (its total is not known before), so its commit never forgets them."""
         if not parts:
             return
         if self._set_aside is not None:
@@ -365,12 +463,24 @@ class Pipeline:
                     continue  # claimed nothing, so nothing can wait on it
                 flights.append(flight)
                 if drop:
-                    part = await loop.run_in_executor(self._executor, drop_lines, part, drop)
+                    part = await self._recompress(loop, part, drop)
                 kept.append(part)
         except BaseException:
             self._abandon([f for f in flights if f is not None])
             raise
         return kept, flights
+
+    async def _recompress(
+        self, loop: asyncio.AbstractEventLoop, part: Fragment, drop: Sequence[int]
+    ) -> Fragment:
+        """drop_lines in the pool: again at once if another worker's death cost the call."""
+        while True:
+            try:
+                return await loop.run_in_executor(self._executor, drop_lines, part, drop)
+            except WorkerLost:
+                continue
+            except WorkerDied as exc:
+                raise DecodeError("worker_died", str(exc)) from None
 
     def _abandon(self, flights: Sequence[Flight]) -> None:
         assert self.dedup is not None
@@ -450,6 +560,23 @@ class Pipeline:
 
 def _size(fragments: Sequence[Fragment]) -> int:
     return sum(len(f.deflate) for f in fragments)
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    """An object held in memory, as the chunks a ranged read would give."""
+    for chunk in chunks_of(data):
+        yield chunk
+
+
+def _again(data: bytes) -> Callable[[], AbstractAsyncContextManager[Iterator[bytes]]]:
+    """An object held in memory, from its start once more (for a salvage)."""
+    return lambda: contextlib.nullcontext(chunks_of(data))
+
+
+def _killed(reason: LimitReason, deaths: int, why: str) -> DecodeError:
+    return DecodeError(
+        reason, f"{why}; decoding it died {deaths} time(s) of {DECODE_DEATHS} allowed"
+    )
 
 
 class _Forming:

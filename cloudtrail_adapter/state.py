@@ -52,6 +52,14 @@ CREATE TABLE IF NOT EXISTS failures (
     quarantined  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (scope, bucket, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decode_attempts (
+    scope        TEXT    NOT NULL,
+    bucket       TEXT    NOT NULL,
+    key          TEXT    NOT NULL,
+    running      INTEGER NOT NULL,
+    deaths       INTEGER NOT NULL,
+    PRIMARY KEY (scope, bucket, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS trail_cursors (
     scope        TEXT    NOT NULL,
     bucket       TEXT    NOT NULL,
@@ -211,14 +219,20 @@ class StateStore:
         return [_failure(row) for row in rows]
 
     def release_quarantine(self, keys: list[str] | None = None) -> int:
-        """Forgets quarantined objects (all, or those keys) so the next pass tries them again."""
-        if keys is None:
-            return self._db.execute("DELETE FROM failures WHERE quarantined=1").rowcount
-        released = 0
-        for key in keys:
-            cursor = self._db.execute("DELETE FROM failures WHERE quarantined=1 AND key=?", (key,))
-            released += cursor.rowcount
-        return released
+        """Forgets quarantined objects (all, or those keys) so the next pass tries them again,
+        and the deaths of their decoding with them."""
+        rows = self._db.execute(
+            "SELECT scope, bucket, key FROM failures WHERE quarantined=1"
+        ).fetchall()
+        if keys is not None:
+            wanted = set(keys)
+            rows = [row for row in rows if row[2] in wanted]
+        where = "WHERE scope=? AND bucket=? AND key=?"
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(f"DELETE FROM failures {where}", rows)  # noqa: S608
+            self._db.executemany(f"DELETE FROM decode_attempts {where}", rows)  # noqa: S608
+        return len(rows)
 
     def unreadable_records(self, ref: str | None = None) -> list[UnreadableRecord]:
         """Every part set aside (or those of one `ref`), by where they were."""
@@ -275,7 +289,9 @@ class SourceState:
 
 class Checkpoints:
     """What a polling source keeps of one bucket (or directory): the objects committed, the
-    ones that failed and when they may be tried again, and each CloudTrail stream's cursor."""
+    ones that failed and when they may be tried again, the decoding calls begun and not
+    ended or ended by a worker's death (`begin_decode`), and each CloudTrail stream's
+    cursor."""
 
     __slots__ = ("_container", "_db", "_scope")
 
@@ -308,6 +324,45 @@ class Checkpoints:
                 (*where, etag, size, time.time()),
             )
             self._db.execute("DELETE FROM failures WHERE scope=? AND bucket=? AND key=?", where)
+            self._db.execute(
+                "DELETE FROM decode_attempts WHERE scope=? AND bucket=? AND key=?", where
+            )
+
+    def begin_decode(self, key: str) -> int:
+        """Before a decoding call on `key`: marks it running, and says how many earlier
+        calls died. One still marked running began in a process that died in it (this one
+        ends every call it begins), so it counts as a death now."""
+        where = (self._scope, self._container, key)
+        with self._db:
+            self._db.execute("BEGIN")
+            row = self._db.execute(
+                "SELECT running, deaths FROM decode_attempts WHERE scope=? AND bucket=? AND key=?",
+                where,
+            ).fetchone()
+            deaths = int(row[0]) + int(row[1]) if row else 0
+            self._db.execute(
+                "INSERT OR REPLACE INTO decode_attempts VALUES (?,?,?,1,?)", (*where, deaths)
+            )
+        return deaths
+
+    def end_decode(self, key: str, *, died: bool) -> int:
+        """After a decoding call on `key` (`died`: its worker died in it): how many died."""
+        where = (self._scope, self._container, key)
+        with self._db:
+            self._db.execute("BEGIN")
+            row = self._db.execute(
+                "SELECT deaths FROM decode_attempts WHERE scope=? AND bucket=? AND key=?", where
+            ).fetchone()
+            deaths = (int(row[0]) if row else 0) + died
+            if deaths:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO decode_attempts VALUES (?,?,?,0,?)", (*where, deaths)
+                )
+            else:
+                self._db.execute(
+                    "DELETE FROM decode_attempts WHERE scope=? AND bucket=? AND key=?", where
+                )
+        return deaths
 
     def record_failure(
         self,

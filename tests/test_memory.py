@@ -1,7 +1,8 @@
 """With LimaCharlie stalled for the whole run and 1 GB of compressed CloudTrail waiting in the
 bucket, the daemon's peak RSS stays under 300 MB: memory is bounded by configuration.
 
-The daemon runs as its own process with default settings. Its peak is read from the
+The daemon runs as its own process with default settings, but for `max_inflated_size`,
+raised above the text of its three large objects (1.5 GB each). Its peak is read from the
 kernel's high-water mark (VmHWM) once the pipeline holds everything its bounds allow: the
 USP window is full and every worker waits, for the decoded-records budget or for room in the
 queue to the batcher (the pipeline's `worker_waiting` debug line counts the waiting
@@ -64,7 +65,14 @@ async def test_peak_rss_stays_bounded_while_limacharlie_is_stalled(
     del objects
     assert aws_options.endpoint_url
     path = tmp_path / "memory.yaml"
-    doc = s3_document(aws_options.endpoint_url, bucket, lc, "memory", parallel_fetch=PARALLEL_FETCH)
+    doc = s3_document(
+        aws_options.endpoint_url,
+        bucket,
+        lc,
+        "memory",
+        parallel_fetch=PARALLEL_FETCH,
+        delivery={"max_inflated_size": 4 << 30},  # the large objects hold 1.5 GB of text each
+    )
     path.write_text(yaml.safe_dump(doc))
     lc.usp_faults.hold_acks()  # stalled from the first message to the end
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import tempfile
+import tracemalloc
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,10 +15,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_adapter.decoding.batches import PackLimits
+from cloudtrail_adapter.decoding.batches import PackLimits, Unreadable
 from cloudtrail_adapter.decoding.decode import DecodeError, decode_object
 from cloudtrail_adapter.decoding.packing import pack_spooled, pack_steps, pack_whole
-from cloudtrail_adapter.decoding.salvage import Salvaged, record_at, salvage
+from cloudtrail_adapter.decoding.salvage import (
+    MAX_UNREADABLE,
+    RAW_CAP,
+    Salvaged,
+    Salvager,
+    record_at,
+    salvage,
+)
+from tests.support.bombs import long_string_bomb
 from tests.support.corpus import records
 
 MAX_RECORD = 1 << 20
@@ -187,3 +197,74 @@ def test_every_way_of_decoding_salvages_alike(gzipped: bool) -> None:
         assert packed.records == 4 and [u.reason for u in packed.unreadable] == ["invalid_utf8"]
         assert packed.unreadable == whole.unreadable
         assert [f.crc for f in packed.fragments] == [f.crc for f in whole.fragments]
+
+
+# ---- a text of any size, a step at a time -------------------------------------------------
+
+
+def large_damaged_file() -> tuple[bytes, int]:
+    """~6 MB of records, pretty and compact, with damage of every kind spread through it
+    (more than the window holds at once), and how many records are intact."""
+    recs = records(400, 31)
+    parts = [orjson.dumps(r) for r in recs] * 10
+    intact = len(parts)
+    for at, (old, new) in zip(range(50, len(parts), 700), DEFECTS.values(), strict=False):
+        parts[at] = parts[at].replace(old, new, 1)
+        intact -= 1
+    parts[1000] = parts[1000][:-40]  # cut short: the structure breaks past the record
+    parts[2000] = b"5"
+    parts[3000] = json.dumps(recs[0], indent=2).encode()
+    body = b'{"Records":[\n' + b",\n".join(parts) + b"\n]}"
+    assert len(body) > 4 << 20
+    return body, intact
+
+
+@pytest.mark.parametrize("piece", [1 << 10, 7 << 10, 1 << 20])
+def test_a_text_read_in_pieces_salvages_as_the_whole_of_it(piece: int) -> None:
+    """The window lets go of what it read (past 1 MiB): the result may not depend on
+    where the pieces of text fall."""
+    data, _ = large_damaged_file()
+    whole = salvage(data, max_record=MAX_RECORD)
+    pieces = (data[at : at + piece] for at in range(0, len(data), piece))
+    salvager = Salvager(pieces, max_record=MAX_RECORD)
+    spans: list[tuple[int, int]] = []
+    parts: list[Unreadable] = []
+    while not salvager.done:
+        found = salvager.step(64 << 10)
+        assert [record_at(data, s) for s in found.spans] == found.records
+        spans += found.spans
+        parts += found.unreadable
+    assert spans == whole.records and parts == whole.unreadable
+    assert {p.reason for p in parts} >= {"invalid_utf8", "record_not_object"}
+
+
+def test_a_salvage_from_compressed_bytes_holds_a_step_of_text_not_the_text() -> None:
+    """A 256 MiB string in one record: the salvage's allocations stay near one record's
+    bound (32 MiB), not the text's size; the record alone is set aside."""
+    before, after = orjson.dumps(records(1, 1)[0]), orjson.dumps(records(1, 2)[0])
+    body = long_string_bomb(before, after, 256)
+    limits = PackLimits(500, 1 << 20)
+    tracemalloc.start()
+    try:
+        packed = pack_spooled(io.BytesIO(body), limits, DecodeError("record_too_large", "t"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 128 << 20, f"{peak >> 20} MiB"
+    assert packed.records == 2 and [u.reason for u in packed.unreadable] == ["record_too_large"]
+    [lost] = packed.unreadable
+    assert (lost.index, len(lost.raw)) == (1, RAW_CAP)
+    assert packed.raw_bytes > 256 << 20
+
+
+def test_more_unreadable_parts_than_a_damaged_file_has_refuse_the_object() -> None:
+    """Each part is held until the object is done with; a file of nothing but damage
+    would hold without bound (a few bytes of `5,` each)."""
+
+    def damaged(parts: int) -> bytes:
+        return b'{"Records":[' + b'5,{"eventVersion":"1"},' * parts + b'{"eventVersion":"1"}]}'
+
+    assert len(salvage(damaged(MAX_UNREADABLE), max_record=64).unreadable) == MAX_UNREADABLE
+    with pytest.raises(DecodeError) as caught:
+        salvage(damaged(MAX_UNREADABLE + 1), max_record=64)
+    assert caught.value.reason == "too_many_unreadable"

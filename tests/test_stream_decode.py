@@ -173,3 +173,27 @@ def test_valid_records_round_trip_under_any_chunking(
     summary, lines = stream(gzip.compress(plain), chunk)
     assert [orjson.loads(line) for line in lines] == recs
     assert lines == decode_object(plain).records and summary.records == len(recs)
+
+
+def test_nesting_deeper_than_msgspec_reads_is_not_json_not_a_crash() -> None:
+    """A RecursionError out of msgspec would have failed the object as an unknown error."""
+    deep = b'{"Records":[{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}]}"
+    with pytest.raises(DecodeError) as caught:
+        stream(gzip.compress(deep), 1 << 20)
+    assert caught.value.reason == "not_json" and "nested deeper" in str(caught.value)
+
+
+def test_past_max_inflated_the_text_is_refused_whatever_the_ratio() -> None:
+    body = gzip.compress(b'{"Records":[' + b" " * (8 << 20) + b"]}")
+    decoder = StreamDecoder(max_inflated=4 << 20)
+    decoder.feed(body)
+    with pytest.raises(DecodeError) as caught:
+        while not decoder.hungry:
+            decoder.step()
+    assert caught.value.reason == "inflated_too_large"
+    assert str(4 << 20) in str(caught.value) and "max_inflated_size" in str(caught.value)
+    roomy = StreamDecoder(max_inflated=9 << 20)
+    roomy.feed(body)
+    while not roomy.hungry:
+        roomy.step()
+    assert roomy.finish().records == 0

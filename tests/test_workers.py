@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import uuid
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import yaml
 
 from cloudtrail_adapter.emulator.corpus import org_trail, write_directory
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
-from cloudtrail_adapter.workers import WorkerPool
+from cloudtrail_adapter.workers import WorkerDied, WorkerLost, WorkerPool
 from tests.support.process import DaemonProcess, descendants
 
 
@@ -43,12 +42,66 @@ async def exited(pid: int, timeout: float = 30.0) -> None:
         os.close(fd)
 
 
-def test_a_dead_worker_costs_the_calls_in_work_and_the_next_call_gets_a_new_pool() -> None:
+def test_a_dead_worker_costs_its_call_and_the_next_call_gets_a_new_pool() -> None:
     pool = WorkerPool(1)
     try:
-        with pytest.raises(BrokenProcessPool):
+        with pytest.raises(WorkerDied, match="exited with status 3"):
             pool.submit(os._exit, 3).result(timeout=60)
         assert pool.submit(sum, [1, 2, 3]).result(timeout=60) == 6
+        assert pool.restarts == 1
+    finally:
+        pool.shutdown()
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _blocked(started: str, release: str) -> int:
+    """Says it runs (writes to the FIFO `started`), then waits for a writer on `release`."""
+    Path(started).write_bytes(b"")  # a FIFO: returns once the test opened it to read
+    Path(release).read_bytes()  # returns once someone opened it to write
+    return os.getpid()
+
+
+def spawned_workers() -> set[int]:
+    """This process's multiprocessing workers (not the resource tracker)."""
+    found = set()
+    for pid in descendants(os.getpid()):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--multiprocessing-fork" in args and running(pid):
+            found.add(pid)
+    return found
+
+
+async def test_only_the_call_whose_worker_died_is_blamed_and_the_survivors_are_ended(
+    tmp_path: Path,
+) -> None:
+    """Three calls in a pool of two: one running in the other worker, one waiting in the
+    queue. ProcessPoolExecutor fails all three alike; here only the killed worker's call
+    is WorkerDied, and the worker left blocked in its call is ended, not leaked."""
+    started, release = tmp_path / "started", tmp_path / "release"
+    os.mkfifo(started)
+    os.mkfifo(release)
+    before = spawned_workers()
+    pool = WorkerPool(2)
+    try:
+        running_call = pool.submit(_blocked, str(started), str(release))
+        await asyncio.to_thread(started.read_bytes)  # returns once the call runs in a worker
+        killer = pool.submit(_die)
+        queued = pool.submit(sum, [1, 2])
+        with pytest.raises(WorkerDied, match="SIGKILL"):
+            await asyncio.to_thread(killer.result, 60)
+        workers = spawned_workers() - before  # the survivor, being ended
+        for lost in (running_call, queued):
+            with pytest.raises(WorkerLost):
+                await asyncio.to_thread(lost.result, 60)
+        await asyncio.gather(*(exited(pid) for pid in workers))
+        assert not spawned_workers() - before, "a worker of the broken pool was left"
+        assert await asyncio.to_thread(pool.submit(sum, [1, 2, 3]).result, 60) == 6
         assert pool.restarts == 1
     finally:
         pool.shutdown()

@@ -262,6 +262,14 @@ class DeliveryOptions:
         "objects being decoded and compressed records waiting for the batcher; with the USP "
         "window and the batch size, it bounds memory however slow LimaCharlie is",
     ).field(64 << 20)
+    max_inflated_size: int = Setting(
+        Integer(1 << 20, 1 << 44, unit="bytes"),
+        "objects whose text (decompressed) is larger than this are set aside at once "
+        "(`inflated_too_large`) and never retried. CloudTrail writes files of at most tens "
+        "of MB of text, so no real one comes near the default, while a decompression bomb "
+        "(a few MB of gzip that inflate to gigabytes) costs at most a few seconds of one "
+        "core before it is stopped; memory is bounded whatever this is",
+    ).field(1 << 30)
 
 
 @dataclass(frozen=True)

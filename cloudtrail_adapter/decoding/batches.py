@@ -47,12 +47,14 @@ _RAW_DEFLATE: Final = -isal_zlib.MAX_WBITS
 
 @dataclass(frozen=True, slots=True)
 class PackLimits:
-    """How records are packed into batches, how large a document is decoded whole, and
-    which records are packed at all (`keep`; None keeps every one)."""
+    """How records are packed into batches, how large a document is decoded whole, how
+    large a text is decoded at all (`max_inflated`, the `max_inflated_size` key; None: no
+    bound), and which records are packed at all (`keep`; None keeps every one)."""
 
     max_records: int
     max_bytes: int
     whole_max_raw: int = 48 << 20
+    max_inflated: int | None = None
     keep: Matcher | None = None
     dedup: bool = False  # give each fragment its records' keys (event_keys.record_keys)
     hash_content: bool = False  # SHA-256 of the uncompressed content (the integrity check)

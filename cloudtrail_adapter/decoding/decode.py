@@ -17,7 +17,9 @@ Decisions a reader would otherwise have to rediscover:
   (batches.py), without a bytes object per record, in a worker process (what it takes
   and returns pickles small). A document that decompresses to more than
   `PackLimits.whole_max_raw` raises `TooLargeForWhole`, for the caller to decode in steps
-  (packing.py decides which objects are decoded whole).
+  (packing.py decides which objects are decoded whole): the whole text of an object is
+  held only up to that bound, whatever the compression ratio. One over
+  `PackLimits.max_inflated` is refused (`inflated_too_large`), on every path.
 - Zero-byte and whitespace-only objects are kind "empty"; `{"Records":[]}` is a "log" with
   no records; an object without `Records` that is a digest (by its keys, or by the key
   hint) is a "digest". Anything else without `Records` is an error, not an empty log: an
@@ -30,7 +32,7 @@ import codecs
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Final, Literal
+from typing import Final, Literal
 
 import msgspec
 from isal import isal_zlib
@@ -43,16 +45,18 @@ __all__ = [
     "GZIP_MAGIC",
     "GZIP_WBITS",
     "OVERSIZED_RECORD",
+    "SET_ASIDE_AT_ONCE",
     "UTF8_BOM",
     "DecodeError",
     "DecodeReason",
     "DecodedObject",
+    "LimitReason",
     "TooLargeForWhole",
     "check_record",
     "check_utf8",
     "decode_object",
     "inflate",
-    "inflate_file",
+    "inflated_too_large",
     "json_type",
     "no_records",
     "one_line",
@@ -70,6 +74,17 @@ DecodeReason = Literal[
     "invalid_utf8",
     "record_too_large",
 ]
+#: Why an object is refused by a bound rather than for its shape, or why its decoding
+#: failed: its text is over `max_inflated_size`; more of it is damage than salvage.py keeps;
+#: the worker decoding it died (`worker_died`), or decoding it was killed twice.
+LimitReason = Literal["inflated_too_large", "too_many_unreadable", "worker_died", "decode_killed"]
+#: Reasons an object is set aside at once, never retried: it is the same next time, and
+#: would cost as much again. `inflated_too_large`: its text is over `max_inflated_size`;
+#: `too_many_unreadable`: more of its `Records` is damage than a damaged file holds (a
+#: salvage would set aside more parts than salvage.MAX_UNREADABLE); `decode_killed`:
+#: decoding it killed a worker (or the daemon) twice. `worker_died` (the first such
+#: death) is retried like any failure: the death may have been someone else's doing.
+SET_ASIDE_AT_ONCE: Final = frozenset({"inflated_too_large", "too_many_unreadable", "decode_killed"})
 
 #: CloudTrail's documented maximum record size; larger ones are delivered, and reported.
 OVERSIZED_RECORD: Final = 256 * 1024
@@ -99,10 +114,10 @@ class DecodeError(Exception):
     names), never record content.
     """
 
-    def __init__(self, reason: DecodeReason, message: str) -> None:
+    def __init__(self, reason: DecodeReason | LimitReason, message: str) -> None:
         # Both in args, so that the error survives pickling back from a process pool.
         super().__init__(reason, message)
-        self.reason: DecodeReason = reason
+        self.reason: DecodeReason | LimitReason = reason
         self.message = message
 
     def __str__(self) -> str:
@@ -156,9 +171,18 @@ def pack_object(data: bytes, key: str | None, limits: PackLimits) -> PackedObjec
     With `limits.hash_content`, the SHA-256 of the uncompressed content comes back too (of
     the bytes already decompressed here: the integrity check never reads an object twice).
     """
-    kind, lines, raw_bytes, sha256 = _decode(
-        data, key, max_raw=limits.whole_max_raw, hash_content=limits.hash_content
-    )
+    cap = limits.max_inflated
+    try:
+        kind, lines, raw_bytes, sha256 = _decode(
+            data,
+            key,
+            max_raw=limits.whole_max_raw if cap is None else min(cap, limits.whole_max_raw),
+            hash_content=limits.hash_content,
+        )
+    except TooLargeForWhole:
+        if cap is not None and cap <= limits.whole_max_raw:
+            raise inflated_too_large(cap) from None
+        raise
     del data
     kept, dropped = apply_filter(lines, limits.keep)
     fragments = tuple(pack_lines(kept, limits))
@@ -253,32 +277,17 @@ def _gunzip(data: bytes, max_raw: int | None = None) -> bytes:
 
 
 def inflate(data: bytes) -> bytes:
-    """An object's text: every gzip member decompressed, or the bytes as they are."""
+    """An object's text: every gzip member decompressed, or the bytes as they are. Only
+    for a text known to be small (pack_object inflated it under a bound already)."""
     return _gunzip(data) if data[:2] == GZIP_MAGIC else data
 
 
-def inflate_file(source: BinaryIO, target: BinaryIO, piece: int = 4 << 20) -> None:
-    """`inflate`, from file to file a piece at a time, for objects too large to hold."""
-    source.seek(0)
-    head = source.read(2)
-    source.seek(0)
-    if head != GZIP_MAGIC:
-        while chunk := source.read(piece):
-            target.write(chunk)
-        target.flush()
-        return
-    inflater = isal_zlib.decompressobj(wbits=GZIP_WBITS)
-    while chunk := source.read(piece):
-        while chunk:
-            try:
-                target.write(inflater.decompress(chunk))
-            except _IsalError as exc:
-                raise DecodeError("corrupt_gzip", f"corrupt gzip data: {exc}") from None
-            if not inflater.eof:
-                break
-            chunk = inflater.unused_data.lstrip(b"\0")
-            inflater = isal_zlib.decompressobj(wbits=GZIP_WBITS)
-    target.flush()
+def inflated_too_large(cap: int) -> DecodeError:
+    """The error for an object whose text is larger than `max_inflated_size` allows."""
+    return DecodeError(
+        "inflated_too_large",
+        f"more than {cap} bytes decompressed (max_inflated_size): not a CloudTrail file",
+    )
 
 
 def check_utf8(data: bytes, offset: int = 0) -> None:

@@ -6,11 +6,13 @@ files of a few MB but would take gigabytes for a huge one. `StreamDecoder` takes
 at most one JSON value plus one decompression step in memory.
 
 It keeps decode.py's decisions (gzip by magic bytes, every member, NUL padding between
-members, compact one-line records via msgspec, the same error reasons) so a large object is
-treated as a small one would be. Two differences follow from streaming: records before an
-error have already been handed back (the item is not committed, so they are delivered again
-when it is retried: at least once, never lost), and one JSON value larger than
-`max_value_bytes` is `record_too_large` instead of a buffer that grows without end.
+members, compact one-line records via msgspec, the same error reasons; the inflating is
+inflating.Inflater's) so a large object is treated as a small one would be. Two
+differences follow from streaming: records before an error have already been handed back
+(the item is not committed, so they are delivered again when it is retried: at least once,
+never lost), and one JSON value larger than `max_value_bytes` is `record_too_large`
+instead of a buffer that grows without end. Nesting deeper than msgspec decodes is
+`not_json`, as in decode.py (salvage.py then sets that record aside as `too_deep`).
 
 The JSON is not parsed here: a regex skips strings and counts brackets to find where each
 value ends, and msgspec then validates and compacts that value on its own.
@@ -18,17 +20,13 @@ value ends, and msgspec then validates and compacts that value on its own.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
 import msgspec
-from isal import isal_zlib
 
 from cloudtrail_adapter.decoding.decode import (
-    GZIP_MAGIC,
-    GZIP_WBITS,
     OVERSIZED_RECORD,
     UTF8_BOM,
     DecodeError,
@@ -39,16 +37,18 @@ from cloudtrail_adapter.decoding.decode import (
     no_records,
     one_line,
 )
+from cloudtrail_adapter.decoding.inflating import STEP_OUTPUT, Inflater
 
 __all__ = ["DEFAULT_MAX_VALUE", "STEP_OUTPUT", "StreamDecoder", "StreamSummary"]
 
-#: Decompressed bytes per `step`: bounds the memory and the records of one step.
-STEP_OUTPUT: Final = 4 << 20
 #: The largest single JSON value (a record) held while looking for its end.
 DEFAULT_MAX_VALUE: Final = 32 << 20
 
-_IsalError: Final[type[Exception]] = isal_zlib.error  # type: ignore[assignment]
-_NOT_WS: Final = re.compile(rb"[^ \t\r\n]")
+# A run of JSON whitespace: matched at a position, several times faster than a search for
+# what is not whitespace (a file may hold gigabytes of it); a run of spaces alone, faster
+# still, first.
+_WS_RUN: Final = re.compile(rb"[ \t\r\n]*")
+_SPACES: Final = re.compile(rb" *")
 # A whole string, a bracket, or a bare quote: a string that does not end in the buffer yet.
 _TOKEN: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|["{}\[\]]', re.DOTALL)
 _STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -78,23 +78,21 @@ class StreamDecoder:
 
     Raises DecodeError, and nothing else, for bad input. Not thread-safe, but consecutive
     calls may run in different threads of a pool. With `hash_content`, the summary holds
-    the SHA-256 of the uncompressed content, taken as it is decompressed.
+    the SHA-256 of the uncompressed content, taken as it is decompressed; past
+    `max_inflated` bytes of it, `inflated_too_large`.
     """
 
     def __init__(
-        self, max_value_bytes: int = DEFAULT_MAX_VALUE, *, hash_content: bool = False
+        self,
+        max_value_bytes: int = DEFAULT_MAX_VALUE,
+        *,
+        hash_content: bool = False,
+        max_inflated: int | None = None,
     ) -> None:
         self._max_value = max_value_bytes
-        self._hasher = hashlib.sha256() if hash_content else None
-        self._input = b""  # compressed bytes not yet given to the inflater
-        self._gzip: bool | None = None
-        self._inflater: isal_zlib.Decompress | None = None
-        self._limited = False  # the last inflate stopped at STEP_OUTPUT: more may be pending
-        self._member_offset = 0
-        self._consumed = 0  # compressed bytes given to the inflater so far
+        self._inflater = Inflater(hash_content=hash_content, max_inflated=max_inflated)
         self._text = bytearray()  # decompressed bytes not yet split
         self._base = 0  # offset of self._text[0] in the decompressed data
-        self._raw_bytes = 0
         self._phase: _Phase = "start"
         self._key = ""
         self._keys: list[str] = []
@@ -102,99 +100,34 @@ class StreamDecoder:
         self._array_empty = True
         self._oversized: list[tuple[int, int]] = []
         self._bulk_failed = False  # no bulk split found in this step: one at a time until next
+        self._ws_end = -1  # where the whitespace the last `_advance` skipped ends
 
     @property
     def hungry(self) -> bool:
         """True when `step` can do nothing more until more bytes are fed (or `finish`)."""
-        if self._gzip is None:
-            return len(self._input) < 2
-        if not self._gzip:
-            return not self._input
-        if self._inflater is None:
-            return len(self._input.lstrip(b"\0")) < 2
-        return not (self._input or self._inflater.unconsumed_tail or self._limited)
+        return self._inflater.hungry
 
     @property
     def buffered(self) -> int:
         """Bytes held: compressed input not yet inflated and text not yet split."""
-        tail = len(self._inflater.unconsumed_tail) if self._inflater is not None else 0
-        return len(self._input) + tail + len(self._text)
+        return self._inflater.buffered + len(self._text)
 
     def feed(self, data: bytes) -> None:
-        self._input += data
+        self._inflater.feed(data)
 
     def step(self) -> list[bytes]:
         """Decompresses at most STEP_OUTPUT bytes and returns the records they completed."""
-        self._inflate(final=False)
+        self._text += self._inflater.pull()
         return self._split(final=False)
 
     def finish(self) -> StreamSummary:
         """Checks that the data ended where a valid object ends; `step` must be hungry."""
         if not self.hungry:
             raise RuntimeError("finish() before step() was called until hungry")
-        self._inflate(final=True)
+        self._text += self._inflater.pull(final=True)
         if self._split(final=True):
             raise RuntimeError("finish() before step() was called until hungry")
         return self._summary()
-
-    # decompression
-
-    def _inflate(self, *, final: bool) -> None:
-        if self._gzip is None:
-            if len(self._input) < 2 and not final:
-                return
-            self._gzip = self._input[:2] == GZIP_MAGIC
-        if not self._gzip:
-            self._append(self._input)
-            self._input = b""
-            return
-        if self._inflater is None and not self._start_member(final=final):
-            return
-        inflater = self._inflater
-        assert inflater is not None
-        data = inflater.unconsumed_tail
-        if not data:
-            data, self._input = self._input, b""
-        try:
-            out = inflater.decompress(data, STEP_OUTPUT)
-        except _IsalError as exc:
-            raise DecodeError(
-                "corrupt_gzip", f"corrupt gzip member at byte {self._member_offset}: {exc}"
-            ) from None
-        self._consumed += len(data) - len(inflater.unconsumed_tail) - len(inflater.unused_data)
-        self._limited = len(out) >= STEP_OUTPUT
-        self._append(out)
-        if inflater.eof:
-            self._input = inflater.unused_data + self._input
-            self._inflater, self._limited = None, False
-        elif final and not (inflater.unconsumed_tail or self._limited):
-            raise DecodeError(
-                "truncated_gzip",
-                f"gzip data ends before the end of the member at byte {self._member_offset} "
-                f"({self._consumed} bytes in all)",
-            )
-
-    def _start_member(self, *, final: bool) -> bool:
-        """Between members NUL padding is skipped; anything else must be a new member."""
-        stripped = self._input.lstrip(b"\0")
-        self._consumed += len(self._input) - len(stripped)
-        self._input = stripped
-        if not stripped or (len(stripped) < 2 and not final):
-            return False
-        if stripped[:2] != GZIP_MAGIC:
-            raise DecodeError(
-                "corrupt_gzip",
-                f"data that is not gzip follows the gzip member(s), at byte {self._consumed}",
-            )
-        self._member_offset = self._consumed
-        self._inflater = isal_zlib.decompressobj(wbits=GZIP_WBITS)
-        return True
-
-    def _append(self, data: bytes) -> None:
-        self._raw_bytes += len(data)
-        self._text += data
-        if self._hasher is not None:
-            self._hasher.update(data)
 
     # splitting
 
@@ -205,26 +138,27 @@ class StreamDecoder:
         while pos is not None:
             consumed = pos
             pos = self._advance(pos, final, records)
-        value = _NOT_WS.search(self._text, consumed)  # whitespace between values can go
-        consumed = value.start() if value else len(self._text)
+        # Whitespace between values can go (the last `_advance` skipped it already: a
+        # file may hold gigabytes of it, and each scan of it costs).
+        consumed = self._ws_end if self._ws_end >= consumed else _skip_ws(self._text, consumed)
         if consumed:
             del self._text[:consumed]
             self._base += consumed
         if final and self._phase not in ("start", "end"):
-            raise DecodeError("not_json", f"JSON ends early, at byte {self._raw_bytes}")
+            raise DecodeError("not_json", f"JSON ends early, at byte {self._inflater.raw_bytes}")
         return records
 
     def _advance(self, pos: int, final: bool, records: list[bytes]) -> int | None:
         """One step of the envelope's state machine; None when more input is needed."""
+        self._ws_end = -1
         if self._phase == "start" and self._base == 0 and pos == 0:
             if UTF8_BOM.startswith(self._text[:3]) and len(self._text) < 3 and not final:
                 return None
             if self._text[:3] == UTF8_BOM:
                 return 3
-        found = _NOT_WS.search(self._text, pos)
-        if found is None:
+        pos = self._ws_end = _skip_ws(self._text, pos)
+        if pos == len(self._text):
             return None
-        pos = found.start()
         byte = self._text[pos]
         match self._phase:
             case "start":
@@ -319,6 +253,8 @@ class StreamDecoder:
             except msgspec.DecodeError:
                 end = cut - 1
                 continue
+            except RecursionError:
+                break  # one record at a time says which one
             check_utf8(chunk, self._base + pos)
             multiline = b"\n" in chunk or b"\r" in chunk
             for raw in raws:
@@ -397,19 +333,22 @@ class StreamDecoder:
             line = one_line(value)
         except msgspec.DecodeError as exc:
             raise DecodeError("not_json", f"not JSON at byte {self._base + pos}: {exc}") from None
+        except RecursionError:
+            where = self._base + pos
+            raise DecodeError(
+                "not_json", f"JSON nested deeper than the decoder allows, at byte {where}"
+            ) from None
         check_utf8(line, self._base + pos)
         return line
 
     def _summary(self) -> StreamSummary:
-        sha256 = None if self._hasher is None else self._hasher.hexdigest()
+        sha256, raw_bytes = self._inflater.sha256, self._inflater.raw_bytes
         if self._phase == "start":
-            return StreamSummary("empty", 0, self._raw_bytes, content_sha256=sha256)
+            return StreamSummary("empty", 0, raw_bytes, content_sha256=sha256)
         if "Records" in self._keys:
-            return StreamSummary(
-                "log", self._records, self._raw_bytes, tuple(self._oversized), sha256
-            )
+            return StreamSummary("log", self._records, raw_bytes, tuple(self._oversized), sha256)
         if _DIGEST_KEYS.intersection(self._keys):
-            return StreamSummary("digest", 0, self._raw_bytes, content_sha256=sha256)
+            return StreamSummary("digest", 0, raw_bytes, content_sha256=sha256)
         raise no_records(self._keys)
 
     def _syntax(self, pos: int, expected: str) -> DecodeError:
@@ -423,6 +362,15 @@ _BULK_TRIES: Final = 4
 #: when that is not found; a guess is always checked.
 _LIKELY_BOUNDARY: Final = b'},{"eventVersion"'
 _BOUNDARY: Final = b"},{"
+
+
+def _skip_ws(text: bytearray, pos: int) -> int:
+    """The first position from `pos` that is not JSON whitespace (`len(text)` if none)."""
+    spaces = _SPACES.match(text, pos)
+    assert spaces is not None  # the patterns match the empty string
+    found = _WS_RUN.match(text, spaces.end())
+    assert found is not None
+    return found.end()
 
 
 def _last_boundary(text: bytearray, start: int, end: int) -> int | None:

@@ -1,7 +1,10 @@
 """What the S3 and file sources share: list, skip what is done or in work, offer the rest.
 
 A listed object is offered once per pass unless it is already checkpointed or still in
-work from an earlier pass; a failed object is released and offered again on the next pass.
+work from an earlier pass; a failed object is released and offered again on the next pass,
+after its backoff, until `quarantine_after` attempts; one failed for a reason retrying
+cannot help (decode.SET_ASIDE_AT_ONCE: too much text, too much damage, decoding it killed
+its worker twice) is quarantined at once.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Final
 import structlog
 
 from cloudtrail_adapter.aio import Stopped, unless_stopped
+from cloudtrail_adapter.decoding.decode import SET_ASIDE_AT_ONCE
 from cloudtrail_adapter.model import ListingStats, SourceStats, WorkItem
 from cloudtrail_adapter.readers import Reader
 from cloudtrail_adapter.sources.trail_layout import is_digest_key
@@ -257,7 +261,8 @@ class PollingSource(ABC):
         def release(reason: str, error: str) -> None:
             self._end_work(listed.key)
             self.released(listed, reason)
-            self._failed(listed, reason, error)
+            at_once = 1 if reason in SET_ASIDE_AT_ONCE else None
+            self._failed(listed, reason, error, quarantine_after=at_once)
 
         return WorkItem(
             source=self.name,
@@ -267,4 +272,19 @@ class PollingSource(ABC):
             release=release,
             log_fields=fields,
             hashed=self.content_hook(listed),
+            attempts=_Attempts(self._checkpoints, listed.key),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempts:
+    """An object's decoding calls, kept with its checkpoints (model.DecodeAttempts)."""
+
+    checkpoints: Checkpoints
+    key: str
+
+    def begin(self) -> int:
+        return self.checkpoints.begin_decode(self.key)
+
+    def end(self, *, died: bool) -> int:
+        return self.checkpoints.end_decode(self.key, died=died)

@@ -36,11 +36,13 @@ class CliProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         stdout: bool = False,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self._args = list(args)
         self._env = None if env is None else {**os.environ, **env}
         self._cwd = cwd
         self._stdout = stdout
+        self._wrapper = list(wrapper)  # runs the command (cgroup.MemoryLimit.wrapper)
         self.lines: list[str] = []
         self.logs = LogWatch(describe=self.tail)
         self._proc: asyncio.subprocess.Process | None = None
@@ -49,6 +51,7 @@ class CliProcess:
     async def __aenter__(self) -> Self:
         pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
         self._proc = await asyncio.create_subprocess_exec(
+            *self._wrapper,
             sys.executable,
             "-m",
             "cloudtrail_adapter",
@@ -110,10 +113,11 @@ class DaemonProcess(CliProcess):
         shutdown_grace: float = 1.0,
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
+        wrapper: Sequence[str] = (),
     ) -> None:
         args = ["run", str(config), "--state-dir", str(state), "--log-level", log_level]
         args += ["--shutdown-grace", str(shutdown_grace), *extra_args]
-        super().__init__(args, env=env)
+        super().__init__(args, env=env, wrapper=wrapper)
 
     def peak_rss_mb(self) -> float:
         """The most resident memory the daemon and its workers had: the sum of each one's
