@@ -59,8 +59,9 @@ from bench.listing import ORG_ACCOUNTS, ListingRow, listing_rows, render_listing
 from bench.table import Row, render
 from bench.usp_recovery import recovery_rows, render_recovery
 from cloudtrail_adapter.config import DeliveryOptions, RecordFilter
-from cloudtrail_adapter.decoding.batches import Fragment, PackLimits, gzip_batch
+from cloudtrail_adapter.decoding.batches import gzip_batch
 from cloudtrail_adapter.decoding.packing import decoding, pack_steps, pack_whole
+from cloudtrail_adapter.decoding.values import Fragment, PackLimits
 from cloudtrail_adapter.emulator.corpus import CorpusFile, org_trail, write_directory
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.logs import configure_logging

@@ -34,7 +34,7 @@ from cloudtrail_adapter.decoding.event_keys import ENTRY, KEY_BYTES
 if TYPE_CHECKING:
     from cloudtrail_adapter.acks import ItemProgress
     from cloudtrail_adapter.config import DedupOptions
-    from cloudtrail_adapter.decoding.batches import Fragment
+    from cloudtrail_adapter.decoding.values import Fragment
     from cloudtrail_adapter.state import DeliveredKeys
 
 __all__ = ["BatchFlights", "Deduplicator", "Flight"]

@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from cloudtrail_adapter.acks import AckTracker, TrackerStats
 from cloudtrail_adapter.config import DEFAULT_UNREADY_AFTER
-from cloudtrail_adapter.decoding.decode import DecodeReason
+from cloudtrail_adapter.decoding.values import DecodeReason
 from cloudtrail_adapter.integrity.verdicts import DIGEST_VERDICTS, FILE_VERDICTS, IntegrityStats
 from cloudtrail_adapter.model import (
     ListingStats,

@@ -41,19 +41,12 @@ import structlog
 from cloudtrail_adapter.acks import AckTracker, ItemProgress
 from cloudtrail_adapter.aio import ByteBudget
 from cloudtrail_adapter.config import DeliveryOptions, RecordFilter
-from cloudtrail_adapter.decoding.batches import (
-    Fragment,
-    PackedObject,
-    PackLimits,
-    Unreadable,
-    drop_lines,
-    gzip_batch,
-)
-from cloudtrail_adapter.decoding.decode import DecodeError, LimitReason, TooLargeForWhole
+from cloudtrail_adapter.decoding.batches import drop_lines, gzip_batch
 from cloudtrail_adapter.decoding.filters import Matcher, merge_counts
 from cloudtrail_adapter.decoding.packing import (
     CHUNK,
     SALVAGEABLE,
+    Decoding,
     Salvaging,
     chunks_of,
     decoding,
@@ -62,6 +55,15 @@ from cloudtrail_adapter.decoding.packing import (
     pack_step,
 )
 from cloudtrail_adapter.decoding.stream_decode import STEP_OUTPUT, StreamDecoder
+from cloudtrail_adapter.decoding.values import (
+    DecodeError,
+    Fragment,
+    LimitReason,
+    PackedObject,
+    PackLimits,
+    TooLargeForWhole,
+    Unreadable,
+)
 from cloudtrail_adapter.dedup import BatchFlights, Deduplicator, Flight
 from cloudtrail_adapter.errors import failure_reason
 from cloudtrail_adapter.model import AckToken, Batch, WorkItem
@@ -186,9 +188,12 @@ class Pipeline:
         try:
             size = await item.reader.size()
             self.stats.bytes_loaded += size
-            streamed = decoding(size, self._delivery.stream_threshold, self._limits) == "ranges"
-            read = self._from_ranges if streamed else self._held
-            kind, total = await read(item, progress, size)
+            mode = decoding(size, self._delivery.stream_threshold, self._limits)
+            streamed = mode == "ranges"
+            if streamed:
+                kind, total = await self._from_ranges(item, progress)
+            else:
+                kind, total = await self._held(item, progress, size, mode)
         except DecodeError as exc:
             self._failed(item, progress, exc.reason, str(exc))
             return
@@ -206,16 +211,19 @@ class Pipeline:
             **item.log_fields,
         )
 
-    async def _held(self, item: WorkItem, progress: ItemProgress, size: int) -> tuple[str, int]:
+    async def _held(
+        self, item: WorkItem, progress: ItemProgress, size: int, mode: Decoding
+    ) -> tuple[str, int]:
         """Read into memory, then decoded whole here or in the executor, or in steps in a
-        thread, as packing.decoding says for the length read (which has the last word over
-        a size a notification announced); in steps too when its text turns out too large to
-        decode whole."""
+        thread, as `mode` (packing.decoding, decided once in `_read`) says; in steps too when
+        its text turns out too large to decode whole."""
         limits = self._own_limits if item.own else self._limits
         reserved = await self._reserve(min(size * WHOLE_RATIO, self._budget.limit))
         try:
             data = await item.reader.read()
-            packed = await self._whole(item, data, limits)
+            if len(data) != size:  # a size a notification announced: the bytes read decide
+                mode = decoding(len(data), self._delivery.stream_threshold, limits)
+            packed = await self._whole(item, data, limits, mode)
         except BaseException:
             self._budget.release(reserved)
             raise
@@ -240,10 +248,11 @@ class Pipeline:
         await self._hand_on(progress, packed.fragments, reserved)
         return packed.kind, packed.records
 
-    async def _whole(self, item: WorkItem, data: bytes, limits: PackLimits) -> PackedObject | None:
+    async def _whole(
+        self, item: WorkItem, data: bytes, limits: PackLimits, mode: Decoding
+    ) -> PackedObject | None:
         """The object decoded whole (inline on the loop, or in a worker); None when it is to
-        be decoded in steps, as packing.decoding says or as its text's size turned out."""
-        mode = decoding(len(data), self._delivery.stream_threshold, limits)
+        be decoded in steps, as `mode` says or as its text's size turned out."""
         try:
             if mode == "inline":
                 return pack_held(data, limits)
@@ -291,9 +300,7 @@ class Pipeline:
             if attempts is not None and not died:
                 attempts.end(died=False)
 
-    async def _from_ranges(
-        self, item: WorkItem, progress: ItemProgress, _size: int
-    ) -> tuple[str, int]:
+    async def _from_ranges(self, item: WorkItem, progress: ItemProgress) -> tuple[str, int]:
         """Records go on as they are decoded; the total is known, and the item can commit,
         only once the whole object was read."""
         limits = self._own_limits if item.own else self._limits

@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from cloudtrail_adapter.decoding.batches import Unreadable
+from cloudtrail_adapter.decoding.values import Unreadable
 from cloudtrail_adapter.errors import Backoff
 
 log = structlog.get_logger("cloudtrail_adapter.state")

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from cloudtrail_adapter.config import DeliveryOptions
 from cloudtrail_adapter.daemon import serve
-from cloudtrail_adapter.decoding.batches import PackLimits, fragment, gzip_batch, pack_lines
+from cloudtrail_adapter.decoding.batches import fragment, gzip_batch, pack_lines
+from cloudtrail_adapter.decoding.values import PackLimits
 from cloudtrail_adapter.emulator.corpus import START, cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from tests.support.configs import file_config

@@ -12,10 +12,10 @@ import tempfile
 import orjson
 import pytest
 
-from cloudtrail_adapter.decoding.batches import PackLimits
-from cloudtrail_adapter.decoding.decode import UTF8_BOM, DecodeError, pack_object
+from cloudtrail_adapter.decoding.decode import UTF8_BOM, pack_object
 from cloudtrail_adapter.decoding.packing import pack_spooled, pack_steps, pack_whole
 from cloudtrail_adapter.decoding.stream_decode import StreamDecoder
+from cloudtrail_adapter.decoding.values import DecodeError, PackLimits
 
 RECORDS = [{"eventID": f"id-{i}", "eventName": "GetObject", "n": "x" * 300} for i in range(400)]
 PLAIN = orjson.dumps({"Records": RECORDS})

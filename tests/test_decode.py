@@ -14,12 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloudtrail_adapter.decoding.batches import fragment, gzip_batch
-from cloudtrail_adapter.decoding.decode import (
-    DecodedObject,
-    DecodeError,
-    DecodeReason,
-    decode_object,
-)
+from cloudtrail_adapter.decoding.decode import decode_object
+from cloudtrail_adapter.decoding.values import DecodedObject, DecodeError, DecodeReason
 from cloudtrail_adapter.emulator.corpus import digest_file, digest_key, log_file
 from cloudtrail_adapter.sources.trail_layout import is_digest_key
 from tests.support.corpus import records

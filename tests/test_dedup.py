@@ -16,8 +16,9 @@ import pytest
 from cloudtrail_adapter.acks import AckTracker, ItemProgress
 from cloudtrail_adapter.config import AwsOptions, DedupOptions, DeliveryOptions, parse_documents
 from cloudtrail_adapter.daemon import serve
-from cloudtrail_adapter.decoding.batches import PackLimits, drop_lines, fragment, pack_lines
+from cloudtrail_adapter.decoding.batches import drop_lines, fragment, pack_lines
 from cloudtrail_adapter.decoding.event_keys import ENTRY, record_keys
+from cloudtrail_adapter.decoding.values import PackLimits
 from cloudtrail_adapter.dedup import Deduplicator
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator

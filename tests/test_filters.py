@@ -12,9 +12,10 @@ import pytest
 
 from cloudtrail_adapter.config import ConfigError, DeliveryOptions, RecordFilter, load_config
 from cloudtrail_adapter.daemon import serve
-from cloudtrail_adapter.decoding.batches import PackLimits, gzip_batch
+from cloudtrail_adapter.decoding.batches import gzip_batch
 from cloudtrail_adapter.decoding.filters import Matcher
 from cloudtrail_adapter.decoding.packing import pack_steps, pack_whole
+from cloudtrail_adapter.decoding.values import PackLimits
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from tests.support.configs import INSTALLATION_KEY, OID, file_config

@@ -25,7 +25,7 @@ from cloudtrail_adapter.config import (
     parse_documents,
 )
 from cloudtrail_adapter.daemon import serve
-from cloudtrail_adapter.decoding.decode import DecodeReason
+from cloudtrail_adapter.decoding.values import DecodeReason
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.integrity.verdicts import DIGEST_VERDICTS, FILE_VERDICTS

@@ -15,7 +15,7 @@ from pathlib import Path
 from cloudtrail_adapter import quarantine
 from cloudtrail_adapter.config import DeliveryOptions
 from cloudtrail_adapter.daemon import serve
-from cloudtrail_adapter.decoding.batches import Unreadable
+from cloudtrail_adapter.decoding.values import Unreadable
 from cloudtrail_adapter.emulator.corpus import cloudtrail_record, log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.integrity.ledger import Ledger

@@ -15,8 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_adapter.decoding.batches import PackLimits, Unreadable
-from cloudtrail_adapter.decoding.decode import DecodeError, decode_object
+from cloudtrail_adapter.decoding.decode import decode_object
 from cloudtrail_adapter.decoding.packing import pack_spooled, pack_steps, pack_whole
 from cloudtrail_adapter.decoding.salvage import (
     MAX_UNREADABLE,
@@ -26,6 +25,7 @@ from cloudtrail_adapter.decoding.salvage import (
     record_at,
     salvage,
 )
+from cloudtrail_adapter.decoding.values import DecodeError, PackLimits, Unreadable
 from tests.support.bombs import long_string_bomb
 from tests.support.corpus import records
 

@@ -12,13 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_adapter.decoding.decode import OVERSIZED_RECORD, DecodeError, decode_object
+from cloudtrail_adapter.decoding.decode import decode_object
 from cloudtrail_adapter.decoding.stream_decode import (
     DEFAULT_MAX_VALUE,
     STEP_OUTPUT,
     StreamDecoder,
     StreamSummary,
 )
+from cloudtrail_adapter.decoding.values import OVERSIZED_RECORD, DecodeError
 from cloudtrail_adapter.emulator.corpus import log_file
 from tests.support.corpus import BAD_BODIES, records
 

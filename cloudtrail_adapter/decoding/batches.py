@@ -14,21 +14,16 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
 from isal import isal_zlib
 
 from cloudtrail_adapter.decoding.event_keys import Line, record_keys
-from cloudtrail_adapter.decoding.filters import Matcher
+from cloudtrail_adapter.decoding.values import Fragment, PackLimits
 
 __all__ = [
     "BATCH_LEVEL",
-    "Fragment",
     "Line",
-    "PackLimits",
-    "PackedObject",
-    "Unreadable",
     "drop_lines",
     "fragment",
     "gzip_batch",
@@ -43,71 +38,6 @@ BATCH_LEVEL: Final = 1
 _HEADER: Final = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 _FINAL_BLOCK: Final = b"\x03\x00"  # an empty final block with fixed Huffman codes
 _RAW_DEFLATE: Final = -isal_zlib.MAX_WBITS
-
-
-@dataclass(frozen=True, slots=True)
-class PackLimits:
-    """How records are packed into batches, how large a document is decoded whole, how
-    large a text is decoded at all (`max_inflated`, the `max_inflated_size` key; None: no
-    bound), and which records are packed at all (`keep`; None keeps every one)."""
-
-    max_records: int
-    max_bytes: int
-    whole_max_raw: int = 48 << 20
-    max_inflated: int | None = None
-    keep: Matcher | None = None
-    dedup: bool = False  # give each fragment its records' keys (event_keys.record_keys)
-    hash_content: bool = False  # SHA-256 of the uncompressed content (the integrity check)
-
-
-@dataclass(frozen=True, slots=True)
-class Fragment:
-    """Newline-joined records as a non-final raw deflate stream; `raw_bytes` and `crc` are
-    the length and CRC-32 of that text."""
-
-    deflate: bytes
-    records: int
-    raw_bytes: int
-    crc: int
-    keys: bytes = b""  # event_keys.ENTRY bytes per record, when packed for de-duplication
-
-
-@dataclass(frozen=True, slots=True)
-class PackedObject:
-    """One object's records as fragments, in file order."""
-
-    kind: Literal["log", "digest", "empty"]
-    records: int
-    raw_bytes: int
-    fragments: tuple[Fragment, ...]
-    #: (index, size) of records over CloudTrail's documented maximum record size
-    oversized: tuple[tuple[int, int], ...] = ()
-    #: (filter, records it dropped); `records` counts only what was kept
-    dropped: tuple[tuple[str, int], ...] = ()
-    #: parts of a damaged object that are no record on their own (salvage.py)
-    unreadable: tuple[Unreadable, ...] = ()
-    #: hex SHA-256 of the uncompressed content, when `PackLimits.hash_content` asked for it
-    content_sha256: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Unreadable:
-    """One element of a damaged object's `Records` that is not a record on its own (or junk
-    between two): set aside in the state database instead of costing its neighbours."""
-
-    index: int  # among the array's elements, as found
-    start: int  # byte range in the decompressed document
-    end: int
-    reason: str
-    excerpt: bytes  # the bytes around the fault
-    raw: bytes  # the part itself, up to salvage.RAW_CAP
-
-    def describe(self) -> str:
-        """For logs: where and why, and the bytes around the fault (repr, so never raw)."""
-        return (
-            f"Records[{self.index}] (bytes {self.start}-{self.end}): {self.reason} "
-            f"near {self.excerpt!r}"
-        )
 
 
 def fragment(lines: Sequence[Line], *, keyed: bool = False) -> Fragment:

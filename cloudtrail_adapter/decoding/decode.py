@@ -31,27 +31,27 @@ from __future__ import annotations
 import codecs
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final, Literal
 
 import msgspec
 from isal import isal_zlib
 
-from cloudtrail_adapter.decoding.batches import Line, PackedObject, PackLimits, pack_lines
+from cloudtrail_adapter.decoding.batches import Line, pack_lines
 from cloudtrail_adapter.decoding.filters import apply_filter
+from cloudtrail_adapter.decoding.values import (
+    OVERSIZED_RECORD,
+    DecodedObject,
+    DecodeError,
+    PackedObject,
+    PackLimits,
+    TooLargeForWhole,
+)
 from cloudtrail_adapter.sources.trail_layout import is_digest_key
 
 __all__ = [
     "GZIP_MAGIC",
     "GZIP_WBITS",
-    "OVERSIZED_RECORD",
-    "SET_ASIDE_AT_ONCE",
     "UTF8_BOM",
-    "DecodeError",
-    "DecodeReason",
-    "DecodedObject",
-    "LimitReason",
-    "TooLargeForWhole",
     "check_record",
     "check_utf8",
     "decode_object",
@@ -62,32 +62,6 @@ __all__ = [
     "one_line",
     "pack_object",
 ]
-
-DecodeReason = Literal[
-    "corrupt_gzip",
-    "truncated_gzip",
-    "not_json",
-    "not_object",
-    "no_records",
-    "records_not_list",
-    "record_not_object",
-    "invalid_utf8",
-    "record_too_large",
-]
-#: Why an object is refused by a bound rather than for its shape, or why its decoding
-#: failed: its text is over `max_inflated_size`; more of it is damage than salvage.py keeps;
-#: the worker decoding it died (`worker_died`), or decoding it was killed twice.
-LimitReason = Literal["inflated_too_large", "too_many_unreadable", "worker_died", "decode_killed"]
-#: Reasons an object is set aside at once, never retried: it is the same next time, and
-#: would cost as much again. `inflated_too_large`: its text is over `max_inflated_size`;
-#: `too_many_unreadable`: more of its `Records` is damage than a damaged file holds (a
-#: salvage would set aside more parts than salvage.MAX_UNREADABLE); `decode_killed`:
-#: decoding it killed a worker (or the daemon) twice. `worker_died` (the first such
-#: death) is retried like any failure: the death may have been someone else's doing.
-SET_ASIDE_AT_ONCE: Final = frozenset({"inflated_too_large", "too_many_unreadable", "decode_killed"})
-
-#: CloudTrail's documented maximum record size; larger ones are delivered, and reported.
-OVERSIZED_RECORD: Final = 256 * 1024
 
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
@@ -105,41 +79,6 @@ _JSON_TYPE_BY_FIRST_BYTE: Final = {
     ord("f"): "a boolean",
     ord("n"): "null",
 }
-
-
-class DecodeError(Exception):
-    """An object that cannot be decoded; `reason` is a stable short code for logs and metrics.
-
-    The message names what is wrong and where (byte offset, record index, top-level key
-    names), never record content.
-    """
-
-    def __init__(self, reason: DecodeReason | LimitReason, message: str) -> None:
-        # Both in args, so that the error survives pickling back from a process pool.
-        super().__init__(reason, message)
-        self.reason: DecodeReason | LimitReason = reason
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedObject:
-    """One object's records as compact JSON lines (no trailing newline), in file order.
-
-    `raw_bytes` is the decompressed size, for throughput accounting.
-    """
-
-    kind: Literal["log", "digest", "empty"]
-    records: list[bytes]
-    raw_bytes: int
-    #: (index, size) of records over OVERSIZED_RECORD
-    oversized: tuple[tuple[int, int], ...] = ()
-
-
-class TooLargeForWhole(Exception):
-    """The document decompresses to more than the whole-object limit: stream it instead."""
 
 
 class _Envelope(msgspec.Struct):

@@ -18,12 +18,8 @@ from typing import Final
 
 from isal import isal_zlib
 
-from cloudtrail_adapter.decoding.decode import (
-    GZIP_MAGIC,
-    GZIP_WBITS,
-    DecodeError,
-    inflated_too_large,
-)
+from cloudtrail_adapter.decoding.decode import GZIP_MAGIC, GZIP_WBITS, inflated_too_large
+from cloudtrail_adapter.decoding.values import DecodeError
 
 __all__ = ["STEP_OUTPUT", "Inflater", "text_of"]
 

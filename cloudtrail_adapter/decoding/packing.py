@@ -36,24 +36,21 @@ import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO, Final, Literal
 
-from cloudtrail_adapter.decoding.batches import (
-    Fragment,
-    PackedObject,
-    PackLimits,
-    Unreadable,
-    pack_lines,
-)
-from cloudtrail_adapter.decoding.decode import (
-    OVERSIZED_RECORD,
-    DecodeError,
-    TooLargeForWhole,
-    inflate,
-    pack_object,
-)
+from cloudtrail_adapter.decoding.batches import pack_lines
+from cloudtrail_adapter.decoding.decode import inflate, pack_object
 from cloudtrail_adapter.decoding.filters import apply_filter, merge_counts
 from cloudtrail_adapter.decoding.inflating import STEP_OUTPUT, Inflater, text_of
 from cloudtrail_adapter.decoding.salvage import Salvager, SalvageStep, pieces_of
 from cloudtrail_adapter.decoding.stream_decode import DEFAULT_MAX_VALUE, StreamDecoder
+from cloudtrail_adapter.decoding.values import (
+    OVERSIZED_RECORD,
+    DecodeError,
+    Fragment,
+    PackedObject,
+    PackLimits,
+    TooLargeForWhole,
+    Unreadable,
+)
 
 __all__ = [
     "CHUNK",

@@ -46,8 +46,7 @@ from typing import Final
 
 import msgspec
 
-from cloudtrail_adapter.decoding.batches import Unreadable
-from cloudtrail_adapter.decoding.decode import DecodeError
+from cloudtrail_adapter.decoding.values import DecodeError, Unreadable
 
 __all__ = [
     "EXCERPT",

@@ -27,10 +27,7 @@ from typing import Final, Literal
 import msgspec
 
 from cloudtrail_adapter.decoding.decode import (
-    OVERSIZED_RECORD,
     UTF8_BOM,
-    DecodeError,
-    DecodeReason,
     check_record,
     check_utf8,
     json_type,
@@ -38,6 +35,7 @@ from cloudtrail_adapter.decoding.decode import (
     one_line,
 )
 from cloudtrail_adapter.decoding.inflating import STEP_OUTPUT, Inflater
+from cloudtrail_adapter.decoding.values import OVERSIZED_RECORD, DecodeError, DecodeReason
 
 __all__ = ["DEFAULT_MAX_VALUE", "STEP_OUTPUT", "StreamDecoder", "StreamSummary"]
 

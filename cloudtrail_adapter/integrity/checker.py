@@ -31,7 +31,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudtrail_adapter.aio import gather_limited
-from cloudtrail_adapter.decoding.decode import DecodeReason
+from cloudtrail_adapter.decoding.values import DecodeReason
 from cloudtrail_adapter.errors import aws_error_code, failure_reason
 from cloudtrail_adapter.integrity.digests import (
     MAX_DIGEST_BYTES,

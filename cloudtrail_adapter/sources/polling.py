@@ -19,7 +19,7 @@ from typing import Final
 import structlog
 
 from cloudtrail_adapter.aio import Stopped, unless_stopped
-from cloudtrail_adapter.decoding.decode import SET_ASIDE_AT_ONCE
+from cloudtrail_adapter.decoding.values import SET_ASIDE_AT_ONCE
 from cloudtrail_adapter.model import ListingStats, SourceStats, WorkItem
 from cloudtrail_adapter.readers import Reader
 from cloudtrail_adapter.sources.trail_layout import is_digest_key
