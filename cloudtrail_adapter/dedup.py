@@ -24,12 +24,12 @@ from __future__ import annotations
 import collections
 import heapq
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import structlog
 
 from cloudtrail_adapter.decoding.event_keys import ENTRY, KEY_BYTES
+from cloudtrail_adapter.model import DedupStats
 
 if TYPE_CHECKING:
     from cloudtrail_adapter.acks import ItemProgress
@@ -72,14 +72,6 @@ class BatchFlights:
 
     def acknowledged(self, records: int) -> None:
         self._dedup.delivered(self._flights)
-
-
-@dataclass
-class DedupStats:
-    duplicates: int = 0  # records dropped
-    keys_held: int = 0
-    loaded: int = 0  # keys read back from the state database at start
-    forgotten_early: int = 0  # keys dropped before their window ran out (max_keys)
 
 
 class Deduplicator:

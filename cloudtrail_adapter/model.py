@@ -19,6 +19,28 @@ if TYPE_CHECKING:
     from cloudtrail_adapter.readers import Reader
 
 
+@dataclass
+class PipelineStats:
+    objects_decoded: int = 0
+    objects_failed: int = 0
+    records_decoded: int = 0
+    bytes_loaded: int = 0
+    batches_sent: int = 0
+    records_sent: int = 0
+    records_oversized: int = 0
+    records_filtered: dict[str, int] = field(default_factory=dict)  # by filter
+    records_unreadable: dict[str, int] = field(default_factory=dict)  # set aside, by reason
+    failures_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class DedupStats:
+    duplicates: int = 0  # records dropped
+    keys_held: int = 0
+    loaded: int = 0  # keys read back from the state database at start
+    forgotten_early: int = 0  # keys dropped before their window ran out (max_keys)
+
+
 @dataclass(eq=False, slots=True)
 class WorkItem:
     """One unit a source commits as a whole: an S3 object, or the records of one SQS message.
@@ -193,3 +215,16 @@ class Sink(Protocol):
         ...
 
     def stats(self) -> SinkStats: ...
+
+
+class Stages(Protocol):
+    """What the monitor and the progress line read of a source's running pipeline."""
+
+    @property
+    def stats(self) -> PipelineStats: ...
+    @property
+    def dedup_stats(self) -> DedupStats | None: ...
+    @property
+    def queue_depth(self) -> int: ...
+    @property
+    def buffered_bytes(self) -> int: ...

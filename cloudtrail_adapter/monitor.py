@@ -33,13 +33,14 @@ from cloudtrail_adapter.decoding.values import DecodeReason
 from cloudtrail_adapter.integrity.verdicts import DIGEST_VERDICTS, FILE_VERDICTS, IntegrityStats
 from cloudtrail_adapter.model import (
     ListingStats,
+    PipelineStats,
     QueueStats,
     Sink,
     Source,
+    Stages,
     UspStats,
     WebhookStats,
 )
-from cloudtrail_adapter.pipeline import Pipeline, PipelineStats
 from cloudtrail_adapter.sources.polling import TOO_LARGE
 
 log = structlog.get_logger("cloudtrail_adapter.monitor")
@@ -83,7 +84,7 @@ class SourceRuntime:
     name: str
     kind: str
     restarts: int = 0
-    pipeline: Pipeline | None = None
+    pipeline: Stages | None = None
     tracker: AckTracker | None = None
     sink: Sink | None = None
     source: Source | None = None
@@ -100,7 +101,7 @@ class SourceRuntime:
     def __post_init__(self) -> None:
         self.added_at = self.clock.now()
 
-    def attach(self, pipeline: Pipeline, tracker: AckTracker, sink: Sink) -> None:
+    def attach(self, pipeline: Stages, tracker: AckTracker, sink: Sink) -> None:
         self.pipeline, self.tracker, self.sink = pipeline, tracker, sink
         self.running = True
         self.attached_at = self.clock.now()
@@ -348,7 +349,7 @@ class _Families:
         if stats is not None and stats.integrity is not None:
             self._integrity(rt.name, stats.integrity)
 
-    def _pipeline(self, name: str, p: Pipeline | None) -> None:
+    def _pipeline(self, name: str, p: Stages | None) -> None:
         st = p.stats if p is not None else PipelineStats()
         self.counter("objects_decoded", "objects read and decoded", name, st.objects_decoded)
         self.counter("records_decoded", "records split from objects", name, st.records_decoded)
@@ -372,8 +373,7 @@ class _Families:
             st.records_unreadable,
             "reason",
         )
-        if p is not None and p.dedup is not None:
-            d = p.dedup.stats
+        if p is not None and (d := p.dedup_stats) is not None:
             self.counter("records_duplicate", "records dropped as duplicates", name, d.duplicates)
             self.gauge("dedup_keys", "delivered eventIDs remembered", name, d.keys_held)
             self.counter(
@@ -391,7 +391,7 @@ class _Families:
             FAILURE_REASONS,
         )
         self.gauge(
-            "work_queue_depth", "items waiting for a fetcher", name, p.work.qsize() if p else 0
+            "work_queue_depth", "items waiting for a fetcher", name, p.queue_depth if p else 0
         )
         self.gauge(
             "buffered_bytes",

@@ -34,7 +34,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -66,7 +66,7 @@ from cloudtrail_adapter.decoding.values import (
 )
 from cloudtrail_adapter.dedup import BatchFlights, Deduplicator, Flight
 from cloudtrail_adapter.errors import failure_reason
-from cloudtrail_adapter.model import AckToken, Batch, WorkItem
+from cloudtrail_adapter.model import AckToken, Batch, DedupStats, PipelineStats, WorkItem
 from cloudtrail_adapter.workers import WorkerDied, WorkerLost
 
 log = structlog.get_logger("cloudtrail_adapter.pipeline")
@@ -80,20 +80,6 @@ DECODE_DEATHS = 2
 #: Bytes to reserve per compressed byte before packing an object: the input and its batches
 #: (gzip level 1 of CloudTrail is ~1.3x its level-6 input) are held here at once.
 WHOLE_RATIO = 3
-
-
-@dataclass
-class PipelineStats:
-    objects_decoded: int = 0
-    objects_failed: int = 0
-    records_decoded: int = 0
-    bytes_loaded: int = 0
-    batches_sent: int = 0
-    records_sent: int = 0
-    records_oversized: int = 0
-    records_filtered: dict[str, int] = field(default_factory=dict)  # by filter
-    records_unreadable: dict[str, int] = field(default_factory=dict)  # set aside, by reason
-    failures_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -156,6 +142,14 @@ class Pipeline:
     @property
     def buffered_bytes(self) -> int:
         return self._budget.used
+
+    @property
+    def queue_depth(self) -> int:
+        return self.work.qsize()
+
+    @property
+    def dedup_stats(self) -> DedupStats | None:
+        return None if self.dedup is None else self.dedup.stats
 
     async def run(self) -> None:
         """Runs the fetchers and the batcher until cancelled."""
