@@ -22,7 +22,7 @@ __all__ = ["MAX_SHARDS", "Shard", "ShardKind"]
 MAX_SHARDS = 1024
 #: `2/3`, or a StatefulSet pod's name ending in its ordinal (`${HOSTNAME}/3`:
 #: `cloudtrail-adapter-s3-2/3`).
-_SPEC = re.compile(r"(?:.*-)?(\d+)/(\d+)")
+_SPEC = re.compile(r"(?:.+-)?(\d+)/(\d+)")
 
 
 @dataclass(frozen=True)

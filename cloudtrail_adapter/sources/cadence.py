@@ -1,16 +1,16 @@
 """When each stream is listed next: as often as its own deliveries need.
 
-A pass runs every `poll_interval` and lists only the streams that are due. CloudTrail names each file by
-its delivery time and, while an account and region are busy, delivers about every five
-minutes; so a stream whose newest file is younger than `ACTIVE_WINDOW` (two such
-periods) is listed every `poll_interval`, and so is one with work in hand (objects
-offered and not yet committed, or failed and waiting for their retry), so that a retry
-or what follows it does not wait for a quiet stream's next turn. Past that, its listings
-are spaced by how long it has been quiet beyond the window (each gap about doubles the
-one before), up to `quiet_interval`. A quiet gap is shortened by up to `JITTER` at
-random, so that streams found quiet in one pass do not all come due in one later pass.
-The cadence is kept in memory only: after a restart every stream is listed at once, and
-its newest file says again how busy it is.
+A pass runs every `poll_interval` and lists only the streams that are due. CloudTrail
+names each file by its delivery time and, while an account and region are busy, delivers
+about every five minutes; so a stream whose newest file is younger than `ACTIVE_WINDOW`
+(two such periods) is listed every `poll_interval`, and so is one with work in hand
+(objects offered by an earlier pass and not yet committed, or failed and waiting for their
+retry), so that a retry or what follows it does not wait for a quiet stream's next turn.
+Past that, its listings are spaced by how long it has been quiet beyond the window (each
+gap about doubles the one before), up to `quiet_interval`. A quiet gap is shortened by up
+to `JITTER` at random, so that streams found quiet in one pass do not all come due in one
+later pass. The cadence is kept in memory only: after a restart every stream is listed at
+once, and its newest file says again how busy it is.
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ class Schedule:
 
     def listed(self, stream: Stream, now: float, newest: float | None, busy: bool) -> None:
         """`stream` was listed at `now`; `newest` is the latest time its listing found in a
-        file name (None: none named with one); `busy`: it has objects not yet committed
-        (quarantined ones aside)."""
+        file name (None: none named with one); `busy`: it has objects in work since an
+        earlier pass, or failed and waiting for their retry."""
         before = self._streams.get(stream.prefix)
         if before is not None and before.newest is not None:
             newest = before.newest if newest is None else max(newest, before.newest)

@@ -106,7 +106,7 @@ class S3Source(PollingSource):
         self._discovery_calls = 0  # what the last discovery cost
         self._planned = -1  # streams in the last listing_plan line
         self._streams_listed = 0  # in the pass under way
-        self._held: set[str] = set()  # keys quarantined as the pass under way began
+        self._waiting: set[str] = set()  # keys failed and waiting for their retry, this pass
         self._requests = RequestCounter()
         self._requests.attach(s3)
         self._requests_logged = self._requests.snapshot()
@@ -133,7 +133,7 @@ class S3Source(PollingSource):
         streams = layout.streams + list(self._handover.leaving.values())
         due = self._schedule.due(streams, now.timestamp())
         self._streams_listed = len(due)
-        self._held = self._checkpoints.quarantined()
+        self._waiting = self._checkpoints.blocked() - self._checkpoints.quarantined()
         limit = self._options.parallel_list
         plans = await gather_limited([partial(self._plan, s, now) for s in due], limit)
         self._announce(plans, layout)
@@ -324,7 +324,7 @@ class S3Source(PollingSource):
         stream's pages were taken, so that no checkpoint is pruned before the pass read
         it. Something off the layout not committed keeps the cursor where it was, so the
         next pass walks to it again."""
-        seen = _Seen(plan.stream, self._held)
+        seen = _Seen(plan.stream, self._in_work | self._waiting)
         pages = self._walked(plan) if plan.walked else self._span(plan)
         async for listed in pages:
             page = self._in_window(listed)
@@ -334,7 +334,7 @@ class S3Source(PollingSource):
         async for page in self._off_pages(plan.off):
             pending = self._pending(page)
             seen.off_pending = seen.off_pending or bool(pending)
-            seen.busy = seen.busy or any(k not in self._held for k in pending)
+            seen.busy = seen.busy or any(k in seen.unfinished for k in pending)
             yield page
         cursor = seen.cursor(self._last_day(now))
         yield _Listing(plan.stream, cursor, seen.newest, seen.busy)
@@ -538,23 +538,25 @@ class _Listing:
     stream: Stream
     cursor: date | None
     newest: float | None
-    busy: bool  # objects not committed, quarantined ones aside
+    busy: bool  # objects in work, or failed and waiting for their retry
 
 
 @dataclass
 class _Seen:
     """A stream's listing as it goes: the days with keys not committed, whether a key off
-    the layout is not committed, and the newest time a file name holds."""
+    the layout is not committed, whether one is still in work or waiting for a retry (a
+    key offered for the first time is neither: it is the cadence's newest file), and the
+    newest time a file name holds."""
 
     stream: Stream
-    quarantined: set[str]
+    unfinished: set[str]  # keys in work or waiting for a retry as the pass began
     incomplete: set[date] = field(default_factory=set)
     off_pending: bool = False
     newest: float | None = None
     busy: bool = False
 
     def add(self, page: list[Listed], pending: list[str]) -> None:
-        self.busy = self.busy or any(key not in self.quarantined for key in pending)
+        self.busy = self.busy or any(key in self.unfinished for key in pending)
         for key in pending:
             day = day_in(self.stream, key)
             if day is None:

@@ -23,11 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+import structlog
+
 from cloudtrail_adapter.config.shard import Shard
 from cloudtrail_adapter.sources.trail_layout import Stream, stream_of
 from cloudtrail_adapter.state import Checkpoints
 
 __all__ = ["Handover", "handover"]
+
+log = structlog.get_logger("cloudtrail_adapter.sources")
 
 WHOLE = Shard(0, 1)
 NOTHING = ""  # a `before` under which no stream was this replica's (an empty state)
@@ -35,8 +39,9 @@ NOTHING = ""  # a `before` under which no stream was this replica's (an empty st
 
 @dataclass(frozen=True)
 class Handover:
-    """This replica's shard (None: unsharded), the one before it (None: it held nothing,
-    its state was empty), since when, and the streams still to finish before they go."""
+    """This replica's shard (None: unsharded), the one it was before (None: it held
+    nothing, its state was empty when it started sharded; unsharded counts as `0/1`), since
+    when, and the streams still to finish before they go."""
 
     shard: Shard | None
     before: Shard | None
@@ -84,6 +89,15 @@ def handover(
         datetime.fromtimestamp(since, UTC),
         {},
     )
+    if since == now.timestamp() and before != spec and shard is not None:
+        log.info(
+            "shard_taken",
+            shard=spec,
+            before=before or None,
+            arrivals_from=found.start(lookback).isoformat(),
+            note="streams new to this replica are listed from this day; older files are "
+            "their previous owner's, or a backfill's",
+        )
     for prefix, day in cursors.items():
         stream = stream_of(prefix)
         if stream is None or not selected(stream):
