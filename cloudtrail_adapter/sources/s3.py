@@ -106,6 +106,7 @@ class S3Source(PollingSource):
         self._discovery_calls = 0  # what the last discovery cost
         self._planned = -1  # streams in the last listing_plan line
         self._streams_listed = 0  # in the pass under way
+        self._moved: dict[str, tuple[str, str]] = {}  # cursor and pruning last written
         self._waiting: set[str] = set()  # keys failed and waiting for their retry, this pass
         self._requests = RequestCounter()
         self._requests.attach(s3)
@@ -369,6 +370,7 @@ class S3Source(PollingSource):
         prefix, lookback = found.stream.prefix, self._options.lookback
         if handing is not None and handing.finished(prefix, found.cursor, lookback):
             self._checkpoints.forget_stream(prefix)
+            self._moved.pop(prefix, None)
             del handing.leaving[prefix]
             log.info("stream_handed_over", bucket=self._options.bucket_name, stream=prefix)
             return
@@ -404,9 +406,13 @@ class S3Source(PollingSource):
         return [key for key in keys if key not in done]
 
     def _move_cursor(self, stream: Stream, cursor: date, now: datetime) -> None:
-        """Days before both the cursor and the lookback are never listed again."""
+        """Days before both the cursor and the lookback are never listed again. Written
+        only when it changes: a quiet stream's listing mostly leaves both where they were."""
         below = day_prefix(stream, min(cursor, self._lookback_day(now)))
-        self._checkpoints.move_cursor(stream.prefix, cursor.isoformat(), below)
+        moved = (cursor.isoformat(), below)
+        if self._moved.get(stream.prefix) != moved:
+            self._checkpoints.move_cursor(stream.prefix, *moved)
+            self._moved[stream.prefix] = moved
 
     # ---------------------------------------------------------------------------------
     # The integrity check (none of this runs without integrity.verify)
