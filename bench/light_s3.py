@@ -200,7 +200,7 @@ class _Handler:
 
 async def serve() -> None:
     server = web.Server(_Handler(_Store()), access_log=None)
-    runner = web.ServerRunner(server, access_log=None)
+    runner = web.ServerRunner(server, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
     await site.start()

@@ -69,9 +69,23 @@ def test_a_stream_never_listed_is_due_and_one_that_is_gone_is_forgotten() -> Non
     schedule.listed(a, 0.0, None, False)
     schedule.listed(b, 0.0, None, False)
     assert schedule.due([a, b], 1.0) == []
-    assert schedule.calls_per_hour() <= 2 * 3600 / (QUIET * (1 - JITTER))
+    assert schedule.calls_per_hour() <= 2 * 3600 / POLL
     schedule.keep([b])
     assert schedule.streams == 1 and schedule.due([a], 1.0) == [a]
+
+
+def test_streams_found_quiet_at_once_come_due_spread_over_quiet_interval() -> None:
+    schedule = Schedule(POLL, QUIET, random.Random(2))
+    many = [stream(str(n)) for n in range(400)]
+    for s in many:
+        schedule.listed(s, 0.0, None, False)
+    per_pass = [len(schedule.due(many, t)) for t in range(60, 540, 60)]
+    assert per_pass[-1] == len(many)
+    waves = [later - earlier for earlier, later in itertools.pairwise([0, *per_pass])]
+    assert max(waves) < len(many) / 4  # no pass takes them all
+    for s in many:  # after that, each comes back about quiet_interval later
+        schedule.listed(s, 1000.0, None, False)
+    assert schedule.due(many, 1000 + QUIET * (1 - JITTER) - 1) == []
 
 
 def test_quiet_interval_below_poll_interval_means_every_poll() -> None:

@@ -20,7 +20,7 @@ from cloudtrail_adapter.config.reader import Section
 __all__ = ["MAX_SHARDS", "Shard", "ShardKind"]
 
 MAX_SHARDS = 1024
-#: `2/3`, or a StatefulSet pod's name ending in its ordinal (`${HOSTNAME}/3`:
+#: `2/3`, or a StatefulSet pod's name ending in its ordinal (`${POD_NAME}/3`:
 #: `cloudtrail-adapter-s3-2/3`).
 _SPEC = re.compile(r"(?:.+-)?(\d+)/(\d+)")
 
@@ -80,9 +80,9 @@ class ShardKind(Kind[Shard]):
                 sec.line_of(name),
                 f'expected "i/N": this replica\'s index i from 0 to N-1 of N replicas '
                 f"(N at most {MAX_SHARDS}; i may be a StatefulSet pod's name, "
-                f"`${{HOSTNAME}}/3`), got {text!r}",
+                f"`${{POD_NAME}}/3`), got {text!r}",
             )
         return shard
 
     def accepts(self) -> str:
-        return '`"i/N"` (i from 0 to N-1; `${HOSTNAME}/N` in a StatefulSet)'
+        return '`"i/N"` (i from 0 to N-1, or a pod name ending in `-i`)'

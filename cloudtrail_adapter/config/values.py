@@ -549,7 +549,7 @@ class S3SourceOptions:
     shard: Shard | None = Setting(
         ShardKind(),
         "this replica's share of the streams, of N replicas with the same document "
-        '(`"${HOSTNAME}/3"` in a StatefulSet); see README, "Scaling"',
+        '(`"${POD_NAME}/3"`: a StatefulSet pod\'s name ends in its index); README, "Scaling"',
         shown="all streams",
     ).field()
     list_price: float = Setting(

@@ -7,10 +7,11 @@ about every five minutes; so a stream whose newest file is younger than `ACTIVE_
 (objects offered by an earlier pass and not yet committed, or failed and waiting for their
 retry), so that a retry or what follows it does not wait for a quiet stream's next turn.
 Past that, its listings are spaced by how long it has been quiet beyond the window (each
-gap about doubles the one before), up to `quiet_interval`. A quiet gap is shortened by up
-to `JITTER` at random, so that streams found quiet in one pass do not all come due in one
-later pass. The cadence is kept in memory only: after a restart every stream is listed at
-once, and its newest file says again how busy it is.
+gap about doubles the one before), up to `quiet_interval`. The first quiet gap since start
+is drawn from all of it, and later ones are shortened by up to `JITTER` at random, so that
+streams found quiet in one pass do not all come due in one later pass. The cadence is kept
+in memory only: after a restart every stream is listed at once, and its newest file says
+again how busy it is.
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ class Schedule:
         if before is not None and before.newest is not None:
             newest = before.newest if newest is None else max(newest, before.newest)
         interval, active = (self._poll, True) if busy else self._interval(now, newest)
+        if before is None and not active:
+            # The first gap of a quiet stream since start is drawn from all of it, so that
+            # the streams a first pass found quiet come due spread over `quiet_interval`,
+            # not in one later pass.
+            interval = self._poll + self._rng.random() * (interval - self._poll)
         self._streams[stream.prefix] = _Cadence(now, newest, now + interval, interval, active)
 
     def listed_at(self, stream: Stream) -> float | None:
@@ -91,6 +97,10 @@ class Schedule:
         for prefix in list(self._streams):
             if prefix not in wanted:
                 del self._streams[prefix]
+
+    def is_active(self, stream: Stream) -> bool:
+        cadence = self._streams.get(stream.prefix)
+        return cadence is not None and cadence.active
 
     @property
     def streams(self) -> int:

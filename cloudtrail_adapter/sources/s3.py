@@ -133,6 +133,7 @@ class S3Source(PollingSource):
             )
         streams = layout.streams + list(self._handover.leaving.values())
         due = self._schedule.due(streams, now.timestamp())
+        due.sort(key=lambda s: not self._schedule.is_active(s))  # the busy ones first
         self._streams_listed = len(due)
         self._waiting = self._checkpoints.blocked() - self._checkpoints.quarantined()
         limit = self._options.parallel_list
