@@ -18,7 +18,10 @@ processes included):
 - naive: boto3, gzip, json, requests to the emulator's webhook (bench/naive.py);
 - listing (bench/listing.py): ListObjectsV2 calls and seconds of a first and a steady-state
   pass over a sparse ten-year bucket and an organisation's, next to `layout: flat`;
-- USP recovery (bench/usp_recovery.py): what one dropped connection costs a delivery.
+- USP recovery (bench/usp_recovery.py): what one dropped connection costs a delivery;
+- organisation (bench/org.py): 1,000 accounts x 17 regions, 5 % active, on a light S3 of
+  its own process: the first pass, steady LIST calls an hour, CPU per list call, landing
+  to GetObject (`--only org`, about 20 minutes; `--org-accounts 50` to try it small).
 
 Every daemon, moto and the naive script run in their own processes; the emulator runs in
 this one. The machine has as many cores as it says: on 2 cores the daemon, its workers and
@@ -56,6 +59,7 @@ from bench.aws_rows import (
 from bench.corpus import bench_corpus
 from bench.integrity import keys_served, verify_rows
 from bench.listing import ORG_ACCOUNTS, ListingRow, listing_rows, render_listing
+from bench.org import OrgSetup, org_row, render_org
 from bench.table import Row, render
 from bench.usp_recovery import recovery_rows, render_recovery
 from cloudtrail_adapter.config import DeliveryOptions, RecordFilter
@@ -336,10 +340,23 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of the floor and file rows")
     parser.add_argument(
         "--only",
-        choices=["integrity", "cpu"],
-        help="only the rows of what integrity.verify costs, or of the CPU targets",
+        choices=["integrity", "cpu", "org"],
+        help="only the rows of what integrity.verify costs, of the CPU targets, or the "
+        "organisation row",
+    )
+    parser.add_argument("--org-accounts", type=int, help="the organisation row's accounts")
+    parser.add_argument("--org-landing", type=float, default=660.0, help="its landing seconds")
+    parser.add_argument("--org-window", type=float, default=150.0, help="its listing-only s")
+    parser.add_argument(
+        "--org-quiet", type=float, help="its quiet_interval (default: the daemon's own)"
     )
     args = parser.parse_args()
+    org = OrgSetup(
+        accounts=args.org_accounts or max(2, round(1000 * args.scale)),
+        landing=args.org_landing,
+        window=args.org_window,
+        source=None if args.org_quiet is None else {"quiet_interval": args.org_quiet},
+    )
     configure_logging("warning")
     compile_bytecode()
     files = bench_corpus(args.seed, args.scale)
@@ -348,6 +365,10 @@ def main() -> None:
             rows = asyncio.run(measure_integrity(files, Path(tmp), args.repeat))
         print(render(rows))
         print("\n".join(integrity_ratios(rows)))
+        return
+    if args.only == "org":
+        with tempfile.TemporaryDirectory(prefix="ct-bench-") as tmp:
+            print(render_org(asyncio.run(org_row(Path(tmp), org))))
         return
     if args.only == "cpu":
         with tempfile.TemporaryDirectory(prefix="ct-bench-") as tmp:
@@ -359,6 +380,8 @@ def main() -> None:
         rows = asyncio.run(measure(files, Path(tmp), args.repeat))
     listing = asyncio.run(measure_listing(max(2, round(ORG_ACCOUNTS * args.scale))))
     recovering = asyncio.run(recovery_rows())
+    with tempfile.TemporaryDirectory(prefix="ct-bench-") as tmp:
+        organisation = asyncio.run(org_row(Path(tmp), org))
     totals = Totals.of(files)
     gz = sum(len(f.body) for f in files) / 1e6
     libs = ", ".join(f"{name} {version(name)}" for name in LIBRARIES)
@@ -371,6 +394,8 @@ def main() -> None:
     print(render_listing(listing))
     print()
     print(render_recovery(recovering))
+    print()
+    print(render_org(organisation))
 
 
 if __name__ == "__main__":

@@ -87,13 +87,18 @@ async def passes(
     endpoint: str, bucket: str, layout: Literal["auto", "flat"], state: Path, count: int
 ) -> list[tuple[int, float]]:
     """`count` passes of a fresh source: (calls, seconds) each; every object offered is
-    checkpointed at once."""
+    checkpointed at once. The source's clock moves on by `quiet_interval` between passes,
+    so that every stream is due in each: a steady pass is every stream's listing."""
     options = S3SourceOptions(bucket_name=bucket, layout=layout)
     store = StateStore(state)
     found: list[tuple[int, float]] = []
+    moments = iter(
+        datetime.now(UTC) + timedelta(seconds=n * options.quiet_interval) for n in range(count)
+    )
+    now = next(moments)
     async with aws.client("s3", aws_options(endpoint), pool=16) as s3:
         checkpoints = store.scoped("bench").checkpoints(bucket)
-        source = S3Source("bench", options, s3=s3, checkpoints=checkpoints)
+        source = S3Source("bench", options, s3=s3, checkpoints=checkpoints, clock=lambda: now)
         for _ in range(count):
             out: asyncio.Queue[WorkItem] = asyncio.Queue()
             committer = asyncio.create_task(_commit_all(out))
@@ -103,6 +108,7 @@ async def passes(
             await out.join()
             committer.cancel()
             found.append((stats.list_calls, seconds))
+            now = next(moments, now)
     store.close()
     return found
 

@@ -92,6 +92,10 @@ class ListingStats:
     quarantined: Mapping[str, int]  # objects quarantined, by reason
     offered: int  # objects the pass under way offered so far
     listing_done: bool  # the pass under way listed everything: `offered` is final
+    requests: Mapping[str, int] = field(default_factory=dict)  # S3 requests sent, by kind
+    streams: int = 0  # CloudTrail streams listed (this replica's)
+    streams_active: int = 0  # ... of them listed every poll_interval: they delivered lately
+    monthly_cost: float = 0.0  # USD a month of LIST requests at the present cadence
 
 
 @dataclass(slots=True)

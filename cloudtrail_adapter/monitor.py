@@ -462,6 +462,26 @@ class _Families:
             "reason",
             QUARANTINE_REASONS,
         )
+        self.by_label(
+            "s3_requests",
+            "S3 requests sent, retries included (each is billed), by kind: list, get, head, other",
+            name,
+            st.requests,
+            "kind",
+        )
+        self.gauge("streams", "CloudTrail streams this source lists (S3)", name, st.streams)
+        self.gauge(
+            "streams_active",
+            "streams listed every poll_interval because they delivered lately",
+            name,
+            st.streams_active,
+        )
+        self.gauge(
+            "list_cost_monthly_dollars",
+            "LIST requests a month at the present cadence, at list_price",
+            name,
+            st.monthly_cost,
+        )
 
     def _integrity(self, name: str, st: IntegrityStats) -> None:
         """The digest check (integrity.verify): every verdict counted, valid ones too."""

@@ -67,6 +67,14 @@ CREATE TABLE IF NOT EXISTS trail_cursors (
     day          TEXT    NOT NULL,
     PRIMARY KEY (scope, bucket, stream)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shard_marks (
+    scope        TEXT    NOT NULL,
+    bucket       TEXT    NOT NULL,
+    shard        TEXT    NOT NULL,
+    before       TEXT    NOT NULL,
+    since        REAL    NOT NULL,
+    PRIMARY KEY (scope, bucket)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS delivered_keys (
     scope        TEXT    NOT NULL,
     newest       INTEGER NOT NULL,
@@ -434,6 +442,45 @@ class Checkpoints:
                 "DELETE FROM s3_checkpoints WHERE scope=? AND bucket=? AND key>=? AND key<? "
                 "AND substr(key, ?) GLOB ?",
                 (scope, bucket, stream, prune_below, len(stream) + 1, DAY_FOLDER_GLOB),
+            )
+
+    def cursors(self) -> dict[str, str]:
+        """Every stream's cursor: stream prefix -> day."""
+        rows = self._db.execute(
+            "SELECT stream, day FROM trail_cursors WHERE scope=? AND bucket=?",
+            (self._scope, self._container),
+        )
+        return {str(stream): str(day) for stream, day in rows}
+
+    def forget_stream(self, stream: str) -> None:
+        """A stream handed to another replica: its cursor and its day folders' checkpoints
+        go (keys off the layout keep theirs, as in `move_cursor`)."""
+        scope, bucket = self._scope, self._container
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "DELETE FROM trail_cursors WHERE scope=? AND bucket=? AND stream=?",
+                (scope, bucket, stream),
+            )
+            self._db.execute(
+                "DELETE FROM s3_checkpoints WHERE scope=? AND bucket=? AND key>=? AND key<? "
+                "AND substr(key, ?) GLOB ?",
+                (scope, bucket, stream, stream + "\U0010ffff", len(stream) + 1, DAY_FOLDER_GLOB),
+            )
+
+    def shard_mark(self) -> tuple[str, str, float] | None:
+        """The shard this bucket was last listed as, the one before it, and since when."""
+        row = self._db.execute(
+            "SELECT shard, before, since FROM shard_marks WHERE scope=? AND bucket=?",
+            (self._scope, self._container),
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]), float(row[2]))
+
+    def mark_shard(self, shard: str, before: str, since: float) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO shard_marks VALUES (?,?,?,?,?)",
+                (self._scope, self._container, shard, before, since),
             )
 
 

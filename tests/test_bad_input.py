@@ -182,6 +182,7 @@ async def test_quarantine_lifecycle_backoff_list_and_retry(
         lc,
         single_load=False,
         poll_interval=0.05,
+        quiet_interval=0.05,  # a released object is offered at its stream's next listing
         quarantine_after=2,
         retry_backoff=0.05,
     )

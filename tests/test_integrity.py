@@ -424,7 +424,13 @@ async def test_a_running_daemon_checks_each_digest_as_it_arrives(
     await trail.upload(aws_options)
     integrity = IntegrityOptions(verify=True, report="limacharlie", grace=3 * 3600)
     cfg = s3_config(
-        aws_options, bucket, lc, single_load=False, poll_interval=0.3, integrity=integrity
+        aws_options,
+        bucket,
+        lc,
+        single_load=False,
+        poll_interval=0.3,
+        quiet_interval=0.3,
+        integrity=integrity,
     )
     monitor = Monitor()
     with watch_logs() as logs:

@@ -13,9 +13,14 @@ import pytest
 import yaml
 
 from cloudtrail_adapter.config import parse_documents
+from cloudtrail_adapter.config.shard import Shard
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
-ENV = {"LC_OID": "6c3f1d2a-9d55-4e1e-8f0a-3b2c1d0e9f8a", "LC_INSTALLATION_KEY": "k"}
+ENV = {
+    "LC_OID": "6c3f1d2a-9d55-4e1e-8f0a-3b2c1d0e9f8a",
+    "LC_INSTALLATION_KEY": "k",
+    "POD_NAME": "cloudtrail-adapter-s3-0",  # the downward API's, in the StatefulSet
+}
 
 
 def resources() -> list[tuple[str, dict[str, Any]]]:
@@ -50,15 +55,27 @@ def test_a_broken_resource_is_refused() -> None:
         kubernetes_validate.validate(broken, "1.30", strict=True)
 
 
-def test_sqs_runs_three_replicas_and_s3_one_pod_with_its_state_on_a_volume() -> None:
+def test_sqs_runs_three_replicas_and_s3_shards_its_streams_with_state_on_a_volume() -> None:
     (deployment,) = by_kind("Deployment")
     (stateful,) = by_kind("StatefulSet")
     assert deployment["spec"]["replicas"] == 3
-    assert stateful["spec"]["replicas"] == 1
     (claim,) = stateful["spec"]["volumeClaimTemplates"]
     (container,) = stateful["spec"]["template"]["spec"]["containers"]
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts[claim["metadata"]["name"]] == "/var/lib/cloudtrail-adapter"
+
+    # every pod is its own shard: i from its name (the StatefulSet's ordinal), N = replicas
+    replicas = stateful["spec"]["replicas"]
+    assert replicas > 1
+    (pod_name,) = [e for e in container["env"] if e["name"] == "POD_NAME"]
+    assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    (config_map,) = [m for m in by_kind("ConfigMap") if m["metadata"]["name"].endswith("-s3")]
+    shards = set()
+    for ordinal in range(replicas):
+        env = ENV | {"POD_NAME": f"{stateful['metadata']['name']}-{ordinal}"}
+        (cfg,) = parse_documents(config_map["data"]["config.yaml"], env, "s3")
+        shards.add(cfg.source.shard)  # type: ignore[union-attr]
+    assert shards == {Shard(i, replicas) for i in range(replicas)}
 
 
 @pytest.mark.parametrize("kind", ["Deployment", "StatefulSet"])

@@ -68,7 +68,13 @@ class Trail:
 
 
 def day_listings(calls: list[dict[str, str]]) -> set[str]:
-    return {c["prefix"] for c in calls if "delimiter" not in c}
+    """The first day folder of each listing that is not a delimiter one: its prefix, or
+    where it lists a span of days from a stream's prefix, the folder it starts after."""
+    return {
+        c["start-after"] + "/" if "start-after" in c else c["prefix"]
+        for c in calls
+        if "delimiter" not in c
+    }
 
 
 def source(
@@ -110,7 +116,8 @@ async def test_an_org_trail_is_read_by_day_through_a_role_per_account_and_late_f
                 trail.digest(account, region, when)
     await put_objects(aws_options, bucket, trail.files)
     configs = [
-        source(aws_options, bucket, lc, a, single_load=False, poll_interval=0.3) for a in ACCOUNTS
+        source(aws_options, bucket, lc, a, single_load=False, poll_interval=0.3, quiet_interval=0.3)
+        for a in ACCOUNTS
     ]
     # de-duplication off: a file listed and shipped twice must show as a duplicate
     configs = [dataclasses.replace(c, dedup=DedupOptions(enabled=False)) for c in configs]
@@ -132,7 +139,11 @@ async def test_an_org_trail_is_read_by_day_through_a_role_per_account_and_late_f
         }
         assert day_listings(calls) <= wanted | tomorrow(wanted)  # only day folders
         assert wanted <= day_listings(calls)
-        assert all(c["delimiter"] == "/" for c in calls if c["prefix"] not in wanted)
+        spans = [c for c in calls if "start-after" in c]
+        assert all(c["start-after"] + "/" in wanted for c in spans)  # a stream from a day on
+        assert all(
+            c.get("delimiter") == "/" for c in calls if c["prefix"] not in wanted and c not in spans
+        )
 
         # new files for today, a late one for yesterday: exactly those are delivered
         del requests[:]
@@ -211,7 +222,7 @@ async def test_start_and_end_time_and_regions_deliver_exactly_the_files_of_the_w
     assert len(inside) == 4
     assert Counter(str(e.json()["eventID"]) for e in lc.store.events) == trail.events_of(inside)
     listed = day_listings(listings(requests, bucket))
-    assert {p[-11:-1] for p in listed} == {"2026/10/02", "2026/10/03", "2026/10/04"}
+    assert {p[-11:-1] for p in listed} == {"2026/10/02"}  # from the window's first day on
     assert all("/us-east-1/" in p for p in listed)
 
 

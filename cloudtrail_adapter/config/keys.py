@@ -283,6 +283,20 @@ class Seconds(Kind[float]):
         return f"seconds (or `45s`, `1m30s`), {low} to {self.high:.10g}"
 
 
+@dataclass(frozen=True)
+class Dollars(Kind[float]):
+    """An amount in US dollars, from 0 to `high`."""
+
+    high: float
+
+    def read(self, sec: Section, name: str, *, required: bool) -> float | None:
+        assert not required
+        return sec.number(name, minimum=0.0, maximum=self.high, minimum_allowed=True)
+
+    def accepts(self) -> str:
+        return f"US dollars, 0 to {self.high:,.10g}"
+
+
 _GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 

@@ -24,6 +24,7 @@ from cloudtrail_adapter.config.keys import (
     Boolean,
     Choice,
     Directory,
+    Dollars,
     Globs,
     Integer,
     Invalid,
@@ -40,6 +41,7 @@ from cloudtrail_adapter.config.keys import (
     matching,
 )
 from cloudtrail_adapter.config.reader import is_uuid, url_problem
+from cloudtrail_adapter.config.shard import Shard, ShardKind
 from cloudtrail_adapter.secret import Secret
 
 DEFAULT_API_URL = "https://api.limacharlie.io"
@@ -455,7 +457,17 @@ def _bucket_problem(bucket: str) -> str | None:
     return None
 
 
-_LAYOUT_ONLY = ("accounts", "regions", "start_time", "end_time", "discovery_interval")
+_LAYOUT_ONLY = (
+    "accounts",
+    "regions",
+    "start_time",
+    "end_time",
+    "discovery_interval",
+    "quiet_interval",
+    "shard",
+)
+#: S3 Standard's price of LIST requests (US East, USD per 1,000), for the listing plan.
+LIST_PRICE: Final = 0.005
 
 #: `expected_bucket_owner: none`: send no expected owner (an SQS source's default is one).
 NO_OWNER = "none"
@@ -515,6 +527,12 @@ class S3SourceOptions:
     parallel_fetch: int = PARALLEL_FETCH.field(8)
     single_load: bool = SINGLE_LOAD.field(False)
     poll_interval: float = POLL_INTERVAL.field(60.0)
+    quiet_interval: float = Setting(
+        Seconds(0, MAX_INTERVAL),
+        "seconds at most between listings of a stream that has been quiet for long (one "
+        "that delivered in the last 10 minutes is listed every `poll_interval`); its next "
+        "file waits up to about this plus `poll_interval`",
+    ).field(480.0)
     delete_after_ack: bool = Setting(
         Boolean(), "delete an object after LimaCharlie acknowledged all of it"
     ).field(False)
@@ -545,8 +563,8 @@ class S3SourceOptions:
     ).field()
     lookback: float = Setting(
         Seconds(0, 90 * 86400),
-        "seconds before now whose day folders are listed again every pass, for files that "
-        "arrive late",
+        "seconds a file may land late: each listing of a stream goes back to the day "
+        "folder of this long before its previous listing",
     ).field(86400.0)
     discovery_interval: float = Setting(
         Seconds(0, MAX_INTERVAL),
@@ -556,6 +574,22 @@ class S3SourceOptions:
     parallel_list: int = Setting(
         Integer(1, MAX_PARALLEL), "streams (account/kind/region folders) listed at once"
     ).field(8)
+    shard: Shard | None = Setting(
+        ShardKind(),
+        "this replica's share of the streams, of N replicas with the same document "
+        '(`"${POD_NAME}/3"`: a StatefulSet pod\'s name ends in its index); README, "Scaling"',
+        shown="all streams",
+    ).field()
+    list_price: float = Setting(
+        Dollars(1000.0),
+        "USD per 1,000 LIST requests, for the listing plan's monthly estimate "
+        "(S3 Standard's list price)",
+    ).field(LIST_PRICE)
+    cost_warning: float = Setting(
+        Dollars(1e9),
+        "USD a month of LIST requests above which the listing plan warns and names the "
+        "cheaper SQS way (0: never)",
+    ).field(50.0)
     integrity: IntegrityOptions = Setting(
         Nested(IntegrityOptions), "checking CloudTrail's digest files"
     ).factory(IntegrityOptions)
@@ -570,7 +604,7 @@ class S3SourceOptions:
     @property
     def by_layout(self) -> bool:
         """Whether a key only the CloudTrail layout can honour is set."""
-        return bool(self.accounts or self.regions or self.start_time or self.end_time)
+        return bool(self.accounts or self.regions or self.start_time or self.end_time or self.shard)
 
     def wants_account(self, account: str) -> bool:
         return not self.accounts or account in self.accounts
@@ -578,14 +612,19 @@ class S3SourceOptions:
     def wants_region(self, region: str) -> bool:
         return not self.regions or any(fnmatch.fnmatchcase(region, g) for g in self.regions)
 
+    def holds(self, account: str, region: str) -> bool:
+        """Whether this replica's `shard` (all of them without one) holds the stream."""
+        return self.shard is None or self.shard.holds(account, region)
+
     def selects(self, account: str, region: str, key: str | None = None) -> bool:
-        """Whether this document's accounts, regions and prefix hold a stream (or a key of
-        it): the one rule the listing, the source's `will_list` and the integrity check's
-        share of a split bucket all follow."""
+        """Whether this document's accounts, regions, shard and prefix hold a stream (or a
+        key of it): the one rule the listing, the source's `will_list` and the integrity
+        check's share of a split bucket all follow."""
         return (
             self.wants_account(account)
             and self.wants_region(region)
             and (key is None or key.startswith(self.prefix))
+            and self.holds(account, region)
         )
 
     def problems(self, given: frozenset[str]) -> Iterator[Invalid]:

@@ -119,6 +119,10 @@ class PollingSource(ABC):
         """What is given the SHA-256 of the object's uncompressed content (None: not taken)."""
         return None
 
+    def pass_fields(self) -> dict[str, object]:
+        """More for the `source_pass_done` line (the S3 source: streams and requests)."""
+        return {}
+
     def committed(self, listed: Listed) -> None:  # noqa: B027 (optional hook)
         """The checkpoint is written; runs before the object leaves the work in hand."""
 
@@ -142,6 +146,7 @@ class PollingSource(ABC):
                     outside_window=stats.outside_window,
                     off_layout=stats.off_layout,
                     list_calls=stats.list_calls,
+                    **self.pass_fields(),
                 )
                 if self._single_load:
                     return

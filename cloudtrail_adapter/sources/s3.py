@@ -1,14 +1,18 @@
 """The S3 polling source: listing, concurrent GETs, checkpoints.
 
 Where the bucket has CloudTrail's layout under `prefix`, the streams are found
-(trail_listing.discover) once every `discovery_interval`, and each pass lists only day
-folders of each stream (trail_listing.plan_stream): from the stream's cursor (the first day
-that still had an object not committed when it was last listed), or from `lookback` ago if
-that is earlier, so that late files are found, up to today; within `start_time`/`end_time`
-when set; from the stream's first existing day when it has no cursor yet. Up to
-`parallel_list` streams are listed at once. Checkpoints of day folders before the cursor and
-the lookback are never needed again and are pruned with each cursor move. What does not fit
-the layout is listed whole every pass. Without the layout, the whole prefix is.
+(trail_listing.discover) once every `discovery_interval`, and each pass lists only the
+streams that are due (cadence.Schedule: every `poll_interval` while a stream delivers, up
+to `quiet_interval` apart while it is quiet), and of each only day folders
+(trail_listing.plan_stream): from the stream's cursor (the first day that still had an
+object not committed when it was last listed), or from `lookback` before its last listing
+if that is earlier, so that late files are found, up to today, in one listing sequence;
+within `start_time`/`end_time` when set; from the stream's first existing day when it has
+no cursor yet (or, for a stream another replica had, `lookback` before it came: shard.py).
+Up to `parallel_list` streams are listed at once. Checkpoints of day folders before the
+cursor and the lookback are never needed again and are pruned with each cursor move. What
+does not fit the layout is listed whole every pass. Without the layout, the whole prefix is.
+What the listing costs is counted and said (listing_cost.py).
 
 With `integrity.verify`, digest folders are streams too (listed from where their log
 streams are), every page goes past the integrity checker, each shipped object's hash is
@@ -18,10 +22,9 @@ handed to it on commit, and a settle follows each pass (integrity/checker.py).
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -33,10 +36,14 @@ from cloudtrail_adapter.config import S3SourceOptions
 from cloudtrail_adapter.errors import LayoutMissing
 from cloudtrail_adapter.model import SourceStats, WorkItem
 from cloudtrail_adapter.readers import Reader, S3Reader
+from cloudtrail_adapter.sources.cadence import HOUR, Schedule
+from cloudtrail_adapter.sources.listing_cost import ListingPlan, RequestCounter, report
 from cloudtrail_adapter.sources.polling import Listed, PassStats, PollingSource
+from cloudtrail_adapter.sources.shard import Handover, handover
 from cloudtrail_adapter.sources.trail_layout import (
     DIGEST_FOLDER,
     Stream,
+    day_in,
     day_prefix,
     file_time,
     is_digest_key,
@@ -94,7 +101,16 @@ class S3Source(PollingSource):
         self._layout: Layout | None = None
         self._discovered_at: float | None = None  # monotonic; None: never
         self._reported: set[str] = set()  # folders and keys already named in a log line
-        self._calendar_days = math.ceil(options.lookback / 86400) + 2
+        self._schedule = Schedule(options.poll_interval, options.quiet_interval)
+        self._handover: Handover | None = None  # read from the state at the first pass
+        self._discovery_calls = 0  # what the last discovery cost
+        self._planned = -1  # streams in the last listing_plan line
+        self._streams_listed = 0  # in the pass under way
+        self._moved: dict[str, tuple[str, str]] = {}  # cursor and pruning last written
+        self._waiting: set[str] = set()  # keys failed and waiting for their retry, this pass
+        self._requests = RequestCounter()
+        self._requests.attach(s3)
+        self._requests_logged = self._requests.snapshot()
         self.integrity = integrity
         self._hashes: dict[str, str] = {}  # key -> SHA-256 of objects decoded, until commit
 
@@ -111,17 +127,34 @@ class S3Source(PollingSource):
                 yield page
             return
         now = self._clock()  # one "now" for the days listed, the lookback and the pruning
+        if self._handover is None:
+            self._handover = handover(
+                self._checkpoints, self._options.shard, now, self._options.lookback, self._chosen
+            )
+        streams = layout.streams + list(self._handover.leaving.values())
+        due = self._schedule.due(streams, now.timestamp())
+        due.sort(key=lambda s: not self._schedule.is_active(s))  # the busy ones first
+        self._streams_listed = len(due)
+        self._waiting = self._checkpoints.blocked() - self._checkpoints.quarantined()
         limit = self._options.parallel_list
-        plans = await gather_limited([partial(self._plan, s, now) for s in layout.streams], limit)
+        plans = await gather_limited([partial(self._plan, s, now) for s in due], limit)
         self._announce(plans, layout)
-        jobs: list[Callable[[], AsyncIterator[list[Listed] | _CursorMove]]]
+        jobs: list[Callable[[], AsyncIterator[list[Listed] | _Listing]]]
         jobs = [partial(self._list_plan, p, now) for p in plans]
         jobs.append(partial(self._off_pages, layout.off))
         async for item in merge_limited(jobs, limit):
-            if isinstance(item, _CursorMove):
-                self._move_cursor(item.stream, item.day, now)
+            if isinstance(item, _Listing):
+                self._listed(item, now)
             else:
                 yield item
+        self._schedule.keep(layout.streams + list(self._handover.leaving.values()))
+        self._report_plan(layout)
+
+    def _chosen(self, stream: Stream) -> bool:
+        """Whether the document's accounts and regions (its shard aside) take a stream."""
+        return self._options.wants_account(stream.account) and self._options.wants_region(
+            stream.region
+        )
 
     async def _current_layout(self) -> Layout | None:
         """Discovery, again once `discovery_interval` has passed since the last."""
@@ -129,14 +162,17 @@ class S3Source(PollingSource):
         if self._discovered_at is None or at - self._discovered_at >= (
             self._options.discovery_interval
         ):
+            calls = self.current_pass.list_calls
             self._layout = await discover(
                 self._level,
                 self._options.prefix,
                 self._options.wants_account,
                 self._options.wants_region,
                 digests=self.integrity is not None,
+                holds=self._options.holds,
             )
             self._discovered_at = at
+            self._discovery_calls = self.current_pass.list_calls - calls
             if self._layout is not None:
                 self._report_discovery(self._layout)
         return self._layout
@@ -182,6 +218,42 @@ class S3Source(PollingSource):
         self._reported.update(new)
         return new
 
+    def listing_plan(self, layout: Layout | None = None) -> ListingPlan:
+        """The listings an hour at each stream's present cadence, discovery's share, and
+        the folders off the layout listed every pass."""
+        found = layout or self._layout
+        poll = self._options.poll_interval
+        off = len(found.off.folders) if found is not None else 0
+        discovery = self._discovery_calls * HOUR / max(self._options.discovery_interval, poll)
+        return ListingPlan(
+            streams=self._schedule.streams,
+            active=self._schedule.active,
+            list_calls_per_hour=self._schedule.calls_per_hour(),
+            discovery_calls_per_hour=discovery + off * HOUR / poll,
+            price=self._options.list_price,
+        )
+
+    def _report_plan(self, layout: Layout) -> None:
+        """`listing_plan` once every stream was listed (the first pass), and again when
+        discovery changes how many there are."""
+        if self._single_load or self._schedule.streams == self._planned:
+            return
+        self._planned = self._schedule.streams
+        shard = self._options.shard
+        report(
+            self.listing_plan(layout),
+            bucket=self._options.bucket_name,
+            shard=None if shard is None else str(shard),
+            threshold=self._options.cost_warning,
+        )
+
+    def pass_fields(self) -> dict[str, object]:
+        """The streams the pass listed, and the requests sent since the last pass line."""
+        now = self._requests.snapshot()
+        sent = {kind: now[kind] - self._requests_logged.get(kind, 0) for kind in now}
+        self._requests_logged = now
+        return {"streams_listed": self._streams_listed, "requests": sent}
+
     def _announce(self, plans: list[StreamPlan], layout: Layout) -> None:
         """A first start on a bucket says what it is about to list."""
         if not plans or any(p.resumed for p in plans):
@@ -198,9 +270,11 @@ class S3Source(PollingSource):
             start_time=self._options.start_time.isoformat() if self._options.start_time else None,
         )
 
-    async def _list(self, prefix: str) -> AsyncIterator[list[Listed]]:
+    async def _list(self, prefix: str, start_after: str = "") -> AsyncIterator[list[Listed]]:
         paginator = self._s3.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(Bucket=self._options.bucket_name, Prefix=prefix):
+        after = {"StartAfter": start_after} if start_after else {}
+        pages = paginator.paginate(Bucket=self._options.bucket_name, Prefix=prefix, **after)
+        async for page in pages:
             self.current_pass.list_calls += 1
             yield _listed(page)
 
@@ -223,16 +297,18 @@ class S3Source(PollingSource):
             logs = logs_of(stream.prefix)
             saved = self._checkpoints.cursor(logs)
         start = self._options.start_time.date() if self._options.start_time else None
-        first = None if saved is None else min(date.fromisoformat(saved), self._lookback_day(now))
+        first: date | None = None
+        if saved is not None:
+            # from before the last listing's lookback: a file landing late since then
+            last = self._schedule.listed_at(stream)
+            since = now if last is None else min(now, datetime.fromtimestamp(last, UTC))
+            first = min(date.fromisoformat(saved), self._lookback_day(since))
+        elif self._handover is not None and self._handover.arrived(stream):
+            first = self._handover.start(self._options.lookback)
         if start is not None:
             first = start if first is None else max(first, start)
         plan = await plan_stream(
-            self._level,
-            stream,
-            first,
-            self._last_day(now),
-            calendar_days=self._calendar_days,
-            resumed=saved is not None,
+            self._level, stream, first, self._last_day(now), resumed=saved is not None
         )
         self._report_off_layout(plan.off, stream)
         return plan
@@ -243,28 +319,63 @@ class S3Source(PollingSource):
 
     async def _list_plan(
         self, plan: StreamPlan, now: datetime
-    ) -> AsyncIterator[list[Listed] | _CursorMove]:
-        """The plan's day folders, then what in the stream is off the layout; then the
-        cursor's move to the first day that had anything not committed, which comes to
-        list_pages after the stream's pages were taken, so that no checkpoint is pruned
-        before the pass read it. Something off the layout not committed keeps the cursor
-        where it was, so the next pass walks to it again."""
-        cursor: date | None = None
-        for day in plan.days:
-            page: list[Listed] = []
-            async for listed in self._list(day_prefix(plan.stream, day)):
-                page += self._in_window(listed)
-            if cursor is None and not self._complete(page):
-                cursor = day
+    ) -> AsyncIterator[list[Listed] | _Listing]:
+        """The plan's day folders, then what in the stream is off the layout; then what
+        the listing found (`_Listing`: the cursor's move to the first day that had
+        anything not committed, the newest file), which comes to list_pages after the
+        stream's pages were taken, so that no checkpoint is pruned before the pass read
+        it. Something off the layout not committed keeps the cursor where it was, so the
+        next pass walks to it again."""
+        seen = _Seen(plan.stream, self._in_work | self._waiting)
+        pages = self._walked(plan) if plan.walked else self._span(plan)
+        async for listed in pages:
+            page = self._in_window(listed)
+            seen.add(page, self._pending(page))
             if page:
                 yield page
-        off_done = True
         async for page in self._off_pages(plan.off):
-            off_done = off_done and self._complete(page)
+            pending = self._pending(page)
+            seen.off_pending = seen.off_pending or bool(pending)
+            seen.busy = seen.busy or any(k in seen.unfinished for k in pending)
             yield page
-        if off_done:
-            after = self._last_day(now) + timedelta(days=1)
-            yield _CursorMove(plan.stream, cursor or after)
+        cursor = seen.cursor(self._last_day(now))
+        yield _Listing(plan.stream, cursor, seen.newest, seen.busy)
+
+    async def _walked(self, plan: StreamPlan) -> AsyncIterator[list[Listed]]:
+        """The day folders a walk found, one listing each."""
+        for day in plan.days:
+            async for listed in self._list(day_prefix(plan.stream, day)):
+                yield listed
+
+    async def _span(self, plan: StreamPlan) -> AsyncIterator[list[Listed]]:
+        """The plan's days in one listing sequence: from the first day's folder on
+        (StartAfter sorts before every key in it), until a key is past the last day's."""
+        if plan.first is None:
+            return
+        stream = plan.stream
+        end = day_prefix(stream, plan.days[-1] + timedelta(days=1))
+        after = f"{stream.prefix}{plan.first:%Y/%m/%d}"
+        async for listed in self._list(stream.prefix, start_after=after):
+            inside = [item for item in listed if item.key < end]
+            yield inside
+            if len(inside) < len(listed):
+                return
+
+    def _listed(self, found: _Listing, now: datetime) -> None:
+        """A stream's listing is done: its next one is scheduled, its cursor moved; a
+        stream that left for another replica is forgotten once it has nothing left."""
+        self._schedule.listed(found.stream, now.timestamp(), found.newest, found.busy)
+        if found.cursor is None:
+            return
+        handing = self._handover
+        prefix, lookback = found.stream.prefix, self._options.lookback
+        if handing is not None and handing.finished(prefix, found.cursor, lookback):
+            self._checkpoints.forget_stream(prefix)
+            self._moved.pop(prefix, None)
+            del handing.leaving[prefix]
+            log.info("stream_handed_over", bucket=self._options.bucket_name, stream=prefix)
+            return
+        self._move_cursor(found.stream, found.cursor, now)
 
     async def _off_pages(self, off: OffLayout) -> AsyncIterator[list[Listed]]:
         """Folders off the layout listed whole, and keys off it as found."""
@@ -289,16 +400,20 @@ class S3Source(PollingSource):
         self.current_pass.outside_window += len(page) - len(kept)
         return kept
 
-    def _complete(self, page: list[Listed]) -> bool:
-        """Whether every object of a day was committed (digests never are, nor need be)."""
+    def _pending(self, page: list[Listed]) -> list[str]:
+        """The keys of a page not committed (digests never are, nor need be)."""
         keys = [item.key for item in page if not is_digest_key(item.key)]
         done = self._checkpoints.committed(keys)
-        return len(done) == len(keys)
+        return [key for key in keys if key not in done]
 
     def _move_cursor(self, stream: Stream, cursor: date, now: datetime) -> None:
-        """Days before both the cursor and the lookback are never listed again."""
+        """Days before both the cursor and the lookback are never listed again. Written
+        only when it changes: a quiet stream's listing mostly leaves both where they were."""
         below = day_prefix(stream, min(cursor, self._lookback_day(now)))
-        self._checkpoints.move_cursor(stream.prefix, cursor.isoformat(), below)
+        moved = (cursor.isoformat(), below)
+        if self._moved.get(stream.prefix) != moved:
+            self._checkpoints.move_cursor(stream.prefix, *moved)
+            self._moved[stream.prefix] = moved
 
     # ---------------------------------------------------------------------------------
     # The integrity check (none of this runs without integrity.verify)
@@ -332,8 +447,18 @@ class S3Source(PollingSource):
             await out.put(item)
 
     def stats(self) -> SourceStats:
-        """The listing's counts, and the digest check's when it is on."""
+        """The listing's counts, its requests and plan, and the digest check's when on."""
         stats = super().stats()
+        if stats.listing is not None:
+            plan = self.listing_plan()
+            listing = replace(
+                stats.listing,
+                requests=self._requests.snapshot(),
+                streams=plan.streams,
+                streams_active=plan.active,
+                monthly_cost=plan.monthly_cost,
+            )
+            stats = replace(stats, listing=listing)
         if self.integrity is None:
             return stats
         return replace(stats, integrity=self.integrity.stats.snapshot())
@@ -418,9 +543,46 @@ class _Presence:
 
 
 @dataclass(frozen=True, slots=True)
-class _CursorMove:
+class _Listing:
+    """What a stream's listing found: where its cursor goes (None: stays), its newest
+    file, whether it has work in hand."""
+
     stream: Stream
-    day: date
+    cursor: date | None
+    newest: float | None
+    busy: bool  # objects in work, or failed and waiting for their retry
+
+
+@dataclass
+class _Seen:
+    """A stream's listing as it goes: the days with keys not committed, whether a key off
+    the layout is not committed, whether one is still in work or waiting for a retry (a
+    key offered for the first time is neither: it is the cadence's newest file), and the
+    newest time a file name holds."""
+
+    stream: Stream
+    unfinished: set[str]  # keys in work or waiting for a retry as the pass began
+    incomplete: set[date] = field(default_factory=set)
+    off_pending: bool = False
+    newest: float | None = None
+    busy: bool = False
+
+    def add(self, page: list[Listed], pending: list[str]) -> None:
+        self.busy = self.busy or any(key in self.unfinished for key in pending)
+        for key in pending:
+            day = day_in(self.stream, key)
+            if day is None:
+                self.off_pending = True
+            else:
+                self.incomplete.add(day)
+        times = [t.timestamp() for t in map(file_time, (i.key for i in page)) if t is not None]
+        if times:
+            self.newest = max(times) if self.newest is None else max(self.newest, *times)
+
+    def cursor(self, last: date) -> date | None:
+        if self.off_pending:
+            return None
+        return min(self.incomplete) if self.incomplete else last + timedelta(days=1)
 
 
 def _listed(page: dict[str, Any]) -> list[Listed]:

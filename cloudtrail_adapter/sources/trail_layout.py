@@ -25,6 +25,7 @@ __all__ = [
     "LOG_KINDS",
     "Place",
     "Stream",
+    "day_in",
     "day_of",
     "day_prefix",
     "days",
@@ -35,6 +36,7 @@ __all__ = [
     "logs_of",
     "logs_root",
     "place",
+    "stream_of",
 ]
 
 LOGS: Final = "AWSLogs/"
@@ -47,6 +49,7 @@ LOG_KINDS: Final = frozenset({LOG_FOLDER, INSIGHT_FOLDER})
 DIGEST_MARK: Final = f"_{DIGEST_FOLDER}_"
 _ACCOUNT: Final = re.compile(r"\d{12}")
 _ORG: Final = re.compile(r"o-[a-z0-9]{10,32}")
+_STREAM: Final = re.compile(r"(?:^|/)AWSLogs/(?:o-[a-z0-9]{10,32}/)?(\d{12})/([^/]+)/([^/]+)/$")
 _FILE_TIME: Final = re.compile(r"_(\d{8}T\d{4}Z)_[^/]*$")
 _PLACE: Final = re.compile(
     r"(?:^|/)AWSLogs/(?:o-[a-z0-9]{10,32}/)?(\d{12})/([^/]+)/([^/]+)/(\d{4})/(\d{2})/(\d{2})/[^/]+$"
@@ -79,6 +82,14 @@ def place(key: str) -> Place | None:
     if found is None:
         return None
     return Place(found[1], found[2], found[3], key.rsplit("/", 1)[0] + "/")
+
+
+def stream_of(prefix: str) -> Stream | None:
+    """The stream a prefix (`.../AWSLogs/[o-ORG/]ACCOUNT/KIND/REGION/`) names, if it names one."""
+    found = _STREAM.search(prefix)
+    if found is None:
+        return None
+    return Stream(prefix, found[1], found[2], found[3])
 
 
 def is_digest_key(key: str) -> bool:
@@ -128,6 +139,15 @@ def day_of(parts: tuple[str, ...]) -> date | None:
         return date(numbers[0], numbers[1], numbers[2])
     except ValueError:
         return None
+
+
+def day_in(stream: Stream, key: str) -> date | None:
+    """The day of the day folder a key of `stream` sits in (`REGION/YYYY/MM/DD/NAME`, or
+    deeper), or None where it sits elsewhere (off the layout)."""
+    parts = key[len(stream.prefix) :].split("/")
+    if not key.startswith(stream.prefix) or len(parts) < 4:
+        return None
+    return day_of(tuple(parts[:3]))
 
 
 def file_time(key: str) -> datetime | None:

@@ -4,10 +4,11 @@
 listing per folder on the way down: the prefix (one or two levels above `AWSLogs/`, to find
 what lies beside it), `AWSLogs/`, each organisation, then per account its kinds and per kind
 its regions: 2 + orgs + accounts x (1 + kinds) with an empty prefix. A stream's *plan*
-names the day folders one pass lists. A short span (the steady state: from the cursor or
-the lookback to today) is taken from the calendar, one call a day whether or not the folder
-exists; a longer one (a first pass, a catch-up, a backfill window) is found by walking the
-`YYYY/`, `MM/` and `DD/` folders that exist, so a sparse ten-year stream costs what it holds.
+names the day folders one listing of it covers. Where its first day is known (a cursor, a
+window's start) the plan is a *span*, listed in one ListObjectsV2 sequence from that day's
+folder on (`StartAfter`), a call per 1,000 keys however many days it covers; where it is
+not (a stream listed for the first time, with no window), the `YYYY/`, `MM/` and `DD/`
+folders that exist are walked, so a sparse ten-year stream costs what it holds.
 
 Nothing under the prefix vanishes: what does not fit the layout on the way down (an account
 folder that is not 12 digits, `2024/1/`, a stray key at any level) is kept in `OffLayout` to
@@ -68,7 +69,8 @@ class Layout:
     streams: list[Stream] = field(default_factory=list)
     off: OffLayout = field(default_factory=OffLayout)
     #: reason -> folders that are not listed: `account_not_selected`, `region_not_selected`,
-    #: `digest`, `not_cloudtrail` (another service's logs, e.g. `elasticloadbalancing/`)
+    #: `digest`, `not_cloudtrail` (another service's logs, e.g. `elasticloadbalancing/`),
+    #: `other_replica` (another replica's share, with `shard`)
     passed_over: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -77,8 +79,12 @@ class StreamPlan:
     stream: Stream
     days: list[date]
     off: OffLayout
-    walked: bool  # found by the folders that exist (False: taken from the calendar)
+    walked: bool  # found by the folders that exist (False: a span, listed in one sequence)
     resumed: bool  # the stream had a cursor
+
+    @property
+    def first(self) -> date | None:
+        return self.days[0] if self.days else None
 
 
 class _Walk:
@@ -110,10 +116,12 @@ async def discover(
     region_wanted: Wanted,
     *,
     digests: bool = False,
+    holds: Callable[[str, str], bool] = lambda account, region: True,
 ) -> Layout | None:
     """The streams under `prefix`, or None where there is no `AWSLogs/` under it or the
     prefix reaches inside one stream (the prefix is then listed whole). Digest folders are
-    streams too with `digests` (the integrity check reads them), else passed over."""
+    streams too with `digests` (the integrity check reads them), else passed over. `holds`
+    (account, region): whether this replica's shard takes the stream."""
     walk = _Walk(prefix)
     if not walk.inside and not await _down_to_root(level, prefix, walk):
         return None
@@ -134,7 +142,8 @@ async def discover(
         else:
             walk.off(folder)
     for folder in accounts:
-        await _account(level, folder, walk, account_wanted, region_wanted, digests)
+        wanted = _Wanted(account_wanted, region_wanted, holds)
+        await _account(level, folder, walk, wanted, digests)
     if any(len(walk.inside) > len(s.prefix) for s in walk.found.streams):
         return None
     return walk.found
@@ -155,16 +164,18 @@ async def _down_to_root(level: LevelLister, prefix: str, walk: _Walk) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _Wanted:
+    account: Wanted
+    region: Wanted
+    holds: Callable[[str, str], bool]
+
+
 async def _account(
-    level: LevelLister,
-    folder: str,
-    walk: _Walk,
-    account_wanted: Wanted,
-    region_wanted: Wanted,
-    digests: bool,
+    level: LevelLister, folder: str, walk: _Walk, wanted: _Wanted, digests: bool
 ) -> None:
     account = folder.rsplit("/", 2)[-2]
-    if not account_wanted(account):
+    if not wanted.account(account):
         walk.passed("account_not_selected", folder)
         return
     kinds = await level(folder)
@@ -180,10 +191,12 @@ async def _account(
             walk.loose(regions)
             for sub in filter(walk.fits, regions.folders):
                 region = sub[len(kind_folder) : -1]
-                if region_wanted(region):
-                    walk.found.streams.append(Stream(sub, account, kind, region))
-                else:
+                if not wanted.region(region):
                     walk.passed("region_not_selected", sub)
+                elif not wanted.holds(account, region):
+                    walk.passed("other_replica", sub)
+                else:
+                    walk.found.streams.append(Stream(sub, account, kind, region))
 
 
 async def plan_stream(
@@ -192,12 +205,11 @@ async def plan_stream(
     first: date | None,
     last: date,
     *,
-    calendar_days: int,
     resumed: bool,
 ) -> StreamPlan:
-    """The day folders of `stream` from `first` (None: its beginning) to `last`: from the
-    calendar when that is at most `calendar_days` days, else by walking what exists."""
-    if first is not None and (last - first).days < calendar_days:
+    """The day folders of `stream` from `first` to `last`: a span of the calendar's days,
+    or where `first` is None (its beginning), the folders that exist, walked."""
+    if first is not None:
         return StreamPlan(stream, list(days(first, last)), OffLayout(), False, resumed)
     plan = StreamPlan(stream, [], OffLayout(), True, resumed)
     await _walk_dates(level, stream.prefix, (), first or date.min, last, plan)
