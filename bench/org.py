@@ -215,9 +215,9 @@ async def _measure(
     quiet: list[tuple[str, str]],
     rng: random.Random,
 ) -> OrgRow:
-    await daemon.wait_event("daemon_started", timeout=120)
+    await daemon.logs.wait_for("daemon_started", timeout=120)
     started = time.perf_counter()
-    first = await daemon.wait_event("source_pass_done", timeout=3600)
+    first = await daemon.logs.wait_for("source_pass_done", timeout=3600)
     first_seconds = time.perf_counter() - started
     await _all_fetched(s3, setup.streams)
 

@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -37,8 +37,10 @@ class CliProcess:
         cwd: Path | None = None,
         stdout: bool = False,
         wrapper: Sequence[str] = (),
+        keep: Callable[[str], bool] | None = None,
     ) -> None:
         self._args = list(args)
+        self._keep = keep  # which lines to keep (all by default: a long bench run keeps few)
         self._env = None if env is None else {**os.environ, **env}
         self._cwd = cwd
         self._stdout = stdout
@@ -86,6 +88,8 @@ class CliProcess:
         assert stream is not None
         while line := await stream.readline():
             text = line.decode(errors="replace")
+            if self._keep is not None and not self._keep(text):
+                continue
             self.lines.append(text)
             if text.startswith("{"):
                 with contextlib.suppress(orjson.JSONDecodeError):
@@ -114,10 +118,11 @@ class DaemonProcess(CliProcess):
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
         wrapper: Sequence[str] = (),
+        keep: Callable[[str], bool] | None = None,
     ) -> None:
         args = ["run", str(config), "--state-dir", str(state), "--log-level", log_level]
         args += ["--shutdown-grace", str(shutdown_grace), *extra_args]
-        super().__init__(args, env=env, wrapper=wrapper)
+        super().__init__(args, env=env, wrapper=wrapper, keep=keep)
 
     def peak_rss_mb(self) -> float:
         """The most resident memory the daemon and its workers had: the sum of each one's
