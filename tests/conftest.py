@@ -3,16 +3,19 @@ the `e2e` marking. The helpers the tests share are in tests/support/."""
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.secret import Secret
+from tests.support.connect_proxy import PROXY_PASSWORD, PROXY_USER, ConnectProxy
 from tests.support.stand_in import ACCESS_KEY, REGION, SECRET_KEY, STAND_IN, moto_server
 
 
@@ -86,6 +89,36 @@ E2E_MODULES = frozenset(
         "test_emulate",
     }
 )
+
+
+@pytest.fixture
+def keys_served() -> Iterator[None]:
+    """The stand-in's ListPublicKeys answers with the trail's keys during the test."""
+    try:
+        yield
+    finally:
+        STAND_IN.public_keys = {}
+        STAND_IN.public_key_calls.clear()
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+async def tls_lc(ca: trustme.CA) -> AsyncIterator[LimaCharlieEmulator]:
+    """The emulator over TLS, its certificate from `ca` (trusted through SSL_CERT_FILE)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    async with LimaCharlieEmulator(ssl_context=context) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def proxy() -> Iterator[ConnectProxy]:
+    with ConnectProxy(PROXY_USER, PROXY_PASSWORD) as running:
+        yield running
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -23,7 +23,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -262,15 +262,6 @@ async def logged(logs: LogWatch, event: str, source: str, count: int = 1) -> dic
             if len(found) >= count:
                 return found[count - 1]
             await logs.wait_for(event, len(logs.named(event)) + 1, timeout=60)
-
-
-@pytest.fixture
-def keys_served() -> Iterator[None]:
-    try:
-        yield
-    finally:
-        STAND_IN.public_keys = {}
-        STAND_IN.public_key_calls.clear()
 
 
 def hours_ago(n: int) -> datetime:

@@ -10,9 +10,7 @@ import dataclasses
 import json
 import os
 import socket
-import ssl
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +24,9 @@ from cloudtrail_adapter.config import DeliveryOptions, SourceConfig, WebhookOpti
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.secret import Secret
 from tests.support.configs import INSTALLATION_KEY, OID, WEBHOOK_SECRET, file_config
-from tests.support.connect_proxy import ConnectProxy
+from tests.support.connect_proxy import PROXY_PASSWORD, PROXY_USER, ConnectProxy
 
-USER = "svc-lc"
-PASSWORD = "pr0xy-S3CRET-value"
+USER, PASSWORD = PROXY_USER, PROXY_PASSWORD
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -152,25 +149,6 @@ async def test_the_webhook_handshake_names_what_the_hook_refused_and_sends_no_ev
 
 
 # -- TLS and proxies -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-async def tls_lc(ca: trustme.CA) -> AsyncIterator[LimaCharlieEmulator]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    async with LimaCharlieEmulator(ssl_context=context) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def proxy() -> Iterator[ConnectProxy]:
-    with ConnectProxy(USER, PASSWORD) as running:
-        yield running
 
 
 async def test_a_certificate_nobody_trusts_is_named_as_tls(

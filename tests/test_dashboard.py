@@ -13,14 +13,12 @@ import random
 import re
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-import pytest
 
 from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions, IntegrityOptions, RecordFilter
@@ -67,15 +65,6 @@ def damaged(good: list[dict[str, Any]]) -> bytes:
     parts = [orjson.dumps(r) for r in good]
     parts.append(b'{"eventVersion":"1.08","eventName":"\xffBad"}')
     return gzip.compress(b'{"Records":[' + b",".join(parts) + b"]}")
-
-
-@pytest.fixture
-def keys_served() -> Iterator[None]:
-    try:
-        yield
-    finally:
-        STAND_IN.public_keys = {}
-        STAND_IN.public_key_calls.clear()
 
 
 async def new_bucket(aws_options: AwsOptions, name: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,16 +33,6 @@ from tests.support.watch import LogWatch, passes_done, watch_logs
 
 ACCOUNT = "111122223333"
 REGION = "us-east-1"
-
-
-@pytest.fixture
-def keys_served() -> Iterator[None]:
-    """The stand-in's ListPublicKeys answers with the trail's keys during the test."""
-    try:
-        yield
-    finally:
-        STAND_IN.public_keys = {}
-        STAND_IN.public_key_calls.clear()
 
 
 def result_name(bucket: str) -> str:

@@ -7,8 +7,6 @@ the emulator serving TLS with a test CA, so the daemon must tunnel as it would t
 from __future__ import annotations
 
 import random
-import ssl
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,32 +24,12 @@ from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
 from cloudtrail_adapter.secret import Secret
 from cloudtrail_adapter.sinks.proxies import Routes
 from tests.support.configs import INSTALLATION_KEY, OID
-from tests.support.connect_proxy import ConnectProxy
+from tests.support.connect_proxy import PROXY_PASSWORD, PROXY_USER, ConnectProxy
 from tests.support.process import DaemonProcess
 from tests.support.stand_in import ACCESS_KEY, SECRET_KEY, put_objects
 
-USER = "svc-lc"
-PASSWORD = "pr0xy-S3CRET-value"
+USER, PASSWORD = PROXY_USER, PROXY_PASSWORD
 PREFIX = "AWSLogs/111122223333/CloudTrail/us-east-1/2026/11/30/"
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-async def tls_lc(ca: trustme.CA) -> AsyncIterator[LimaCharlieEmulator]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    async with LimaCharlieEmulator(ssl_context=context) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def proxy() -> Iterator[ConnectProxy]:
-    with ConnectProxy(USER, PASSWORD) as running:
-        yield running
 
 
 @dataclass

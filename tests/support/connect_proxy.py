@@ -26,6 +26,11 @@ class ProxyRequest:
     allowed: bool
 
 
+#: The credentials the tests' proxy asks for (a password that must never be logged).
+PROXY_USER = "svc-lc"
+PROXY_PASSWORD = "pr0xy-S3CRET-value"
+
+
 @dataclass
 class ConnectProxy:
     """`with ConnectProxy(user, password) as proxy:` serves at `proxy.url`."""
