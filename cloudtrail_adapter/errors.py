@@ -25,6 +25,7 @@ __all__ = [
     "QueueUnavailable",
     "aws_error_code",
     "failure_reason",
+    "is_cut_short",
 ]
 
 #: How the process ends: done (or stopped cleanly), a source failed, or it could not start
@@ -72,6 +73,31 @@ def aws_error_code(exc: BaseException) -> str | None:
         return None
     code = response.get("Error", {}).get("Code")
     return str(code) if code else None
+
+
+#: What a read cut short raises, by class name (aiohttp's, botocore's, asyncio's and the
+#: builtins'), so that telling one needs neither aiohttp nor botocore imported here.
+_CUT_SHORT = frozenset(
+    {
+        "ClientPayloadError",  # aiohttp: the body ended before its Content-Length
+        "ServerDisconnectedError",
+        "ClientOSError",
+        "IncompleteReadError",  # asyncio's and botocore's
+        "ResponseStreamingError",  # botocore: the body broke off while read
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+        "ConnectionResetError",
+        "TimeoutError",
+    }
+)
+
+
+def is_cut_short(exc: BaseException) -> bool:
+    """Whether `exc` is a read that broke off (a reset, a short body, a read timeout), which
+    asking again at once may well mend: never an answer S3 gave (a ClientError)."""
+    if aws_error_code(exc) is not None:
+        return False
+    return any(cls.__name__ in _CUT_SHORT for cls in type(exc).__mro__)
 
 
 def failure_reason(exc: BaseException) -> str:
