@@ -214,7 +214,7 @@ async def run_source(
             await _until_done(
                 produce, sink.run(), tracker.run_committer(), pipeline.run(), log_progress(runtime)
             )
-            given_up = source.problems()
+            given_up = source.problems() - source.recovered()
     finally:
         runtime.detach()
         await sink.close()

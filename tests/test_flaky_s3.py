@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from cloudtrail_adapter.config import AwsOptions, DeliveryOptions
-from cloudtrail_adapter.daemon import serve
+from cloudtrail_adapter.daemon import checkpoint_scope, serve
 from cloudtrail_adapter.emulator.corpus import log_file
 from cloudtrail_adapter.emulator.server import LimaCharlieEmulator
+from cloudtrail_adapter.readers import READ_TRIES
+from cloudtrail_adapter.state import StateStore
 from tests.support.configs import s3_config
 from tests.support.corpus import PREFIX, ids, records
 from tests.support.fault_proxy import FaultPlan, FaultProxy
 from tests.support.stand_in import put_objects
+from tests.support.watch import watch_logs
 
 #: The issue's faults: every 3rd object 503 SlowDown, every 5th a 500, every 4th a body cut
 #: at half, each for its first two tries; every 4th listing call 503.
@@ -55,3 +58,38 @@ async def test_single_load_through_faults_ships_every_record_once_and_exits_0(
         assert sent == {str(r["eventID"]): r for r in everything}
         assert await serve([cfg], state_dir) == 0
     assert len(lc.store.events) == len(everything), "the second run re-sent records"
+
+
+async def test_faults_outlasting_the_retries_in_place_are_retried_within_the_run(
+    aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, state_dir: Path
+) -> None:
+    """Every 4th object's body is cut on its first 6 tries, past the 4 tries in place: its
+    first attempt fails, and a pass seconds later ships it, so the run still exits 0."""
+    bodies, everything = corpus(8)
+    await put_objects(aws_options, bucket, bodies)
+    plan = FaultPlan(cut_every=4, tries=READ_TRIES + 2)
+    with FaultProxy(str(aws_options.endpoint_url), plan) as proxy, watch_logs() as logs:
+        cfg = s3_config(dataclasses.replace(aws_options, endpoint_url=proxy.url), bucket, lc)
+        assert await serve([cfg], state_dir) == 0
+        assert proxy.kinds()["cut"] == 2 * (READ_TRIES + 2)
+        assert [e["objects"] for e in logs.named("single_load_retrying")] == [2]
+        assert lc.store.event_ids() == ids(everything)
+        assert await serve([cfg], state_dir) == 0
+    assert len(lc.store.events) == len(everything), "the second run re-sent records"
+
+
+async def test_what_a_run_left_to_retry_later_does_not_make_a_single_load_skip_it(
+    aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, state_dir: Path
+) -> None:
+    """An object a run left backing off (a minute, say, after a cut body) is loaded by the
+    next single-load run, now that S3 answers."""
+    bodies, everything = corpus(3)
+    await put_objects(aws_options, bucket, bodies)
+    cfg = s3_config(aws_options, bucket, lc)
+    store = StateStore.in_dir(state_dir)
+    store.scoped(checkpoint_scope(cfg)).checkpoints(bucket).record_failure(
+        next(iter(bodies)), reason="ClientPayloadError", error="cut", quarantine_after=5, backoff=60
+    )
+    store.close()
+    assert await serve([cfg], state_dir) == 0
+    assert lc.store.event_ids() == ids(everything)

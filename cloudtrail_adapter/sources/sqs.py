@@ -146,6 +146,10 @@ class SqsSource:
         """Messages given up on in this run (poison, or their objects failed)."""
         return self._counts.poison + self._left_for_redelivery
 
+    def recovered(self) -> int:
+        """Nothing is retried within a run: a message left comes back through SQS."""
+        return 0
+
     def stats(self) -> SourceStats:
         return SourceStats(queue=replace(self._counts))
 

@@ -79,6 +79,7 @@ class FaultProxy:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
+    _server: asyncio.Server | None = None
 
     @property
     def url(self) -> str:
@@ -94,7 +95,7 @@ class FaultProxy:
         def serve() -> None:
             assert self._loop is not None
             asyncio.set_event_loop(self._loop)
-            server = self._loop.run_until_complete(
+            self._server = server = self._loop.run_until_complete(
                 asyncio.start_server(self._client, "127.0.0.1", 0)
             )
             self.port = server.sockets[0].getsockname()[1]
@@ -109,7 +110,9 @@ class FaultProxy:
     def __exit__(self, *exc: object) -> None:
         assert self._loop is not None and self._thread is not None
 
-        async def stop() -> None:
+        async def stop() -> None:  # closed: a client still pointed here is refused at once
+            if self._server is not None:
+                self._server.close()
             for task in asyncio.all_tasks():
                 if task is not asyncio.current_task():
                     task.cancel()
