@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
@@ -54,6 +55,9 @@ class FaultPlan:
     list_cut_every: int = 0  # ListObjectsV2 calls whose page is cut at half
     receive_internal_every: int = 0  # SQS ReceiveMessage calls answered 500
     delete_internal_every: int = 0  # SQS DeleteMessageBatch calls answered 500
+    #: Action (an SQS action, or GetObject) -> seconds every answer to it is held back:
+    #: a slow network.
+    delays: dict[str, float] = field(default_factory=dict)
     #: ListObjectsV2 calls, per bucket, answered 503 SlowDown whatever their number: the
     #: next this many (a throttled bucket; counted down as they are answered).
     throttle_lists: dict[str, int] = field(default_factory=dict)
@@ -65,6 +69,16 @@ class Injected:
     target: str  # the object's key, or the call's action
 
 
+@dataclass(frozen=True)
+class Call:
+    """A request as it reached the proxy: its action, when (time.monotonic), and whether
+    its answer carried anything (SQS messages, for a ReceiveMessage)."""
+
+    action: str
+    at: float
+    carried: bool
+
+
 @dataclass
 class FaultProxy:
     """`with FaultProxy(endpoint, plan) as proxy:` serves at `proxy.url`."""
@@ -72,6 +86,7 @@ class FaultProxy:
     upstream: str
     plan: FaultPlan = field(default_factory=FaultPlan)
     injected: list[Injected] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
     port: int = 0
     _objects: dict[str, int] = field(default_factory=dict)  # key -> its number
     _tries: Counter[str] = field(default_factory=Counter)  # key -> GET/HEAD requests seen
@@ -145,7 +160,10 @@ class FaultProxy:
         headers = [(k.strip(), v.strip()) for k, _, v in (h.partition(":") for h in lines if h)]
         length = int(next((v for k, v in headers if k.lower() == "content-length"), "0"))
         body = await reader.readexactly(length) if length else b""
-        fault = self._fault(method, target, dict((k.lower(), v) for k, v in headers))
+        arrived = time.monotonic()
+        lowered = {k.lower(): v for k, v in headers}
+        action = _action(method, target, lowered)
+        fault = self._fault(method, target, lowered)
         if fault is not None and fault != "cut":
             status, code, text = SLOW_DOWN if fault.endswith("slow_down") else INTERNAL
             kind = "application/xml"
@@ -164,6 +182,8 @@ class FaultProxy:
             kept = [(k, v) for k, v in answer.headers.items() if k.lower() not in _FRAMING]
             reason = answer.reason or ""
             promised = answer.content_length if method == "HEAD" else None
+        self.calls.append(Call(action, arrived, b'"Messages"' in data))
+        await asyncio.sleep(self.plan.delays.get(action, 0.0))
         if fault == "cut" and len(data) > 1:
             _write(writer, answer.status, reason, kept, data[: len(data) // 2], len(data))
             await writer.drain()
@@ -227,6 +247,18 @@ class FaultProxy:
     def _record(self, kind: str, target: str) -> str:
         self.injected.append(Injected(kind, target))
         return kind
+
+
+def _action(method: str, target: str, headers: dict[str, str]) -> str:
+    """The request's AWS action, as far as the proxy tells them apart."""
+    named = headers.get("x-amz-target", "").rpartition(".")[2]
+    if named:
+        return named
+    parts = urllib.parse.urlsplit(target)
+    key = parts.path.strip("/").partition("/")[2]
+    if not key:
+        return "ListObjectsV2" if "list-type=2" in parts.query else f"{method} bucket"
+    return {"GET": "GetObject", "HEAD": "HeadObject"}.get(method, f"{method} object")
 
 
 def _write(
