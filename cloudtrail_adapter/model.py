@@ -77,6 +77,17 @@ class SourceStats:
     #: an S3 source's digest check (integrity.verify); its type lives with the verdicts
     #: it counts (integrity/verdicts.py)
     integrity: IntegrityStats | None = None
+    #: an S3 source's requests at once, as throttling left them (limiter.py)
+    throttling: ThrottlingStats | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottlingStats:
+    """GETs and ListObjectsV2 calls a bucket gets at once now, and 503s counted since start."""
+
+    fetch_concurrency: int
+    list_concurrency: int
+    throttled: int
 
 
 class Source(Protocol):

@@ -26,6 +26,7 @@ from cloudtrail_adapter.model import (
     QueueStats,
     Sink,
     Source,
+    ThrottlingStats,
     UspStats,
     WebhookStats,
 )
@@ -204,6 +205,8 @@ class _Families:
                 self._listing(name, source.listing)
             if source.integrity is not None:
                 self._integrity(name, source.integrity)
+            if source.throttling is not None:
+                self._throttling(name, source.throttling)
         if rt.sink is not None:
             sink = rt.sink.stats()
             if sink.usp is not None:
@@ -314,6 +317,19 @@ class _Families:
         )
         self.by_label(
             "objects_quarantined", "objects quarantined, by reason", name, st.quarantined, "reason"
+        )
+
+    def _throttling(self, name: str, st: ThrottlingStats) -> None:
+        """Halved on each 503 SlowDown, one more per success (limiter.py)."""
+        self.counter("s3_throttled", "S3 requests answered 503 (SlowDown)", name, st.throttled)
+        self.gauge(
+            "s3_fetch_concurrency", "GETs the bucket gets at once now", name, st.fetch_concurrency
+        )
+        self.gauge(
+            "s3_list_concurrency",
+            "ListObjectsV2 calls the bucket gets at once now",
+            name,
+            st.list_concurrency,
         )
 
     def _integrity(self, name: str, st: IntegrityStats) -> None:

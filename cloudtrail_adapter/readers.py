@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
@@ -28,6 +28,7 @@ from typing import Any, Final, Protocol, TypeVar
 import structlog
 
 from cloudtrail_adapter.errors import AdapterError, Backoff, is_cut_short
+from cloudtrail_adapter.limiter import AimdLimiter
 
 log = structlog.get_logger("cloudtrail_adapter.readers")
 
@@ -88,7 +89,8 @@ class FileReader:
 
 class S3Reader:
     """`client` gives the S3 client to use (the bucket's region may need discovering first);
-    `owner`, when given, is the account every request expects to own the bucket."""
+    `owner`, when given, is the account every request expects to own the bucket; `limiter`,
+    when given, how many requests the bucket gets at once (lowered when it throttles)."""
 
     def __init__(
         self,
@@ -99,8 +101,10 @@ class S3Reader:
         size: int | None = None,
         etag: str = "",
         owner: str | None = None,
+        limiter: AimdLimiter | None = None,
     ) -> None:
         self._client = client
+        self._limiter = limiter
         self._bucket = bucket
         self._key = key
         self._size = size
@@ -125,18 +129,22 @@ class S3Reader:
 
     async def _head_once(self) -> Any:
         s3 = await self._client()
-        async with self._owner_checked(s3):
+        async with self._slot(), self._owner_checked(s3):
             return await s3.head_object(**self._object)
+
+    def _slot(self) -> AbstractAsyncContextManager[None]:
+        return self._limiter.slot() if self._limiter is not None else nullcontext()
 
     async def read(self) -> bytes:
         return await self._again(lambda: self._get(), "whole")
 
     async def _get(self, **extra: str) -> bytes:
         s3 = await self._client()
-        async with self._owner_checked(s3):
-            answer = await s3.get_object(**self._object, **extra)
-        async with answer["Body"] as body:
-            data: bytes = await body.read()
+        async with self._slot():
+            async with self._owner_checked(s3):
+                answer = await s3.get_object(**self._object, **extra)
+            async with answer["Body"] as body:
+                data: bytes = await body.read()
         return data
 
     async def _again(self, attempt: Callable[[], Coroutine[Any, Any, _T]], part: str) -> _T:

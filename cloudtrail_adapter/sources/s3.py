@@ -31,7 +31,8 @@ import structlog
 from cloudtrail_adapter.aio import Stopped, gather_limited, merge_limited, unless_stopped
 from cloudtrail_adapter.config import S3SourceOptions
 from cloudtrail_adapter.errors import LayoutMissing
-from cloudtrail_adapter.model import SourceStats, WorkItem
+from cloudtrail_adapter.limiter import AimdLimiter, watch_throttles
+from cloudtrail_adapter.model import SourceStats, ThrottlingStats, WorkItem
 from cloudtrail_adapter.readers import Reader, S3Reader
 from cloudtrail_adapter.sources.polling import Listed, PassStats, PollingSource
 from cloudtrail_adapter.sources.trail_layout import (
@@ -97,6 +98,10 @@ class S3Source(PollingSource):
         self._calendar_days = math.ceil(options.lookback / 86400) + 2
         self.integrity = integrity
         self._hashes: dict[str, str] = {}  # key -> SHA-256 of objects decoded, until commit
+        # S3 throttles per prefix and bucket: our GETs and listings slow down when it does.
+        self._fetches = AimdLimiter(options.bucket_name, "fetch", options.parallel_fetch)
+        self._listings = AimdLimiter(options.bucket_name, "list", options.parallel_list)
+        watch_throttles(s3)
 
     async def list_pages(self) -> AsyncIterator[list[Listed]]:
         layout = await self._current_layout() if self._options.layout == "auto" else None
@@ -199,17 +204,26 @@ class S3Source(PollingSource):
         )
 
     async def _list(self, prefix: str) -> AsyncIterator[list[Listed]]:
-        paginator = self._s3.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(Bucket=self._options.bucket_name, Prefix=prefix):
+        async for page in self._pages(Prefix=prefix):
             self.current_pass.list_calls += 1
             yield _listed(page)
 
+    async def _pages(self, **params: str) -> AsyncIterator[dict[str, Any]]:
+        """ListObjectsV2 pages, each request within the bucket's listing limit."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        pages = aiter(paginator.paginate(Bucket=self._options.bucket_name, **params))
+        while True:
+            async with self._listings.slot():
+                try:
+                    page: dict[str, Any] = await anext(pages)
+                except StopAsyncIteration:
+                    return
+            yield page
+
     async def _level(self, prefix: str) -> Level:
         """The folders and keys right under `prefix` (a delimiter listing)."""
-        paginator = self._s3.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self._options.bucket_name, Prefix=prefix, Delimiter="/")
         found = Level([], [])
-        async for page in pages:
+        async for page in self._pages(Prefix=prefix, Delimiter="/"):
             self.current_pass.list_calls += 1
             found.folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", ()))
             found.keys.extend(_listed(page))
@@ -333,7 +347,12 @@ class S3Source(PollingSource):
 
     def stats(self) -> SourceStats:
         """The listing's counts, and the digest check's when it is on."""
-        stats = super().stats()
+        throttling = ThrottlingStats(
+            fetch_concurrency=self._fetches.limit,
+            list_concurrency=self._listings.limit,
+            throttled=self._fetches.throttled + self._listings.throttled,
+        )
+        stats = replace(super().stats(), throttling=throttling)
         if self.integrity is None:
             return stats
         return replace(stats, integrity=self.integrity.stats.snapshot())
@@ -377,6 +396,7 @@ class S3Source(PollingSource):
             size=listed.size,
             etag=listed.etag,
             owner=self._options.bucket_owner,
+            limiter=self._fetches,
         )
 
     async def _client(self) -> Any:

@@ -51,6 +51,7 @@ class FaultPlan:
     internal_every: int = 0  # objects answered 500 InternalError
     cut_every: int = 0  # objects whose body is cut at half, Content-Length promising all
     tries: int = 2
+    only_first: int = 0  # when set, only objects numbered up to this fail
     list_slow_down_every: int = 0  # ListObjectsV2 calls answered 503 SlowDown
     list_cut_every: int = 0  # ListObjectsV2 calls whose page is cut at half
     receive_internal_every: int = 0  # SQS ReceiveMessage calls answered 500
@@ -232,7 +233,7 @@ class FaultProxy:
     def _by_object(self, key: str, method: str) -> str | None:
         number = self._objects.setdefault(key, len(self._objects) + 1)
         self._tries[key] += 1
-        if self._tries[key] > self.plan.tries:
+        if self._tries[key] > self.plan.tries or 0 < self.plan.only_first < number:
             return None
         plan = self.plan
         for kind, every in (
