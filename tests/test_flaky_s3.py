@@ -8,6 +8,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cloudtrail_adapter.config import AwsOptions, DeliveryOptions
 from cloudtrail_adapter.daemon import checkpoint_scope, serve
 from cloudtrail_adapter.emulator.corpus import log_file
@@ -93,3 +95,26 @@ async def test_what_a_run_left_to_retry_later_does_not_make_a_single_load_skip_i
     store.close()
     assert await serve([cfg], state_dir) == 0
     assert lc.store.event_ids() == ids(everything)
+
+
+@pytest.mark.parametrize("code", ["RequestTimeTooSkewed", "ExpiredToken", "InvalidAccessKeyId"])
+async def test_a_refusal_of_who_or_when_fails_the_source_with_its_reason_not_each_object(
+    code: str, aws_options: AwsOptions, bucket: str, lc: LimaCharlieEmulator, state_dir: Path
+) -> None:
+    """Every GetObject refused for our credentials or our clock: the source fails once,
+    with AWS's code and what to do (a skewed clock says by how much); no object counts a
+    failure for it, so none is backed off or quarantined for what was never its fault."""
+    bodies, _ = corpus(4)
+    await put_objects(aws_options, bucket, bodies)
+    plan = FaultPlan(refuse_objects=code, server_clock_ahead=3600)
+    with FaultProxy(str(aws_options.endpoint_url), plan) as proxy, watch_logs() as logs:
+        cfg = s3_config(dataclasses.replace(aws_options, endpoint_url=proxy.url), bucket, lc)
+        assert await serve([cfg], state_dir) == 1
+    [failed] = logs.named("source_failed")
+    assert failed["reason"] == code
+    if code == "RequestTimeTooSkewed":
+        assert "clock is 3600 s behind" in failed["error"], failed["error"]
+    assert not logs.named("object_failed")
+    store = StateStore.in_dir(state_dir)
+    assert store.failures() == []
+    store.close()

@@ -20,6 +20,7 @@ import time
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
@@ -52,6 +53,11 @@ class FaultPlan:
     cut_every: int = 0  # objects whose body is cut at half, Content-Length promising all
     tries: int = 2
     only_first: int = 0  # when set, only objects numbered up to this fail
+    #: When set, every GetObject and HeadObject is refused (403) with this AWS code:
+    #: ExpiredToken, InvalidAccessKeyId, SignatureDoesNotMatch or RequestTimeTooSkewed
+    #: (as from an AWS whose clock is `server_clock_ahead` seconds ahead of ours).
+    refuse_objects: str = ""
+    server_clock_ahead: float = 3600.0
     list_slow_down_every: int = 0  # ListObjectsV2 calls answered 503 SlowDown
     list_cut_every: int = 0  # ListObjectsV2 calls whose page is cut at half
     receive_internal_every: int = 0  # SQS ReceiveMessage calls answered 500
@@ -165,6 +171,10 @@ class FaultProxy:
         lowered = {k.lower(): v for k, v in headers}
         action = _action(method, target, lowered)
         fault = self._fault(method, target, lowered)
+        if fault == "refused":
+            _write(writer, 403, "Forbidden", [("Content-Type", "application/xml")], self._refusal())
+            await writer.drain()
+            return True
         if fault is not None and fault != "cut":
             status, code, text = SLOW_DOWN if fault.endswith("slow_down") else INTERNAL
             kind = "application/xml"
@@ -230,7 +240,20 @@ class FaultProxy:
             return "cut"
         return None
 
+    def _refusal(self) -> bytes:
+        code = self.plan.refuse_objects
+        now = datetime.now(UTC)
+        server = (now + timedelta(seconds=self.plan.server_clock_ahead)).isoformat()
+        extra = (
+            f"<RequestTime>{now:%Y%m%dT%H%M%SZ}</RequestTime><ServerTime>{server}</ServerTime>"
+            if code == "RequestTimeTooSkewed"
+            else ""
+        )
+        return f"<Error><Code>{code}</Code><Message>refused</Message>{extra}</Error>".encode()
+
     def _by_object(self, key: str, method: str) -> str | None:
+        if self.plan.refuse_objects:
+            return self._record("refused", key)
         number = self._objects.setdefault(key, len(self._objects) + 1)
         self._tries[key] += 1
         if self._tries[key] > self.plan.tries or 0 < self.plan.only_first < number:
