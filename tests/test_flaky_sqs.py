@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from cloudtrail_adapter import aws
 from cloudtrail_adapter.config import AwsOptions
 from cloudtrail_adapter.daemon import serve
 from cloudtrail_adapter.emulator.corpus import log_file
@@ -143,3 +145,44 @@ async def test_a_receipt_handle_gone_is_not_retried(
     given_up = logs.named("sqs_message_not_deleted")
     assert [e["code"] for e in given_up] == ["ReceiptHandleIsInvalid"]
     assert len(logs.named("sqs_message_deleted")) == 1
+
+
+async def test_the_sqs_corpus_through_the_issues_faults_arrives_once_and_empties_the_queues(
+    aws_options: AwsOptions, bucket: str, queue: str, lc: LimaCharlieEmulator, state_dir: Path
+) -> None:
+    """The S3 faults of the issue (each chosen object's first two tries: 503 SlowDown, 500,
+    a body cut at half), and ReceiveMessage and DeleteMessageBatch answered 500 now and
+    then: every record arrives once, and the queue and its dead-letter queue end empty."""
+    async with aws.client("sqs", aws_options) as sqs:
+        made = await sqs.create_queue(QueueName=f"{queue.rsplit('/', 1)[1]}-dlq")
+        dlq = str(made["QueueUrl"])
+        answer = await sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])
+        redrive = orjson.dumps(
+            {"deadLetterTargetArn": answer["Attributes"]["QueueArn"], "maxReceiveCount": "3"}
+        ).decode()
+        await sqs.set_queue_attributes(QueueUrl=queue, Attributes={"RedrivePolicy": redrive})
+    objects = {
+        f"{PREFIX}111122223333_CloudTrail_us-east-1_20261124T12{n:02d}Z_q.json.gz": records(
+            30 + n, 600 + n
+        )
+        for n in range(15)
+    }
+    await put_objects(aws_options, bucket, {k: log_file(r) for k, r in objects.items()})
+    await send(aws_options, queue, [messages.s3_event(bucket, [k]) for k in objects])
+    plan = FaultPlan(
+        slow_down_every=3,
+        internal_every=5,
+        cut_every=4,
+        tries=2,
+        receive_internal_every=3,
+        delete_internal_every=2,
+    )
+    with FaultProxy(str(aws_options.endpoint_url), plan) as proxy:
+        through = dataclasses.replace(aws_options, endpoint_url=proxy.url)
+        cfg = sqs_config(through, queue, lc, visibility_timeout=15, max_messages=3)
+        assert await serve([cfg], state_dir) == 0
+    kinds = proxy.kinds()
+    assert kinds["cut"] and kinds["receive_internal"] and kinds["delete_internal"], kinds
+    assert lc.store.event_ids() == ids([r for recs in objects.values() for r in recs])
+    assert await depth(aws_options, queue) == (0, 0)
+    assert await depth(aws_options, dlq) == (0, 0)
