@@ -25,7 +25,14 @@ from cloudtrail_adapter.config import (
     SourceConfig,
 )
 from cloudtrail_adapter.dedup import Deduplicator
-from cloudtrail_adapter.errors import EXIT_FAILED, EXIT_OK, AdapterError, Backoff, failure_reason
+from cloudtrail_adapter.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    AdapterError,
+    Backoff,
+    aws_refused_us,
+    failure_reason,
+)
 from cloudtrail_adapter.model import AckCallback, Sink, Source
 from cloudtrail_adapter.monitor import Monitor, SourceRuntime, log_progress
 from cloudtrail_adapter.pipeline import Pipeline
@@ -165,6 +172,7 @@ async def supervise(
         try:
             return await run_source(cfg, state, http, executor, shutdown, runtime)
         except Exception as exc:
+            exc = aws_refused_us(exc) or exc  # a listing refused so says what to do, too
             error = str(exc) if isinstance(exc, AdapterError) else f"{type(exc).__name__}: {exc}"
             log.error("source_failed", reason=failure_reason(exc), error=error)
             outcome = SourceOutcome(cfg.name, ok=False, error=error)
@@ -214,7 +222,7 @@ async def run_source(
             await _until_done(
                 produce, sink.run(), tracker.run_committer(), pipeline.run(), log_progress(runtime)
             )
-            given_up = source.problems()
+            given_up = source.problems() - source.recovered()
     finally:
         runtime.detach()
         await sink.close()

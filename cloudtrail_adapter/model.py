@@ -120,6 +120,17 @@ class SourceStats:
     #: an S3 source's digest check (integrity.verify); its type lives with the verdicts
     #: it counts (integrity/verdicts.py)
     integrity: IntegrityStats | None = None
+    #: an S3 source's requests at once, as throttling left them (limiter.py)
+    throttling: ThrottlingStats | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottlingStats:
+    """GETs and ListObjectsV2 calls a bucket gets at once now, and 503s counted since start."""
+
+    fetch_concurrency: int
+    list_concurrency: int
+    throttled: int
 
 
 class Source(Protocol):
@@ -128,7 +139,9 @@ class Source(Protocol):
     `run` returns in single-load mode once everything it offered is finished with, and
     after `stop_intake()` once what it already offered is finished with. `hand_back()` gives
     back what is still in work when the shutdown grace ran out (SQS: visibility 0).
-    `problems` counts what it gave up on (poison messages, say) for the exit code. `stats`
+    `problems` counts what it gave up on (poison messages, say) for the exit code, and
+    `recovered` the failed attempts (which the pipeline counted) of items it retried within
+    the run and then committed, which do not fail a single-load run. `stats`
     is read at scrape time: it costs the data path nothing.
     """
 
@@ -141,6 +154,8 @@ class Source(Protocol):
     async def hand_back(self) -> None: ...
 
     def problems(self) -> int: ...
+
+    def recovered(self) -> int: ...
 
     def stats(self) -> SourceStats: ...
 

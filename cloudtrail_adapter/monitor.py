@@ -38,6 +38,7 @@ from cloudtrail_adapter.model import (
     Sink,
     Source,
     Stages,
+    ThrottlingStats,
     UspStats,
     WebhookStats,
 )
@@ -348,6 +349,8 @@ class _Families:
             self._listing(rt.name, listing or _no_listing())
         if stats is not None and stats.integrity is not None:
             self._integrity(rt.name, stats.integrity)
+        if stats is not None and stats.throttling is not None:
+            self._throttling(rt.name, stats.throttling)
 
     def _pipeline(self, name: str, p: Stages | None) -> None:
         st = p.stats if p is not None else PipelineStats()
@@ -481,6 +484,19 @@ class _Families:
             "LIST requests a month at the present cadence, at list_price",
             name,
             st.monthly_cost,
+        )
+
+    def _throttling(self, name: str, st: ThrottlingStats) -> None:
+        """Halved on each 503 SlowDown, one more per success (limiter.py)."""
+        self.counter("s3_throttled", "S3 requests answered 503 (SlowDown)", name, st.throttled)
+        self.gauge(
+            "s3_fetch_concurrency", "GETs the bucket gets at once now", name, st.fetch_concurrency
+        )
+        self.gauge(
+            "s3_list_concurrency",
+            "ListObjectsV2 calls the bucket gets at once now",
+            name,
+            st.list_concurrency,
         )
 
     def _integrity(self, name: str, st: IntegrityStats) -> None:

@@ -65,7 +65,7 @@ from cloudtrail_adapter.decoding.values import (
     Unreadable,
 )
 from cloudtrail_adapter.dedup import BatchFlights, Deduplicator, Flight
-from cloudtrail_adapter.errors import failure_reason
+from cloudtrail_adapter.errors import aws_refused_us, failure_reason
 from cloudtrail_adapter.model import AckToken, Batch, DedupStats, PipelineStats, WorkItem
 from cloudtrail_adapter.workers import WorkerDied, WorkerLost
 
@@ -153,10 +153,13 @@ class Pipeline:
 
     async def run(self) -> None:
         """Runs the fetchers and the batcher until cancelled."""
-        async with asyncio.TaskGroup() as tasks:
-            for _ in range(self._fetchers):
-                tasks.create_task(self._fetcher())
-            tasks.create_task(self._batcher())
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for _ in range(self._fetchers):
+                    tasks.create_task(self._fetcher())
+                tasks.create_task(self._batcher())
+        except BaseExceptionGroup as group:  # the first failure is the pipeline's failure
+            raise group.exceptions[0] from None
 
     async def drained(self) -> None:
         """Returns once every item put so far was decoded and then committed or failed."""
@@ -192,6 +195,9 @@ class Pipeline:
             self._failed(item, progress, exc.reason, str(exc))
             return
         except Exception as exc:  # a fetch error: the source offers the item again later
+            refused = aws_refused_us(exc)
+            if refused is not None:  # the source's failure, not the object's
+                raise refused from exc
             self._failed(item, progress, failure_reason(exc), str(exc))
             return
         self.stats.objects_decoded += 1

@@ -6,17 +6,38 @@ memory. S3 ranges are separate
 short GETs pinned to the object's ETag: a stalled LimaCharlie never holds an idle S3
 connection open, and an object replaced mid-stream fails cleanly instead of being mixed.
 Every S3 read names the account expected to own the bucket, when there is one.
+
+A read cut short (a reset, a body shorter than its Content-Length, a read timeout) is asked
+again at once, a few times with jittered backoff, before the object counts a failed attempt:
+botocore retries a request that failed, never a body that broke off halfway. A range is asked
+again from its own first byte, which is the first byte not yet decoded, still pinned to the
+ETag (an object replaced meanwhile fails with 412 and starts over on its next attempt); a
+whole read is asked again from the start, and nothing of the broken read was decoded. The
+same holds for a HeadObject.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
-from cloudtrail_adapter.errors import AdapterError
+import structlog
+
+from cloudtrail_adapter.errors import AdapterError, Backoff, is_cut_short
+from cloudtrail_adapter.limiter import AimdLimiter
+
+log = structlog.get_logger("cloudtrail_adapter.readers")
+
+#: A read cut short is asked this many times in all before it fails the object's attempt,
+#: waiting a fifth of a second, then doubling, jittered, in between.
+READ_TRIES: Final = 4
+READ_BACKOFF: Final = Backoff(0.2, 2.0, jitter=0.5)
+
+_T = TypeVar("_T")
 
 
 class Reader(Protocol):
@@ -68,7 +89,8 @@ class FileReader:
 
 class S3Reader:
     """`client` gives the S3 client to use (the bucket's region may need discovering first);
-    `owner`, when given, is the account every request expects to own the bucket."""
+    `owner`, when given, is the account every request expects to own the bucket; `limiter`,
+    when given, how many requests the bucket gets at once (lowered when it throttles)."""
 
     def __init__(
         self,
@@ -79,8 +101,10 @@ class S3Reader:
         size: int | None = None,
         etag: str = "",
         owner: str | None = None,
+        limiter: AimdLimiter | None = None,
     ) -> None:
         self._client = client
+        self._limiter = limiter
         self._bucket = bucket
         self._key = key
         self._size = size
@@ -99,19 +123,50 @@ class S3Reader:
         return self._size
 
     async def _head(self) -> None:
-        s3 = await self._client()
-        async with self._owner_checked(s3):
-            head = await s3.head_object(**self._object)
+        head = await self._again(self._head_once, "head")
         self._size = int(head["ContentLength"])
         self._etag = str(head.get("ETag", "")).strip('"')
 
-    async def read(self) -> bytes:
+    async def _head_once(self) -> Any:
         s3 = await self._client()
-        async with self._owner_checked(s3):
-            answer = await s3.get_object(**self._object)
-        async with answer["Body"] as body:
-            data: bytes = await body.read()
+        async with self._slot(), self._owner_checked(s3):
+            return await s3.head_object(**self._object)
+
+    def _slot(self) -> AbstractAsyncContextManager[None]:
+        return self._limiter.slot() if self._limiter is not None else nullcontext()
+
+    async def read(self) -> bytes:
+        return await self._again(lambda: self._get(), "whole")
+
+    async def _get(self, **extra: str) -> bytes:
+        s3 = await self._client()
+        async with self._slot():
+            async with self._owner_checked(s3):
+                answer = await s3.get_object(**self._object, **extra)
+            async with answer["Body"] as body:
+                data: bytes = await body.read()
         return data
+
+    async def _again(self, attempt: Callable[[], Coroutine[Any, Any, _T]], part: str) -> _T:
+        """`attempt` once more, at once and then backing off, while it is cut short."""
+        for tried in range(1, READ_TRIES + 1):
+            try:
+                return await attempt()
+            except Exception as exc:
+                if tried == READ_TRIES or not is_cut_short(exc):
+                    raise
+                delay = READ_BACKOFF.delay(tried) if tried > 1 else 0.0
+                log.info(
+                    "s3_read_retried",
+                    bucket=self._bucket,
+                    key=self._key,
+                    part=part,
+                    attempt=tried,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def chunks(self, chunk_size: int) -> AsyncIterator[bytes]:
         """Ranges pinned to one ETag; without a listed ETag (a notification) the object's
@@ -120,17 +175,10 @@ class S3Reader:
         if not self._etag:
             await self._head()
         total = await self.size()
-        s3 = await self._client()
         pinned = {"IfMatch": f'"{self._etag}"'} if self._etag else {}
         for start in range(0, total, chunk_size):
-            last = min(total, start + chunk_size) - 1
-            async with self._owner_checked(s3):
-                answer = await s3.get_object(
-                    **self._object, Range=f"bytes={start}-{last}", **pinned
-                )
-            async with answer["Body"] as body:
-                chunk: bytes = await body.read()
-            yield chunk
+            span = f"bytes={start}-{min(total, start + chunk_size) - 1}"
+            yield await self._again(partial(self._get, Range=span, **pinned), span)
 
 
 class WrongBucketOwner(AdapterError):

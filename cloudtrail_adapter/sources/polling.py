@@ -3,8 +3,14 @@
 A listed object is offered once per pass unless it is already checkpointed or still in
 work from an earlier pass; a failed object is released and offered again on the next pass,
 after its backoff, until `quarantine_after` attempts; one failed for a reason retrying
-cannot help (decode.SET_ASIDE_AT_ONCE: too much text, too much damage, decoding it killed
+cannot help (values.SET_ASIDE_AT_ONCE: too much text, too much damage, decoding it killed
 its worker twice) is quarantined at once.
+
+A single-load run is a job that should end with everything done: an object that failed in
+a way that may mend (a fault of S3 or the network, not a decode error or a refusal) is
+offered again within the run, in another pass once everything is settled, after seconds
+rather than the long-running daemon's minutes, until it is done or quarantined. It ignores
+the backoff other runs recorded: only quarantine makes it skip an object.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, get_args
 
 import structlog
 
 from cloudtrail_adapter.aio import Stopped, unless_stopped
-from cloudtrail_adapter.decoding.values import SET_ASIDE_AT_ONCE
+from cloudtrail_adapter.decoding.values import SET_ASIDE_AT_ONCE, DecodeReason
+from cloudtrail_adapter.errors import Backoff
 from cloudtrail_adapter.model import ListingStats, SourceStats, WorkItem
 from cloudtrail_adapter.readers import Reader
 from cloudtrail_adapter.sources.trail_layout import is_digest_key
@@ -54,6 +61,14 @@ class PassStats:
     listing_done: bool = False  # `offered` is final
 
 
+#: A single-load run's passes again after failures wait this long (1 s, doubling, to 30 s);
+#: what it records as "retry later" is as short, so that the next run never waits long.
+SINGLE_LOAD_BACKOFF: Final = Backoff(1.0, 30.0, jitter=0.25)
+#: Failures another try does not mend: the content, the size, or who may read it.
+LASTING: Final = frozenset(
+    {*get_args(DecodeReason), "too_large", "wrong_bucket_owner", "AccessDenied", "NoSuchKey"}
+)
+
 #: What `stats` sums over passes.
 _SUMMED = ("list_calls", "off_layout", "outside_window", "skipped_digest")
 
@@ -87,6 +102,10 @@ class PollingSource(ABC):
         self.current_pass = PassStats()  # what the pass under way listed and offered so far
         self._earlier = PassStats()  # the sums of the passes before it
         self._quarantined: Counter[str] = Counter()  # objects quarantined since start, by reason
+        self._failed_attempts: Counter[str] = Counter()  # key -> attempts failed, until commit
+        self._recovered = 0  # failed attempts of objects committed later in the run
+        self._mendable: set[str] = set()  # keys failed in a way that may mend, this round
+        self._round = 0  # single-load passes again after failures
 
     @abstractmethod
     def list_pages(self) -> AsyncIterator[list[Listed]]:
@@ -102,6 +121,10 @@ class PollingSource(ABC):
     def problems(self) -> int:
         """Objects refused before fetching; the pipeline counts the ones that failed later."""
         return self._too_large
+
+    def recovered(self) -> int:
+        """Failed attempts (which the pipeline counted) of objects committed later."""
+        return self._recovered
 
     def stop_intake(self) -> None:
         self._stop.set()
@@ -149,10 +172,26 @@ class PollingSource(ABC):
                     **self.pass_fields(),
                 )
                 if self._single_load:
-                    return
+                    if not await unless_stopped(self._stop, self._again_soon()):
+                        return
+                    continue
                 await unless_stopped(self._stop, asyncio.sleep(self._poll_interval))
         except Stopped:
             return
+
+    async def _again_soon(self) -> bool:
+        """Once everything offered is settled: whether anything failed in a way that may
+        mend, and then after a pause of seconds (more each round) another pass is due."""
+        await self.idle()
+        if not self._mendable:
+            return False
+        count = len(self._mendable)
+        self._mendable.clear()
+        self._round += 1
+        delay = SINGLE_LOAD_BACKOFF.delay(self._round)
+        log.warning("single_load_retrying", objects=count, round=self._round, retry_in=delay)
+        await asyncio.sleep(delay)
+        return True
 
     def stats(self) -> SourceStats:
         """Since start (the passes done and the one under way), and the pass under way."""
@@ -174,7 +213,9 @@ class PollingSource(ABC):
         for name in _SUMMED:
             setattr(self._earlier, name, getattr(self._earlier, name) + getattr(finished, name))
         stats = self.current_pass = PassStats()
-        blocked = self._checkpoints.blocked()
+        blocked = (
+            self._checkpoints.quarantined() if self._single_load else self._checkpoints.blocked()
+        )
         async for page in self.list_pages():
             stats.listed += len(page)
             self.on_page(page)
@@ -220,8 +261,10 @@ class PollingSource(ABC):
             reason=reason,
             error=error,
             quarantine_after=quarantine_after or self._quarantine_after,
-            backoff=self._retry_backoff,
+            backoff=SINGLE_LOAD_BACKOFF.initial if self._single_load else self._retry_backoff,
         )
+        if self._single_load and not failure.quarantined and reason not in LASTING:
+            self._mendable.add(listed.key)
         _, fields = self.describe(listed)
         if failure.quarantined:
             self._quarantined[reason] += 1
@@ -259,11 +302,13 @@ class PollingSource(ABC):
 
         async def commit() -> None:
             self._checkpoints.commit(listed.key, etag=listed.etag, size=listed.size)
+            self._recovered += self._failed_attempts.pop(listed.key, 0)
             self.committed(listed)
             self._end_work(listed.key)
             await self.after_commit(listed)
 
         def release(reason: str, error: str) -> None:
+            self._failed_attempts[listed.key] += 1
             self._end_work(listed.key)
             self.released(listed, reason)
             at_once = 1 if reason in SET_ASIDE_AT_ONCE else None

@@ -34,7 +34,8 @@ import structlog
 from cloudtrail_adapter.aio import Stopped, gather_limited, merge_limited, unless_stopped
 from cloudtrail_adapter.config import S3SourceOptions
 from cloudtrail_adapter.errors import LayoutMissing
-from cloudtrail_adapter.model import SourceStats, WorkItem
+from cloudtrail_adapter.limiter import AimdLimiter, watch_throttles
+from cloudtrail_adapter.model import SourceStats, ThrottlingStats, WorkItem
 from cloudtrail_adapter.readers import Reader, S3Reader
 from cloudtrail_adapter.sources.cadence import HOUR, Schedule
 from cloudtrail_adapter.sources.listing_cost import ListingPlan, RequestCounter, report
@@ -113,6 +114,10 @@ class S3Source(PollingSource):
         self._requests_logged = self._requests.snapshot()
         self.integrity = integrity
         self._hashes: dict[str, str] = {}  # key -> SHA-256 of objects decoded, until commit
+        # S3 throttles per prefix and bucket: our GETs and listings slow down when it does.
+        self._fetches = AimdLimiter(options.bucket_name, "fetch", options.parallel_fetch)
+        self._listings = AimdLimiter(options.bucket_name, "list", options.parallel_list)
+        watch_throttles(s3)
 
     async def list_pages(self) -> AsyncIterator[list[Listed]]:
         layout = await self._current_layout() if self._options.layout == "auto" else None
@@ -132,7 +137,9 @@ class S3Source(PollingSource):
                 self._checkpoints, self._options.shard, now, self._options.lookback, self._chosen
             )
         streams = layout.streams + list(self._handover.leaving.values())
-        due = self._schedule.due(streams, now.timestamp())
+        # A single-load run's passes (the first, and those retrying what may mend) list every
+        # stream: the cadence is for a long-running daemon's steady state.
+        due = streams if self._options.single_load else self._schedule.due(streams, now.timestamp())
         due.sort(key=lambda s: not self._schedule.is_active(s))  # the busy ones first
         self._streams_listed = len(due)
         self._waiting = self._checkpoints.blocked() - self._checkpoints.quarantined()
@@ -271,19 +278,27 @@ class S3Source(PollingSource):
         )
 
     async def _list(self, prefix: str, start_after: str = "") -> AsyncIterator[list[Listed]]:
-        paginator = self._s3.get_paginator("list_objects_v2")
         after = {"StartAfter": start_after} if start_after else {}
-        pages = paginator.paginate(Bucket=self._options.bucket_name, Prefix=prefix, **after)
-        async for page in pages:
+        async for page in self._pages(Prefix=prefix, **after):
             self.current_pass.list_calls += 1
             yield _listed(page)
 
+    async def _pages(self, **params: str) -> AsyncIterator[dict[str, Any]]:
+        """ListObjectsV2 pages, each request within the bucket's listing limit."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        pages = aiter(paginator.paginate(Bucket=self._options.bucket_name, **params))
+        while True:
+            async with self._listings.slot():
+                try:
+                    page: dict[str, Any] = await anext(pages)
+                except StopAsyncIteration:
+                    return
+            yield page
+
     async def _level(self, prefix: str) -> Level:
         """The folders and keys right under `prefix` (a delimiter listing)."""
-        paginator = self._s3.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self._options.bucket_name, Prefix=prefix, Delimiter="/")
         found = Level([], [])
-        async for page in pages:
+        async for page in self._pages(Prefix=prefix, Delimiter="/"):
             self.current_pass.list_calls += 1
             found.folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", ()))
             found.keys.extend(_listed(page))
@@ -447,8 +462,14 @@ class S3Source(PollingSource):
             await out.put(item)
 
     def stats(self) -> SourceStats:
-        """The listing's counts, its requests and plan, and the digest check's when on."""
-        stats = super().stats()
+        """The listing's counts, its requests and plan, its throttling, and the digest
+        check's when on."""
+        throttling = ThrottlingStats(
+            fetch_concurrency=self._fetches.limit,
+            list_concurrency=self._listings.limit,
+            throttled=self._fetches.throttled + self._listings.throttled,
+        )
+        stats = replace(super().stats(), throttling=throttling)
         if stats.listing is not None:
             plan = self.listing_plan()
             listing = replace(
@@ -502,6 +523,7 @@ class S3Source(PollingSource):
             size=listed.size,
             etag=listed.etag,
             owner=self._options.bucket_owner,
+            limiter=self._fetches,
         )
 
     async def _client(self) -> Any:

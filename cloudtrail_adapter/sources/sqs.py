@@ -7,7 +7,10 @@ room for, so a slow LimaCharlie slows receiving instead of growing memory.
 - Each message is handled on its own: its objects become WorkItems whose commits count
   down; at zero the message is deleted (batched), never before.
 - While in work, a heartbeat extends its visibility every half timeout, so a file that takes
-  longer than the timeout to deliver is not redelivered to another consumer.
+  longer than the timeout to deliver is not redelivered to another consumer. The half
+  timeout is counted from when the request that hid it (the ReceiveMessage, then each
+  extension) was sent, not from when its answer came: SQS starts the clock somewhere in
+  between, and a slow answer must not eat into the time we have.
 - A body we cannot parse (poison), or a message whose object could not be read, is logged
   with its message id, counted and *left on the queue*: it becomes visible again after its
   visibility timeout and, after the queue's maxReceiveCount, moves to its dead-letter queue.
@@ -86,6 +89,7 @@ class _Message:
         "failure",
         "handle",
         "heartbeat",
+        "hidden_at",
         "message_id",
         "outstanding",
         "poisoned",
@@ -93,8 +97,18 @@ class _Message:
         "unqueued",
     )
 
-    def __init__(self, message_id: str, handle: str, outstanding: int, receives: str = "") -> None:
+    def __init__(
+        self,
+        message_id: str,
+        handle: str,
+        outstanding: int,
+        receives: str = "",
+        hidden_at: float = 0.0,
+    ) -> None:
         self.message_id = message_id
+        #: When (the loop's clock) the request that last hid it was sent: its visibility
+        #: timeout runs from no earlier than that.
+        self.hidden_at = hidden_at
         self.handle = handle
         self.outstanding = outstanding
         self.receives = receives  # ApproximateReceiveCount, for the logs
@@ -145,6 +159,10 @@ class SqsSource:
     def problems(self) -> int:
         """Messages given up on in this run (poison, or their objects failed)."""
         return self._counts.poison + self._left_for_redelivery
+
+    def recovered(self) -> int:
+        """Nothing is retried within a run: a message left comes back through SQS."""
+        return 0
 
     def stats(self) -> SourceStats:
         return SourceStats(queue=replace(self._counts))
@@ -225,6 +243,7 @@ class SqsSource:
                 room = await unless_stopped(self._stop, self._wait_for_room())
                 asked = min(room, self._options.max_messages)
                 with self._reserving(asked):
+                    sent_at = asyncio.get_running_loop().time()
                     try:
                         messages = await self._receive(asked)
                     except (ClientError, BotoCoreError) as exc:
@@ -232,7 +251,7 @@ class SqsSource:
                         error: Exception | None = exc
                     else:
                         failures, error = 0, None
-                        if not await self._accept_all(messages, out):
+                        if not await self._accept_all(messages, out, sent_at):
                             return
                 if error is not None:
                     await unless_stopped(self._stop, self._receive_failed(error, failures))
@@ -253,14 +272,14 @@ class SqsSource:
             self._left.set()
 
     async def _accept_all(
-        self, messages: list[dict[str, Any]], out: asyncio.Queue[WorkItem]
+        self, messages: list[dict[str, Any]], out: asyncio.Queue[WorkItem], sent_at: float
     ) -> bool:
         """False when a stop cut it short (what was not accepted yet was given back)."""
         for index, message in enumerate(messages):
             if self._stop.is_set():
                 await self._give_back_unread(messages[index:])
                 return False
-            await self._accept(message, out)
+            await self._accept(message, out, sent_at)
         return True
 
     async def _give_back_unread(self, messages: list[dict[str, Any]]) -> None:
@@ -308,7 +327,9 @@ class SqsSource:
         log.warning("sqs_receive_failed", error=f"{code}: {exc}", retry_in=delay)
         await asyncio.sleep(delay)
 
-    async def _accept(self, received: dict[str, Any], out: asyncio.Queue[WorkItem]) -> None:
+    async def _accept(
+        self, received: dict[str, Any], out: asyncio.Queue[WorkItem], sent_at: float
+    ) -> None:
         message_id = str(received.get("MessageId", ""))
         receives = received.get("Attributes", {}).get("ApproximateReceiveCount", "?")
         try:
@@ -331,7 +352,8 @@ class SqsSource:
             self._poison(message_id, receives, "bucket_not_trusted", error, bucket=foreign)
             return
         items = self._items(note, message_id)
-        message = _Message(message_id, str(received["ReceiptHandle"]), len(items), receives)
+        handle = str(received["ReceiptHandle"])
+        message = _Message(message_id, handle, len(items), receives, hidden_at=sent_at)
         self._enter(message)
         if not items:
             why = note.reason if isinstance(note, NothingToDo) else "digest_files_only"
@@ -456,8 +478,10 @@ class SqsSource:
     async def _heartbeat(self, message: _Message) -> None:
         """Keeps the message invisible to other consumers while its records are in work."""
         timeout = self._options.visibility_timeout
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(max(0.5, timeout / 2))
+            await asyncio.sleep(max(0.0, message.hidden_at + timeout / 2 - loop.time()))
+            sent_at = loop.time()
             try:
                 await self._sqs.change_message_visibility(
                     QueueUrl=self._options.queue_url,
@@ -473,7 +497,9 @@ class SqsSource:
                 )
                 if code in GONE_HANDLE_CODES or code == "InvalidParameterValue":
                     return  # deleted, expired or past SQS's 12-hour cap: nothing to keep
+                await asyncio.sleep(min(1.0, timeout / 4))  # and again, not in a tight loop
                 continue
+            message.hidden_at = sent_at
             self._counts.visibility_extensions += 1
             log.debug("sqs_visibility_extended", message_id=message.message_id)
 

@@ -111,6 +111,13 @@ class StandIn:
     #: The next this many ReceiveMessage calls fail with OverLimit (403), an error botocore
     #: does not retry itself and the source does not take for a missing queue.
     receive_faults: int = 0
+    #: The next this many DeleteMessageBatch calls fail whole, with OverLimit (403): an error
+    #: botocore does not retry itself, so each is one failed call of the source's (a 5xx
+    #: would be retried by botocore first, with its backoff of seconds).
+    delete_faults: int = 0
+    #: The codes the next entries of DeleteMessageBatch calls fail with, one entry each, in
+    #: order (the call itself succeeds, as SQS answers a partial failure).
+    delete_entry_faults: list[str] = field(default_factory=list)
     #: Bucket -> the account that owns it, where a test says (moto makes every bucket its
     #: creator's, which is the one account of the stand-in's keys).
     bucket_owners: dict[str, str] = field(default_factory=dict)
@@ -151,6 +158,31 @@ def _keys_from_environment() -> None:
             region: [(base64.b64decode(der), since, until) for der, since, until in keys]
             for region, keys in json.loads(text).items()
         }
+
+
+def _failing_deletes(delete_batch: Callable[..., Any]) -> Callable[..., Any]:
+    """DeleteMessageBatch as SQS fails it: whole (`STAND_IN.delete_faults`), or for some of
+    its entries only (`STAND_IN.delete_entry_faults`), the rest deleted."""
+
+    @functools.wraps(delete_batch)
+    def delete_message_batch(
+        self: SQSBackend, queue_name: str, receipts: list[dict[str, Any]]
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        if STAND_IN.delete_faults > 0:
+            STAND_IN.delete_faults -= 1
+            raise OverLimit(STAND_IN.delete_faults + 8)
+        failed: list[dict[str, Any]] = []
+        kept = []
+        for entry in receipts:
+            if STAND_IN.delete_entry_faults:
+                code = STAND_IN.delete_entry_faults.pop(0)
+                failed.append({"Id": entry["Id"], "SenderFault": False, "Code": code})
+            else:
+                kept.append(entry)
+        success, errors = delete_batch(self, queue_name, kept) if kept else ([], [])
+        return success, [*failed, *errors]
+
+    return delete_message_batch
 
 
 def _short_sessions(assume_role: Callable[..., AssumedRole]) -> Callable[..., AssumedRole]:
@@ -287,6 +319,8 @@ def _patch_moto() -> None:
     """Once per process: each patch marks what it wrapped with `__wrapped__`."""
     if not hasattr(SQSBackend.receive_message, "__wrapped__"):
         SQSBackend.receive_message = _atomic_receive(SQSBackend.receive_message)  # type: ignore[method-assign]
+    if not hasattr(SQSBackend.delete_message_batch, "__wrapped__"):
+        SQSBackend.delete_message_batch = _failing_deletes(SQSBackend.delete_message_batch)  # type: ignore[method-assign]
     if not hasattr(STSBackend.assume_role, "__wrapped__"):
         STSBackend.assume_role = _short_sessions(STSBackend.assume_role)  # type: ignore[method-assign]
     if not hasattr(S3Backend.list_objects, "__wrapped__"):
