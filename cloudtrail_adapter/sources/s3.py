@@ -139,7 +139,15 @@ class S3Source(PollingSource):
         streams = layout.streams + list(self._handover.leaving.values())
         # A single-load run's passes (the first, and those retrying what may mend) list every
         # stream: the cadence is for a long-running daemon's steady state.
-        due = streams if self._options.single_load else self._schedule.due(streams, now.timestamp())
+        # Digest streams are listed every pass too: a digest ships no record, so by the
+        # cadence's measure its stream is always quiet, and verdicts would wait for hours.
+        cadenced = [s for s in streams if s.kind != DIGEST_FOLDER]
+        digests = [s for s in streams if s.kind == DIGEST_FOLDER]
+        due = (
+            streams
+            if self._options.single_load
+            else self._schedule.due(cadenced, now.timestamp()) + digests
+        )
         due.sort(key=lambda s: not self._schedule.is_active(s))  # the busy ones first
         self._streams_listed = len(due)
         self._waiting = self._checkpoints.blocked() - self._checkpoints.quarantined()
