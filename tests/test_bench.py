@@ -61,7 +61,7 @@ async def test_the_listing_rows_run_and_the_layout_lists_less_once_steady(
     rows = await listing_rows(aws_options.endpoint_url, org_accounts=2, regions=3)
     sparse, sparse_flat, org, _ = rows
     assert [r.layout for r in rows] == ["auto", "flat", "auto", "flat"]
-    assert sparse.steady_calls == 40 and org.steady_calls == 2 * 3  # a call per stream
+    assert sparse.steady_calls == 40 and org.steady_calls == 2 * 3
     assert sparse.first_calls < 1000  # a walk of what exists; the calendar would be ~146,000
     assert sparse_flat.first_calls == sparse_flat.steady_calls == 1
     assert "steady pass" in render_listing(rows)
