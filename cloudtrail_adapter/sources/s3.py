@@ -126,7 +126,7 @@ class S3Source(PollingSource):
                 raise LayoutMissing(
                     f"no CloudTrail layout (AWSLogs/...) under "
                     f"s3://{self._options.bucket_name}/{self._options.prefix}: accounts, "
-                    "regions, start_time and end_time need it"
+                    "regions, shard, start_time and end_time need it"
                 )
             async for page in self._list(self._options.prefix):
                 yield page
